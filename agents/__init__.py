@@ -1,0 +1,7 @@
+"""Stream processors: the likes agent and the logic it folds events with."""
+
+from ._confirm import Confirmer
+from ._fold import Fold, fold
+from ._likes import Topics, define_agents
+
+__all__ = ["Confirmer", "Fold", "Topics", "define_agents", "fold"]

@@ -1,0 +1,5 @@
+import sys
+
+from likestream.cli import main
+
+sys.exit(main())

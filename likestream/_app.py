@@ -1,0 +1,60 @@
+"""Wiring: the Faust app with its topics, tables, agents and web server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+from likestream.agents import Topics, define_agents
+from likestream.tables import LikeTables
+from likestream.web import WebServer, create_app
+
+from ._settings import Settings
+
+__all__ = ["Pipeline", "build"]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    app: faust.App
+    tables: LikeTables
+    web: WebServer
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        settings.app_id,
+        broker=";".join(f"kafka://{s}" for s in settings.kafka.split(",")),
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        topic_allow_declare=True,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger_ms=5,
+        web_enabled=False,
+        autodiscover=False,
+        table_standby_replicas=0,
+        # A SIGKILLed worker's partitions move on after this, not faust's 60 s.
+        broker_session_timeout=10,
+        broker_heartbeat_interval=3,
+    )
+
+
+def build(settings: Settings) -> Pipeline:
+    app = _faust_app(settings)
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+           "value_serializer": "raw", "partitions": settings.partitions}
+    topics = Topics(
+        events=app.topic(settings.topic, **raw),
+        counts=app.topic(settings.counts_topic, **raw),
+        dlq=app.topic(settings.dlq_topic, **raw),
+    )
+    tables = LikeTables(app, settings)
+    define_agents(app, topics, tables, settings)
+    web = WebServer(create_app(tables), settings.web_host, settings.web_port)
+    return Pipeline(app, tables, web)

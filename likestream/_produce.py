@@ -1,0 +1,89 @@
+"""``likestream produce``: events from arguments, a JSON-lines file, stdin, or a synthetic load."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import random
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import IO
+
+from ._schema import InvalidEvent, LikeEvent, event_from_json
+from .client import LikeClient, new_event
+
+__all__ = ["produce", "read_events", "synthetic_events"]
+
+WINDOW = 20_000  # unconfirmed sends in flight before waiting for acknowledgements
+
+
+def read_events(lines: IO[str]) -> Iterator[LikeEvent]:
+    """Events from JSON lines; stops with a message naming the first bad line."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield event_from_json(line)
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"line {number}: {exc}") from None
+
+
+def synthetic_events(
+    count: int, items: int, users: int, seed: int = 1, skew: float = 1.0, unlike_ratio: float = 0.3
+) -> Iterator[LikeEvent]:
+    """``count`` events over ``items`` Zipf-skewed items and ``users`` uniform users."""
+    rng = random.Random(seed)
+    cumulative = list(itertools.accumulate(1.0 / (rank**skew) for rank in range(1, items + 1)))
+    total = cumulative[-1]
+    for _ in range(count):
+        item = bisect.bisect_left(cumulative, rng.random() * total)
+        action = "unlike" if rng.random() < unlike_ratio else "like"
+        yield new_event(f"u{rng.randrange(users)}", f"item:{item}", action)
+
+
+async def produce(
+    bootstrap: str, topic: str, events: Iterable[LikeEvent], total: int | None = None
+) -> int:
+    """Publish ``events`` and wait for every acknowledgement; returns how many were sent."""
+    progress = _Progress(total)
+    sent = 0
+    async with LikeClient(bootstrap, topic, linger_ms=10) as client:
+        pending: list[asyncio.Future[object]] = []
+        for event in events:
+            pending.append(await client.send(event))
+            sent += 1
+            if len(pending) >= WINDOW:
+                await asyncio.gather(*pending)
+                pending.clear()
+            progress.update(sent)
+        await asyncio.gather(*pending)
+    progress.done(sent)
+    return sent
+
+
+class _Progress:
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+        self.start = time.perf_counter()
+        self.last = 0.0
+        self.shown = total is not None and total >= 1000
+
+    def update(self, sent: int) -> None:
+        now = time.perf_counter()
+        if not self.shown or now - self.last < 0.5:
+            return
+        self.last = now
+        pct = 100 * sent / self.total if self.total else 0
+        rate = sent / max(now - self.start, 1e-9)
+        bar = "#" * int(pct / 4)
+        print(f"\r[{bar:<25}] {sent}/{self.total} {pct:5.1f}% {rate:,.0f} events/s",
+              end="", file=sys.stderr, flush=True)
+
+    def done(self, sent: int) -> None:
+        elapsed = time.perf_counter() - self.start
+        if self.shown:
+            print(file=sys.stderr)
+        print(f"produced {sent} events in {elapsed:.2f}s: {sent / max(elapsed, 1e-9):,.0f} events/s",
+              file=sys.stderr)

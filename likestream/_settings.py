@@ -1,0 +1,132 @@
+"""Settings: every knob is a ``LIKESTREAM_*`` environment variable or a CLI flag.
+
+Each field is documented where it is declared; ``likestream config`` prints the
+effective values with secrets masked. A bad value stops start-up with a message
+that names the variable (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
+
+ENV_PREFIX = "LIKESTREAM_"
+_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
+_HOST_PORT_RE = re.compile(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    kafka: str = "localhost:9092"
+    """Bootstrap servers, comma separated ``host:port``; the default is the embedded broker."""
+
+    topic: str = "likes"
+    """The events topic. Its dead-letter topic is ``<topic>.dlq``."""
+
+    counts_topic: str = "like-counts"
+    """Compacted topic that receives every count change (``item_id -> count``)."""
+
+    partitions: int = Field(8, ge=1, le=1024)
+    """Partitions of the events topic, and so of every table and of ``like-counts``."""
+
+    replication: int = Field(1, ge=1, le=9)
+    """Replication factor for the topics the app creates (1 for the embedded broker)."""
+
+    app_id: str = "likestream"
+    """Consumer group id and prefix of the changelog topics."""
+
+    data_dir: Path = Path("./data")
+    """This process's RocksDB databases and other local state."""
+
+    web_host: str = "0.0.0.0"
+    """Address the HTTP server binds to."""
+
+    web_port: int = Field(6066, ge=1, le=65535)
+    """HTTP port."""
+
+    secret: SecretStr | None = None
+    """JWT signing key (HS256); random in dev, required in prod."""
+
+    rate: float = Field(5.0, gt=0)
+    """Per-user like rate, tokens per second."""
+
+    burst: int = Field(20, ge=1)
+    """Per-user token bucket size."""
+
+    push_interval_ms: int = Field(100, ge=1, le=60_000)
+    """Push coalescing per item and client, in milliseconds."""
+
+    env: Literal["dev", "prod"] = "dev"
+    """``dev`` or ``prod``; prod refuses unsafe defaults."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of the worker."""
+
+    rocksdb_cache_mb: int = Field(8, ge=1, le=4096)
+    """RocksDB block cache per partition database, MiB (faust's default is 2 GiB each)."""
+
+    rocksdb_write_buffer_mb: int = Field(4, ge=1, le=1024)
+    """RocksDB memtable size per partition database, MiB."""
+
+    commit_interval_ms: int = Field(50, ge=1, le=10_000)
+    """How often applied events are confirmed durable and acknowledged, milliseconds."""
+
+    @field_validator("kafka")
+    @classmethod
+    def _check_kafka(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",")]
+        if not all(_HOST_PORT_RE.fullmatch(s) for s in servers):
+            raise ValueError("expected host:port[,host:port...]")
+        return ",".join(servers)
+
+    @field_validator("topic", "counts_topic", "app_id")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _TOPIC_RE.fullmatch(value):
+            raise ValueError("expected 1-200 characters of [A-Za-z0-9._-]")
+        return value
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+    def masked(self) -> dict[str, str]:
+        """Effective values as strings, secrets masked, keyed by environment variable."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown = "********"
+            elif value is None:
+                shown = "(unset)"
+            else:
+                shown = str(value)
+            out[ENV_PREFIX + name.upper()] = shown
+        return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; ``overrides`` (CLI flags) win.
+
+    Raises :class:`SettingsError` naming the offending variable.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            lines.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
+        raise SettingsError("invalid setting: " + "; ".join(lines)) from None

@@ -1,0 +1,71 @@
+"""Create the app's own topics with the configured partitions (auto-creation is off).
+
+The changelog topics are created by Faust itself when the tables start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
+
+from ._settings import Settings
+
+__all__ = ["TopicError", "TopicSpec", "ensure_topics", "topic_specs"]
+
+
+class TopicError(RuntimeError):
+    """The cluster's topics do not fit the settings, or Kafka is not reachable."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    n = settings.partitions
+    return [
+        TopicSpec(settings.topic, n, {}),
+        TopicSpec(settings.dlq_topic, n, {}),
+        # Latest count per item is all downstream readers need: compact.
+        TopicSpec(settings.counts_topic, n, {"cleanup.policy": "compact"}),
+    ]
+
+
+async def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
+    """Create missing topics; fail when an existing one has other partitions."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=10_000)
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+    except (KafkaConnectionError, TimeoutError) as exc:
+        raise TopicError(f"cannot reach Kafka at {settings.kafka} (LIKESTREAM_KAFKA): {exc}") from None
+    try:
+        specs = topic_specs(settings)
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            await admin.create_topics(
+                [NewTopic(s.name, s.partitions, settings.replication, topic_configs=s.config)
+                 for s in missing]
+            )
+        await _check_partitions(admin, specs)
+    finally:
+        await admin.close()
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    described = await admin.describe_topics([s.name for s in specs])
+    found = {t["topic"]: len(t["partitions"]) for t in described}
+    for spec in specs:
+        have = found.get(spec.name, 0)
+        if have != spec.partitions:
+            raise TopicError(
+                f"topic {spec.name!r} has {have} partitions but LIKESTREAM_PARTITIONS is "
+                f"{spec.partitions}; use the same value everywhere (re-partitioning is not "
+                "done in place)"
+            )

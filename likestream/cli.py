@@ -1,0 +1,125 @@
+"""The ``likestream`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._broker import Broker, BrokerError
+from ._schema import InvalidEvent, LikeEvent, is_valid_id
+from ._settings import Settings, SettingsError, load_settings
+from ._topics import TopicError
+
+__all__ = ["main"]
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each also LIKESTREAM_<NAME>)")
+    for name in Settings.model_fields:
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"setting_{name}", metavar="V")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    given = {k.removeprefix("setting_"): v for k, v in vars(args).items()
+             if k.startswith("setting_")}
+    return load_settings(**given)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="likestream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    broker = sub.add_parser("broker", help="the embedded single-node Kafka")
+    broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument("--port", type=int, default=9092)
+    broker.add_argument("--state-dir", type=Path, default=None,
+                        help="log dirs, pid and logs (default ~/.cache/likestream/broker)")
+
+    worker = sub.add_parser("worker", help="agents + tables + web in one process")
+    _add_setting_flags(worker)
+
+    config = sub.add_parser("config", help="print the effective settings, secrets masked")
+    _add_setting_flags(config)
+
+    produce = sub.add_parser("produce", help="publish like events")
+    produce.add_argument("event", nargs="*", metavar="ACTION USER ITEM",
+                         help="one event, e.g.: like alice post:9")
+    produce.add_argument("--file", type=argparse.FileType("r"),
+                         help="JSON lines, one event each ('-' for stdin)")
+    produce.add_argument("--load", type=int, metavar="N", help="N synthetic events")
+    produce.add_argument("--items", type=int, default=1000)
+    produce.add_argument("--users", type=int, default=10_000)
+    produce.add_argument("--seed", type=int, default=1)
+    _add_setting_flags(produce)
+    return parser
+
+
+def _broker(args: argparse.Namespace) -> None:
+    broker = Broker.default(port=args.port, state_dir=args.state_dir)
+    if args.action == "start":
+        started = broker.start()
+        print(("started: " if started else "already running: ") + broker.status())
+    elif args.action == "stop":
+        print("stopped" if broker.stop() else "not running")
+    else:
+        print(broker.status())
+
+
+def _config(settings: Settings) -> None:
+    for name, value in settings.masked().items():
+        print(f"{name}={value}")
+
+
+def _produce(args: argparse.Namespace, settings: Settings) -> None:
+    from ._produce import produce, read_events, synthetic_events
+
+    total: int | None = None
+    events: list[LikeEvent] | object
+    if args.load is not None:
+        total = args.load
+        events = synthetic_events(args.load, args.items, args.users, seed=args.seed)
+    elif args.file is not None:
+        events = read_events(args.file)
+    else:
+        events = [_event_from_args(args.event)]
+    asyncio.run(produce(settings.kafka, settings.topic, events, total))  # type: ignore[arg-type]
+
+
+def _event_from_args(words: Sequence[str]) -> LikeEvent:
+    from .client import new_event
+
+    if len(words) != 3 or words[0] not in ("like", "unlike"):
+        raise InvalidEvent("expected: like|unlike USER ITEM, or --file, or --load N")
+    action, user, item = words
+    for name, value in (("user", user), ("item", item)):
+        if not is_valid_id(value):
+            raise InvalidEvent(f"{name} must be 1-128 characters of [A-Za-z0-9._:@-]")
+    return new_event(user, item, "like" if action == "like" else "unlike")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "broker":
+            _broker(args)
+            return 0
+        settings = _settings(args)
+        if args.command == "config":
+            _config(settings)
+        elif args.command == "produce":
+            _produce(args, settings)
+        else:
+            from ._worker import run_worker
+
+            run_worker(settings)
+    except (SettingsError, BrokerError, TopicError, InvalidEvent) as exc:
+        print(f"likestream: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Rows of the state table and their byte encoding.
+
+Both kinds of row live in one table so that their changelog records share one
+changelog partition and so keep their order (see ``agents/_fold.py`` for why
+that matters). Every row carries ``offset``: the source offset (in the events
+partition that owns the item) of the last event that changed it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "NO_COUNT",
+    "NO_MEMBER",
+    "CountRow",
+    "MemberRow",
+    "count_key",
+    "decode_count",
+    "decode_member",
+    "encode_row",
+    "member_key",
+    "row_offset",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CountRow:
+    likes: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    liked: bool
+    offset: int
+
+
+NO_COUNT = CountRow(0, -1)
+NO_MEMBER = MemberRow(False, -1)
+
+
+# Ids never contain "/" (DESIGN section 3), so the separator is unambiguous.
+def count_key(item_id: str) -> bytes:
+    return b"c/" + item_id.encode()
+
+
+def member_key(item_id: str, user_id: str) -> bytes:
+    return b"m/" + item_id.encode() + b"/" + user_id.encode()
+
+
+def encode_row(row: CountRow | MemberRow) -> bytes:
+    value = row.likes if isinstance(row, CountRow) else int(row.liked)
+    return b"%d,%d" % (value, row.offset)
+
+
+def _split(raw: bytes) -> tuple[int, int]:
+    value, offset = raw.split(b",", 1)
+    return int(value), int(offset)
+
+
+def decode_count(raw: bytes | None) -> CountRow:
+    if raw is None:
+        return NO_COUNT
+    likes, offset = _split(raw)
+    return CountRow(likes, offset)
+
+
+def decode_member(raw: bytes | None) -> MemberRow:
+    if raw is None:
+        return NO_MEMBER
+    liked, offset = _split(raw)
+    return MemberRow(bool(liked), offset)
+
+
+def row_offset(raw: bytes) -> int:
+    """The source offset stamped on an encoded row of either kind."""
+    return _split(raw)[1]

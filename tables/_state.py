@@ -1,0 +1,107 @@
+"""The like state: one stamped table holding counts and memberships, and its reads."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import faust
+from faust.types import TP
+from faust.types.tuples import FutureMessage
+
+from likestream._partition import partition_for
+from likestream._settings import Settings
+
+from ._rows import (
+    CountRow,
+    MemberRow,
+    count_key,
+    decode_count,
+    decode_member,
+    encode_row,
+    member_key,
+)
+from ._table import StampedTable
+
+__all__ = ["LikeTables", "NotServable", "StateReader"]
+
+TABLE_NAME = "state"
+MiB = 1 << 20
+
+
+class NotServable(Exception):
+    """This process cannot answer for the item now (recovering, or not its partition)."""
+
+
+class StateReader(Protocol):
+    """What the web layer reads. Raises :class:`NotServable` when it cannot answer."""
+
+    def likes(self, item_id: str) -> int: ...
+
+    def liked(self, item_id: str, user_id: str) -> bool: ...
+
+    def ready(self) -> bool: ...
+
+
+class LikeTables:
+    """Counts (``c/<item>``) and memberships (``m/<item>/<user>``) in one RocksDB table."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.partitions = settings.partitions
+        self.topic = settings.topic
+        table = StampedTable(
+            app,
+            name=TABLE_NAME,
+            beacon=app.tables.beacon,
+            partitions=settings.partitions,
+            key_type=bytes,  # bytes types give faust's "raw" serializers
+            value_type=bytes,
+            options={
+                "block_cache_size": settings.rocksdb_cache_mb * MiB,
+                "block_cache_compressed_size": 0,
+                "write_buffer_size": settings.rocksdb_write_buffer_mb * MiB,
+                "max_write_buffer_number": 2,
+            },
+            help="Like counts and memberships, stamped with source offsets.",
+        )
+        self.table: StampedTable = app.tables.add(table)
+
+    # -- writes (agents only, inside the event's processing) ------------------
+
+    def count(self, item_id: str) -> CountRow:
+        return decode_count(self.table.get(count_key(item_id)))
+
+    def member(self, item_id: str, user_id: str) -> MemberRow:
+        return decode_member(self.table.get(member_key(item_id, user_id)))
+
+    def put_count(self, item_id: str, row: CountRow) -> None:
+        self.table[count_key(item_id)] = encode_row(row)
+
+    def put_member(self, item_id: str, user_id: str, row: MemberRow) -> None:
+        self.table[member_key(item_id, user_id)] = encode_row(row)
+
+    def take_unconfirmed(self) -> list[FutureMessage]:
+        return self.table.take_unconfirmed()
+
+    # -- reads (StateReader) ---------------------------------------------------
+
+    def likes(self, item_id: str) -> int:
+        self._check_servable(item_id)
+        return decode_count(self.table.get(count_key(item_id))).likes
+
+    def liked(self, item_id: str, user_id: str) -> bool:
+        self._check_servable(item_id)
+        return decode_member(self.table.get(member_key(item_id, user_id))).liked
+
+    def ready(self) -> bool:
+        recovery = self.app.tables.recovery
+        return bool(
+            recovery.completed.is_set() and not recovery.in_recovery and not self.app.rebalancing
+        )
+
+    def _check_servable(self, item_id: str) -> None:
+        if not self.ready():
+            raise NotServable("recovering: tables are being restored from their changelogs")
+        tp = TP(self.topic, partition_for(item_id.encode(), self.partitions))
+        if tp not in self.app.assignor.assigned_actives():
+            raise NotServable(f"partition {tp.partition} is served by another worker")

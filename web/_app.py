@@ -1,0 +1,56 @@
+"""The aiohttp application and the service that runs it inside a worker."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from mode import Service
+
+from likestream._metrics import HTTP_REQUESTS, HTTP_SECONDS
+from likestream.tables import StateReader
+
+from ._errors import errors_middleware
+from ._views import STATE, routes
+
+__all__ = ["WebServer", "create_app"]
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        HTTP_SECONDS.labels(route=name).observe(time.perf_counter() - start)
+        HTTP_REQUESTS.labels(route=name, status=str(status)).inc()
+
+
+def create_app(state: StateReader) -> web.Application:
+    app = web.Application(middlewares=[metrics_middleware, errors_middleware])
+    app[STATE] = state
+    app.add_routes(routes)
+    return app
+
+
+class WebServer(Service):  # type: ignore[misc]  # mode ships no type stubs
+    """Serves ``app`` on host:port for as long as the worker runs."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        super().__init__()
+        self._runner = web.AppRunner(app, access_log=None)
+        self._host = host
+        self._port = port
+
+    async def on_start(self) -> None:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, self._port).start()
+        self.log.info("HTTP on %s:%d", self._host, self._port)
+
+    async def on_stop(self) -> None:
+        await self._runner.cleanup()

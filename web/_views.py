@@ -1,0 +1,90 @@
+"""Read views: counts, memberships, health and metrics, all from table state."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from likestream._schema import is_valid_id
+from likestream.tables import NotServable, StateReader
+
+from ._errors import ApiError
+
+__all__ = ["STATE", "routes"]
+
+STATE = web.AppKey("state", StateReader)
+MAX_BATCH = 100
+RETRY_AFTER = {"Retry-After": "1"}
+
+routes = web.RouteTableDef()
+
+
+def _id(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    if not is_valid_id(value):
+        raise ApiError(400, f"invalid_{name}", f"{name} must be 1-128 characters of "
+                       "[A-Za-z0-9._:@-]")
+    return value
+
+
+def _unavailable(exc: NotServable) -> ApiError:
+    return ApiError(503, "unavailable", str(exc), RETRY_AFTER)
+
+
+@routes.get("/items/{item_id}/likes")
+async def item_likes(request: web.Request) -> web.Response:
+    item = _id(request, "item_id")
+    try:
+        likes = request.app[STATE].likes(item)
+    except NotServable as exc:
+        raise _unavailable(exc) from None
+    return web.json_response({"item_id": item, "likes": likes})
+
+
+@routes.get("/items/{item_id}/likes/{user_id}")
+async def user_liked(request: web.Request) -> web.Response:
+    item, user = _id(request, "item_id"), _id(request, "user_id")
+    try:
+        liked = request.app[STATE].liked(item, user)
+    except NotServable as exc:
+        raise _unavailable(exc) from None
+    return web.json_response({"item_id": item, "user_id": user, "liked": liked})
+
+
+@routes.get("/likes")
+async def batch_likes(request: web.Request) -> web.Response:
+    raw = request.query.get("items", "")
+    items = list(dict.fromkeys(i for i in raw.split(",") if i))
+    if not items:
+        raise ApiError(400, "invalid_items", "items must list 1 to 100 item ids, comma separated")
+    if len(items) > MAX_BATCH:
+        raise ApiError(400, "too_many_items", f"at most {MAX_BATCH} items per request")
+    bad = next((i for i in items if not is_valid_id(i)), None)
+    if bad is not None:
+        raise ApiError(400, "invalid_item_id", f"invalid item id {bad[:140]!r}")
+    state = request.app[STATE]
+    try:
+        likes = {item: state.likes(item) for item in items}
+    except NotServable as exc:
+        raise _unavailable(exc) from None
+    return web.json_response({"likes": likes})
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[STATE].ready():
+        return web.json_response({"ready": True})
+    return web.json_response({"ready": False}, status=503, headers=RETRY_AFTER)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    response.charset = "utf-8"
+    return response
