@@ -23,7 +23,7 @@ class Confirmer:
 
     def __init__(self, tables: LikeTables) -> None:
         self._tables = tables
-        self._events: list[tuple[StreamT, EventT]] = []
+        self._events: list[tuple[StreamT[bytes], EventT[bytes]]] = []
         self._futures: list[Awaitable[object]] = []
         self._lock = asyncio.Lock()
 
@@ -31,7 +31,9 @@ class Confirmer:
     def pending(self) -> int:
         return len(self._events)
 
-    def add(self, stream: StreamT, event: EventT, futures: list[Awaitable[object]]) -> None:
+    def add(
+        self, stream: StreamT[bytes], event: EventT[bytes], futures: list[Awaitable[object]]
+    ) -> None:
         """Record a processed event; call after all its writes were issued."""
         self._futures.extend(futures)
         self._events.append((stream, event))

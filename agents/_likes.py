@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import cast
 
 import faust
 import orjson
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
 from likestream._metrics import DLQ_RECORDS, EVENTS
 from likestream._schema import InvalidEvent, LikeEvent, parse_event
@@ -41,20 +42,23 @@ def define_agents(app: faust.App, topics: Topics, tables: LikeTables, settings: 
     # One actor folds all of this worker's partitions, each in partition order;
     # faust's isolated_partitions crashes on rebalance (faust issues 181, 529).
     @app.agent(topics.events, name="likes", concurrency=1)
-    async def likes(stream: StreamT) -> None:
-        acking = stream.noack()
+    async def likes(stream: StreamT[bytes]) -> None:
+        # StreamT does not declare noack(); agents always receive a faust.Stream.
+        acking = cast(faust.Stream[bytes], stream).noack()
         async for event in acking.events():
             futures = await _handle(event, topics, tables)
             confirmer.add(acking, event, futures)
             if confirmer.pending >= MAX_PENDING:
                 await confirmer.confirm()
 
-    @app.timer(settings.commit_interval_ms / 1000, name="likes-confirm")
+    @app.timer(settings.commit_interval_ms / 1000, name="likes-confirm")  # type: ignore[untyped-decorator]
     async def confirm() -> None:
         await confirmer.confirm()
 
 
-async def _handle(event: EventT, topics: Topics, tables: LikeTables) -> list[Awaitable[object]]:
+async def _handle(
+    event: EventT[bytes], topics: Topics, tables: LikeTables
+) -> list[Awaitable[object]]:
     msg = event.message
     try:
         like = parse_event(msg.key, msg.value)
@@ -83,7 +87,7 @@ async def _apply(
     return [sent]
 
 
-async def _dead_letter(event: EventT, topics: Topics, reason: str) -> Awaitable[object]:
+async def _dead_letter(event: EventT[bytes], topics: Topics, reason: str) -> Awaitable[object]:
     msg = event.message
     log.warning("invalid record %s[%d]@%d to DLQ: %s", msg.topic, msg.partition, msg.offset, reason)
     EVENTS.labels(action="invalid", outcome="invalid").inc()

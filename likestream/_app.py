@@ -45,14 +45,25 @@ def _faust_app(settings: Settings) -> faust.App:
     )
 
 
+def _raw_topic(app: faust.App, name: str, settings: Settings) -> faust.TopicT:
+    # Raw bytes in and out: the agent validates events itself, so that a bad
+    # record reaches the DLQ with its original bytes instead of crashing a codec.
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+
+
 def build(settings: Settings) -> Pipeline:
     app = _faust_app(settings)
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-           "value_serializer": "raw", "partitions": settings.partitions}
     topics = Topics(
-        events=app.topic(settings.topic, **raw),
-        counts=app.topic(settings.counts_topic, **raw),
-        dlq=app.topic(settings.dlq_topic, **raw),
+        events=_raw_topic(app, settings.topic, settings),
+        counts=_raw_topic(app, settings.counts_topic, settings),
+        dlq=_raw_topic(app, settings.dlq_topic, settings),
     )
     tables = LikeTables(app, settings)
     define_agents(app, topics, tables, settings)

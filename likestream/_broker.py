@@ -198,8 +198,15 @@ class Broker:
         home.mkdir(parents=True, exist_ok=True)
         (home / "pom.xml").write_text(_POM)
         _say(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central into {home} (once)")
-        cmd = [mvn, "-B", "-f", str(home / "pom.xml"), "dependency:copy-dependencies",
-               f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime"]
+        cmd = [
+            mvn,
+            "-B",
+            "-f",
+            str(home / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={self.libs}",
+            "-DincludeScope=runtime",
+        ]
         _run_with_progress(cmd)
         marker.write_text(KAFKA_VERSION)
         _say(f"fetched {len(list(self.libs.glob('*.jar')))} jars")
@@ -230,20 +237,31 @@ class Broker:
         if (self.state_dir / "data" / "meta.properties").exists():
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        cmd = [java, *self._jvm_args(), "kafka.tools.StorageTool", "format",
-               "-t", cluster_id, "-c", str(config)]
+        cmd = [
+            java,
+            *self._jvm_args(),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(config),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise BrokerError(f"formatting {self.state_dir / 'data'} failed: {done.stdout}"
-                              f"{done.stderr}".strip())
+            raise BrokerError(
+                f"formatting {self.state_dir / 'data'} failed: {done.stdout}{done.stderr}".strip()
+            )
 
     def _wait_started(self, proc: subprocess.Popen[bytes], offset: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 self._pid_file.unlink(missing_ok=True)
-                raise BrokerError(f"broker exited with {proc.returncode}; see {self.log_file} "
-                                  f"and {self.state_dir / 'broker.out'}")
+                raise BrokerError(
+                    f"broker exited with {proc.returncode}; see {self.log_file} "
+                    f"and {self.state_dir / 'broker.out'}"
+                )
             if self._log_since(offset).find(STARTED_LINE) >= 0 and _accepts(self.port):
                 return
             time.sleep(0.2)
@@ -261,13 +279,17 @@ class Broker:
 def _java() -> str:
     java = shutil.which("java")
     if java is None:
-        raise BrokerError("Java 17+ is needed for the embedded broker: install it "
-                          "(apt-get install openjdk-17-jre-headless)")
+        raise BrokerError(
+            "Java 17+ is needed for the embedded broker: install it "
+            "(apt-get install openjdk-17-jre-headless)"
+        )
     out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
     match = re.search(r'version "(\d+)', out.stderr + out.stdout)
     if match is None or int(match.group(1)) < 17:
-        raise BrokerError("Java 17+ is needed for the embedded broker; found "
-                          f"{(out.stderr or out.stdout).splitlines()[:1]}")
+        raise BrokerError(
+            "Java 17+ is needed for the embedded broker; found "
+            f"{(out.stderr or out.stdout).splitlines()[:1]}"
+        )
     return java
 
 

@@ -9,4 +9,5 @@ __all__ = ["partition_for"]
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default (Java) partitioner picks for ``key``."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO
 
-from ._schema import InvalidEvent, LikeEvent, event_from_json
+from ._schema import Action, InvalidEvent, LikeEvent, event_from_json
 from .client import LikeClient, new_event
 
 __all__ = ["produce", "read_events", "synthetic_events"]
@@ -39,7 +39,7 @@ def synthetic_events(
     total = cumulative[-1]
     for _ in range(count):
         item = bisect.bisect_left(cumulative, rng.random() * total)
-        action = "unlike" if rng.random() < unlike_ratio else "like"
+        action: Action = "unlike" if rng.random() < unlike_ratio else "like"
         yield new_event(f"u{rng.randrange(users)}", f"item:{item}", action)
 
 
@@ -78,12 +78,18 @@ class _Progress:
         pct = 100 * sent / self.total if self.total else 0
         rate = sent / max(now - self.start, 1e-9)
         bar = "#" * int(pct / 4)
-        print(f"\r[{bar:<25}] {sent}/{self.total} {pct:5.1f}% {rate:,.0f} events/s",
-              end="", file=sys.stderr, flush=True)
+        print(
+            f"\r[{bar:<25}] {sent}/{self.total} {pct:5.1f}% {rate:,.0f} events/s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def done(self, sent: int) -> None:
         elapsed = time.perf_counter() - self.start
         if self.shown:
             print(file=sys.stderr)
-        print(f"produced {sent} events in {elapsed:.2f}s: {sent / max(elapsed, 1e-9):,.0f} events/s",
-              file=sys.stderr)
+        print(
+            f"produced {sent} events in {elapsed:.2f}s: {sent / max(elapsed, 1e-9):,.0f} events/s",
+            file=sys.stderr,
+        )

@@ -10,8 +10,8 @@ import orjson
 
 __all__ = [
     "ACTIONS",
-    "Action",
     "MAX_RECORD_BYTES",
+    "Action",
     "InvalidEvent",
     "LikeEvent",
     "encode_event",
@@ -89,7 +89,7 @@ def _event_from_doc(doc: dict[str, object]) -> LikeEvent:
     return LikeEvent(
         user_id=cast(str, doc["user_id"]),
         item_id=cast(str, doc["item_id"]),
-        action=cast(Action, action),
+        action=action,
         event_id=event_id,
         ts=ts,
     )

@@ -16,6 +16,9 @@ from ._settings import Settings
 __all__ = ["TopicError", "TopicSpec", "ensure_topics", "topic_specs"]
 
 
+CONNECT_TIMEOUT = 30.0
+
+
 class TopicError(RuntimeError):
     """The cluster's topics do not fit the settings, or Kafka is not reachable."""
 
@@ -37,21 +40,25 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-async def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
+async def ensure_topics(settings: Settings) -> None:
     """Create missing topics; fail when an existing one has other partitions."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=10_000)
     try:
-        await asyncio.wait_for(admin.start(), timeout)
+        await asyncio.wait_for(admin.start(), CONNECT_TIMEOUT)
     except (KafkaConnectionError, TimeoutError) as exc:
-        raise TopicError(f"cannot reach Kafka at {settings.kafka} (LIKESTREAM_KAFKA): {exc}") from None
+        raise TopicError(
+            f"cannot reach Kafka at {settings.kafka} (LIKESTREAM_KAFKA): {exc}"
+        ) from None
     try:
         specs = topic_specs(settings)
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
             await admin.create_topics(
-                [NewTopic(s.name, s.partitions, settings.replication, topic_configs=s.config)
-                 for s in missing]
+                [
+                    NewTopic(s.name, s.partitions, settings.replication, topic_configs=s.config)
+                    for s in missing
+                ]
             )
         await _check_partitions(admin, specs)
     finally:
@@ -59,8 +66,13 @@ async def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
 
 
 async def _check_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
-    described = await admin.describe_topics([s.name for s in specs])
-    found = {t["topic"]: len(t["partitions"]) for t in described}
+    found: dict[str, int] = {}
+    for _ in range(50):  # metadata of a just-created topic can lag for a moment
+        described = await admin.describe_topics([s.name for s in specs])
+        found = {t["topic"]: len(t["partitions"]) for t in described}
+        if all(found.get(s.name) for s in specs):
+            break
+        await asyncio.sleep(0.1)
     for spec in specs:
         have = found.get(spec.name, 0)
         if have != spec.partitions:

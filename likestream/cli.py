@@ -23,8 +23,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    given = {k.removeprefix("setting_"): v for k, v in vars(args).items()
-             if k.startswith("setting_")}
+    given = {
+        k.removeprefix("setting_"): v for k, v in vars(args).items() if k.startswith("setting_")
+    }
     return load_settings(**given)
 
 
@@ -35,8 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="the embedded single-node Kafka")
     broker.add_argument("action", choices=["start", "stop", "status"])
     broker.add_argument("--port", type=int, default=9092)
-    broker.add_argument("--state-dir", type=Path, default=None,
-                        help="log dirs, pid and logs (default ~/.cache/likestream/broker)")
+    broker.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="log dirs, pid and logs (default ~/.cache/likestream/broker)",
+    )
 
     worker = sub.add_parser("worker", help="agents + tables + web in one process")
     _add_setting_flags(worker)
@@ -45,10 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_setting_flags(config)
 
     produce = sub.add_parser("produce", help="publish like events")
-    produce.add_argument("event", nargs="*", metavar="ACTION USER ITEM",
-                         help="one event, e.g.: like alice post:9")
-    produce.add_argument("--file", type=argparse.FileType("r"),
-                         help="JSON lines, one event each ('-' for stdin)")
+    produce.add_argument(
+        "event", nargs="*", metavar="ACTION USER ITEM", help="one event, e.g.: like alice post:9"
+    )
+    produce.add_argument(
+        "--file", type=argparse.FileType("r"), help="JSON lines, one event each ('-' for stdin)"
+    )
     produce.add_argument("--load", type=int, metavar="N", help="N synthetic events")
     produce.add_argument("--items", type=int, default=1000)
     produce.add_argument("--users", type=int, default=10_000)
@@ -85,7 +92,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> None:
         events = read_events(args.file)
     else:
         events = [_event_from_args(args.event)]
-    asyncio.run(produce(settings.kafka, settings.topic, events, total))  # type: ignore[arg-type]
+    asyncio.run(produce(settings.kafka, settings.topic, events, total))
 
 
 def _event_from_args(words: Sequence[str]) -> LikeEvent:

@@ -64,7 +64,8 @@ class LikeTables:
             },
             help="Like counts and memberships, stamped with source offsets.",
         )
-        self.table: StampedTable = app.tables.add(table)
+        app.tables.add(table)
+        self.table = table
 
     # -- writes (agents only, inside the event's processing) ------------------
 
@@ -94,7 +95,7 @@ class LikeTables:
         return decode_member(self.table.get(member_key(item_id, user_id))).liked
 
     def ready(self) -> bool:
-        recovery = self.app.tables.recovery
+        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
         return bool(
             recovery.completed.is_set() and not recovery.in_recovery and not self.app.rebalancing
         )

@@ -26,7 +26,7 @@ from ._rows import row_offset
 __all__ = ["StampedTable"]
 
 
-class StampedTable(faust.Table):  # type: ignore[misc]  # faust ships no type stubs
+class StampedTable(faust.Table[bytes, bytes]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._unconfirmed: list[FutureMessage] = []
@@ -41,7 +41,7 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # faust ships no type st
         taken, self._unconfirmed = self._unconfirmed, []
         return taken
 
-    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+    def apply_changelog_batch(self, batch: Iterable[EventT[bytes]]) -> None:
         events = list(batch)
         newest: dict[tuple[int, bytes], int] = {}
         keep = [event for event in events if self._is_newer(event, newest)]
@@ -54,14 +54,14 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # faust ships no type st
         for tp, offset in last.items():
             self.data.set_persisted_offset(tp, offset)
 
-    def _is_newer(self, event: EventT, newest: dict[tuple[int, bytes], int]) -> bool:
+    def _is_newer(self, event: EventT[bytes], newest: dict[tuple[int, bytes], int]) -> bool:
         msg = event.message
-        if msg.value is None:
+        if msg.value is None or msg.key is None:
             return True
         slot = (msg.partition, msg.key)
         if slot not in newest:
             # The store's per-partition handle is private API; faust offers no other.
-            local = self.data._db_for_partition(msg.partition).get(msg.key)
+            local = self.data._db_for_partition(msg.partition).get(msg.key)  # type: ignore[attr-defined]
             newest[slot] = -1 if local is None else row_offset(local)
         offset = row_offset(msg.value)
         if offset < newest[slot]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from mode import Service
 
 from likestream._metrics import HTTP_REQUESTS, HTTP_SECONDS
@@ -17,13 +18,13 @@ __all__ = ["WebServer", "create_app"]
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
     start = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        response: web.StreamResponse = await handler(request)
         status = response.status
         return response
     finally:
@@ -38,7 +39,7 @@ def create_app(state: StateReader) -> web.Application:
     return app
 
 
-class WebServer(Service):  # type: ignore[misc]  # mode ships no type stubs
+class WebServer(Service):
     """Serves ``app`` on host:port for as long as the worker runs."""
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:

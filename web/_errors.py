@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 __all__ = ["ApiError", "error_response", "errors_middleware"]
 
@@ -29,9 +30,10 @@ _CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPException as exc:

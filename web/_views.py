@@ -22,8 +22,9 @@ routes = web.RouteTableDef()
 def _id(request: web.Request, name: str) -> str:
     value = request.match_info[name]
     if not is_valid_id(value):
-        raise ApiError(400, f"invalid_{name}", f"{name} must be 1-128 characters of "
-                       "[A-Za-z0-9._:@-]")
+        raise ApiError(
+            400, f"invalid_{name}", f"{name} must be 1-128 characters of [A-Za-z0-9._:@-]"
+        )
     return value
 
 

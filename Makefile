@@ -1,0 +1,50 @@
+# likestream: `make run` and `make test` install what is missing first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install kafka broker broker-stop run test unit integration lint fmt clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+kafka: install                ## fetch the Kafka jars into ~/.cache/likestream (once)
+	$(BIN)/python -c 'from likestream._broker import Broker; Broker.default().fetch()'
+
+broker: install               ## start the embedded broker on :9092 (no-op when up)
+	$(BIN)/likestream broker start
+
+broker-stop: install
+	$(BIN)/likestream broker stop
+
+run: broker                   ## one worker with its web server on :6066
+	$(BIN)/likestream worker
+
+test: install lint            ## every test, against a broker the tests start and stop
+	$(BIN)/pytest -ra $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/pytest -ra tests/unit $(PYTEST_ARGS)
+
+integration: install
+	$(BIN)/pytest -ra tests/integration $(PYTEST_ARGS)
+
+lint: install                 ## ruff format check, ruff lint, mypy
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) data build *.egg-info test-artifacts
