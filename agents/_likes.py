@@ -9,7 +9,7 @@ from typing import cast
 
 import faust
 import orjson
-from faust.types import EventT
+from faust.types import EventT, StreamT
 
 from likestream._metrics import DLQ_RECORDS, EVENTS
 from likestream._schema import InvalidEvent, LikeEvent, parse_event
