@@ -1,0 +1,196 @@
+"""Shared fixtures: a real embedded broker for the session, and worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from likestream._broker import Broker, default_cache_dir
+
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+
+
+def _free_port_pair() -> int:
+    """A port p such that p and p+1 are free (the broker and its controller)."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("localhost", 0))
+            port = int(sock.getsockname()[1])
+        with socket.socket() as probe:
+            if probe.connect_ex(("localhost", port + 1)) != 0 and port < 65000:
+                return port
+    raise RuntimeError("no free port pair")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A single-node KRaft broker started for this test session and stopped after it."""
+    state = tmp_path_factory.mktemp("broker")
+    instance = Broker(default_cache_dir(), state, _free_port_pair())
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+class Worker:
+    """One ``likestream worker`` OS process, with its own data dir and web port."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.port = int(env["LIKESTREAM_WEB_PORT"])
+        self.data_dir = Path(env["LIKESTREAM_DATA_DIR"])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "likestream", "worker"],
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self, timeout: float = 30.0) -> float:
+        """SIGTERM; returns the seconds it took to exit. Fails if it did not in time."""
+        assert self.proc is not None
+        began = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        assert code == 0, f"worker exited with {code}; see {self.log}"
+        return time.monotonic() - began
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    async def wait_ready(self, timeout: float = 120.0) -> None:
+        """Poll ``/readyz`` until it says ready; fail early if the process died."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+                try:
+                    async with http.get(f"{self.url}/readyz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.2)
+        pytest.fail(f"worker not ready within {timeout}s:\n{self.log_tail()}")
+
+
+class Cluster:
+    """Names and settings shared by the workers of one test module."""
+
+    def __init__(self, broker: Broker, root: Path, partitions: int = 4) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.broker = broker
+        self.root = root
+        self.partitions = partitions
+        self.topic = f"likes-{tag}"
+        self.counts_topic = f"like-counts-{tag}"
+        self.app_id = f"likestream-{tag}"
+
+    @property
+    def kafka(self) -> str:
+        return self.broker.bootstrap
+
+    def worker(self, name: str) -> Worker:
+        env = {
+            "LIKESTREAM_KAFKA": self.kafka,
+            "LIKESTREAM_TOPIC": self.topic,
+            "LIKESTREAM_COUNTS_TOPIC": self.counts_topic,
+            "LIKESTREAM_APP_ID": self.app_id,
+            "LIKESTREAM_PARTITIONS": str(self.partitions),
+            "LIKESTREAM_DATA_DIR": str(self.root / name / "data"),
+            "LIKESTREAM_WEB_PORT": str(free_port()),
+            "LIKESTREAM_WEB_HOST": "127.0.0.1",
+        }
+        (self.root / name).mkdir(parents=True, exist_ok=True)
+        return Worker(env, self.root / name / "worker.log")
+
+    async def wait_caught_up(self, timeout: float = 120.0) -> float:
+        """Wait until the group's committed offsets reach the end of every partition.
+
+        Offsets are committed only after the writes of their events are durable,
+        so this is the observable "caught up" condition. Returns seconds waited.
+        """
+        began = time.monotonic()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka)
+        await admin.start()
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+            while True:
+                ends = await consumer.end_offsets(tps)
+                committed = await admin.list_consumer_group_offsets(self.app_id)
+                behind = {
+                    tp.partition: ends[tp] - (committed[tp].offset if tp in committed else 0)
+                    for tp in tps
+                    if ends[tp] > (committed[tp].offset if tp in committed else 0)
+                }
+                if not behind:
+                    return time.monotonic() - began
+                if time.monotonic() - began > timeout:
+                    pytest.fail(f"not caught up within {timeout}s; lag per partition: {behind}")
+                await asyncio.sleep(0.25)
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+_FIGURES = pytest.StashKey[list[str]]()
+
+
+def report(config: pytest.Config, line: str) -> None:
+    """Keep a measured figure for the summary at the end and in test-artifacts/."""
+    config.stash.setdefault(_FIGURES, []).append(line)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(ARTIFACTS / "figures.txt", "a") as out:
+        out.write(line + "\n")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    lines = config.stash.get(_FIGURES, [])
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,0 +1,191 @@
+"""End to end on real parts: broker, worker process, RocksDB, HTTP.
+
+One worker per module; the tests run in order and share the oracle: counts
+after producing, then after a clean restart (RocksDB), then after the data dir
+is deleted (changelog recovery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from conftest import Cluster, Worker, report
+from likestream._broker import Broker
+from likestream._produce import produce
+from likestream.client import LikeClient
+from oracle import Oracle, mixed_events
+
+pytestmark = pytest.mark.integration
+
+EVENTS, ITEMS, USERS = 20_000, 400, 2_000
+
+
+@pytest.fixture(scope="module")
+def cluster(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+    return Cluster(broker, tmp_path_factory.mktemp("pipeline"))
+
+
+@pytest.fixture(scope="module")
+def oracle() -> Oracle:
+    return Oracle()
+
+
+@pytest.fixture(scope="module")
+async def worker(cluster: Cluster) -> AsyncIterator[Worker]:
+    instance = cluster.worker("w1")
+    instance.start()
+    await instance.wait_ready()
+    yield instance
+    if instance.proc is not None and instance.proc.poll() is None:
+        instance.stop()
+
+
+async def assert_matches(http: aiohttp.ClientSession, worker: Worker, oracle: Oracle) -> None:
+    """Every count (batch reads) and every membership (single reads) equals the oracle."""
+    expected = oracle.counts()
+    items = sorted(expected)
+    got: dict[str, int] = {}
+    for i in range(0, len(items), 100):
+        batch = ",".join(items[i : i + 100])
+        async with http.get(f"{worker.url}/likes", params={"items": batch}) as resp:
+            assert resp.status == 200, await resp.text()
+            got.update((await resp.json())["likes"])
+    assert got == expected
+
+    sem = asyncio.Semaphore(32)
+
+    async def liked(item: str, user: str) -> tuple[tuple[str, str], bool]:
+        async with sem, http.get(f"{worker.url}/items/{item}/likes/{user}") as resp:
+            assert resp.status == 200
+            return (item, user), (await resp.json())["liked"]
+
+    pairs = await asyncio.gather(*(liked(i, u) for i, u in oracle.members))
+    wrong = {pair: value for pair, value in pairs if oracle.members[pair] != value}
+    assert wrong == {}
+
+
+async def read_topic(cluster: Cluster, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` from its beginning to its current end."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=cluster.kafka, enable_auto_commit=False)
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in range(cluster.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                records += batch.get(tp, [])
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def read_counts_topic(cluster: Cluster) -> dict[str, int]:
+    """The latest count per item in the compacted counts topic."""
+    latest: dict[str, int] = {}
+    for record in await read_topic(cluster, cluster.counts_topic):
+        doc = orjson.loads(record.value)
+        assert record.key == doc["item_id"].encode()
+        latest[doc["item_id"]] = doc["likes"]
+    return latest
+
+
+async def test_counts_match_oracle(
+    cluster: Cluster,
+    worker: Worker,
+    oracle: Oracle,
+    http: aiohttp.ClientSession,
+    request: pytest.FixtureRequest,
+) -> None:
+    events = list(mixed_events(EVENTS, ITEMS, USERS, seed=7))
+    for event in events:
+        oracle.apply(event)
+    began = time.monotonic()
+    await produce(cluster.kafka, cluster.topic, events)
+    produced = time.monotonic() - began
+    caught_up = await cluster.wait_caught_up()
+    await assert_matches(http, worker, oracle)
+
+    published = await read_counts_topic(cluster)
+    expected = oracle.counts()
+    assert {item: published.get(item, 0) for item in expected} == expected
+    report(
+        request.config,
+        f"integration: {len(events)} events, {len(expected)} items, "
+        f"{len({u for _, u in oracle.members})} users; produced in {produced:.1f}s, "
+        f"caught up {caught_up:.1f}s after the last acknowledgement",
+    )
+
+
+async def test_unknown_item_reads_zero(worker: Worker, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{worker.url}/items/never-liked/likes") as resp:
+        assert (resp.status, await resp.json()) == (200, {"item_id": "never-liked", "likes": 0})
+
+
+async def test_invalid_records_go_to_dlq(
+    cluster: Cluster, worker: Worker, oracle: Oracle, http: aiohttp.ClientSession
+) -> None:
+    valid = list(mixed_events(200, 20, 50, seed=11, prefix="dlq"))
+    poison = [
+        (b"dlq:1", b"{not json"),
+        (b"dlq:1", b'{"user_id": "u1", "item_id": "dlq:1", "action": "love"}'),
+        (b"other", b'{"user_id": "u1", "item_id": "dlq:1", "action": "like"}'),
+        (b"dlq:1", b"\xff\xfe\x00"),
+        (b"dlq:1", None),
+    ]
+    async with LikeClient(cluster.kafka, cluster.topic) as client:
+        for i, event in enumerate(valid):
+            await (await client.send(event))
+            oracle.apply(event)
+            if i % 40 == 0:
+                await client.send_raw(*poison[i // 40])
+    await cluster.wait_caught_up()
+    await assert_matches(http, worker, oracle)
+
+    dead = [
+        (r.key, r.value, dict(r.headers)) for r in await read_topic(cluster, f"{cluster.topic}.dlq")
+    ]
+
+    def order(kv: tuple[bytes | None, bytes | None]) -> tuple[bytes, bytes]:
+        return kv[0] or b"", kv[1] or b""
+
+    assert sorted(((k, v) for k, v, _ in dead), key=order) == sorted(poison, key=order)
+    assert all(headers["error"] for _, _, headers in dead)
+
+
+async def test_clean_restart_keeps_counts(
+    worker: Worker, oracle: Oracle, http: aiohttp.ClientSession, request: pytest.FixtureRequest
+) -> None:
+    took = worker.stop()
+    worker.start()
+    await worker.wait_ready()
+    await assert_matches(http, worker, oracle)
+    report(request.config, f"integration: SIGTERM stop took {took:.1f}s; counts kept in RocksDB")
+
+
+async def test_lost_data_dir_recovers_from_changelog(
+    worker: Worker, oracle: Oracle, http: aiohttp.ClientSession, request: pytest.FixtureRequest
+) -> None:
+    worker.stop()
+    shutil.rmtree(worker.data_dir)
+    began = time.monotonic()
+    worker.start()
+    await worker.wait_ready()
+    recovered = time.monotonic() - began
+    await assert_matches(http, worker, oracle)
+    report(
+        request.config,
+        f"integration: data dir deleted, ready again in {recovered:.1f}s "
+        f"(changelog recovery of {len(oracle.members)} memberships)",
+    )
