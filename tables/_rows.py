@@ -21,6 +21,7 @@ __all__ = [
     "encode_row",
     "member_key",
     "row_offset",
+    "supersedes",
 ]
 
 
@@ -76,3 +77,8 @@ def decode_member(raw: bytes | None) -> MemberRow:
 def row_offset(raw: bytes) -> int:
     """The source offset stamped on an encoded row of either kind."""
     return _split(raw)[1]
+
+
+def supersedes(incoming: bytes, current: bytes | None) -> bool:
+    """Whether a changelog record may replace the local row during recovery."""
+    return current is None or row_offset(incoming) >= row_offset(current)

@@ -21,7 +21,7 @@ import faust
 from faust.types import TP, EventT
 from faust.types.tuples import FutureMessage
 
-from ._rows import row_offset
+from ._rows import supersedes
 
 __all__ = ["StampedTable"]
 
@@ -43,7 +43,7 @@ class StampedTable(faust.Table[bytes, bytes]):
 
     def apply_changelog_batch(self, batch: Iterable[EventT[bytes]]) -> None:
         events = list(batch)
-        newest: dict[tuple[int, bytes], int] = {}
+        newest: dict[tuple[int, bytes], bytes] = {}
         keep = [event for event in events if self._is_newer(event, newest)]
         self.data.apply_changelog_batch(keep, to_key=self._to_key, to_value=self._to_value)
         # Skipped records still count as read, or recovery would start over.
@@ -54,17 +54,18 @@ class StampedTable(faust.Table[bytes, bytes]):
         for tp, offset in last.items():
             self.data.set_persisted_offset(tp, offset)
 
-    def _is_newer(self, event: EventT[bytes], newest: dict[tuple[int, bytes], int]) -> bool:
+    def _is_newer(self, event: EventT[bytes], newest: dict[tuple[int, bytes], bytes]) -> bool:
         msg = event.message
         if msg.value is None or msg.key is None:
             return True
         slot = (msg.partition, msg.key)
         if slot not in newest:
             # The store's per-partition handle is private API; faust offers no other.
-            local = self.data._db_for_partition(msg.partition).get(msg.key)  # type: ignore[attr-defined]
-            newest[slot] = -1 if local is None else row_offset(local)
-        offset = row_offset(msg.value)
-        if offset < newest[slot]:
+            db = self.data._db_for_partition(msg.partition)  # type: ignore[attr-defined]
+            local = db.get(msg.key)
+            if local is not None:
+                newest[slot] = local
+        if not supersedes(msg.value, newest.get(slot)):
             return False
-        newest[slot] = offset
+        newest[slot] = msg.value
         return True

@@ -92,9 +92,9 @@ class Worker:
         text = self.log.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
-    async def wait_ready(self, timeout: float = 120.0) -> None:
+    async def wait_ready(self, limit: float = 120.0) -> None:
         """Poll ``/readyz`` until it says ready; fail early if the process died."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + limit
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
                 assert self.proc is not None
@@ -107,7 +107,7 @@ class Worker:
                 except aiohttp.ClientConnectionError:
                     pass
                 await asyncio.sleep(0.2)
-        pytest.fail(f"worker not ready within {timeout}s:\n{self.log_tail()}")
+        pytest.fail(f"worker not ready within {limit}s:\n{self.log_tail()}")
 
 
 class Cluster:
@@ -140,7 +140,7 @@ class Cluster:
         (self.root / name).mkdir(parents=True, exist_ok=True)
         return Worker(env, self.root / name / "worker.log")
 
-    async def wait_caught_up(self, timeout: float = 120.0) -> float:
+    async def wait_caught_up(self, limit: float = 120.0) -> float:
         """Wait until the group's committed offsets reach the end of every partition.
 
         Offsets are committed only after the writes of their events are durable,
@@ -163,8 +163,8 @@ class Cluster:
                 }
                 if not behind:
                     return time.monotonic() - began
-                if time.monotonic() - began > timeout:
-                    pytest.fail(f"not caught up within {timeout}s; lag per partition: {behind}")
+                if time.monotonic() - began > limit:
+                    pytest.fail(f"not caught up within {limit}s; lag per partition: {behind}")
                 await asyncio.sleep(0.25)
         finally:
             await consumer.stop()
@@ -188,7 +188,9 @@ def report(config: pytest.Config, line: str) -> None:
         out.write(line + "\n")
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     lines = config.stash.get(_FIGURES, [])
     if lines:
         terminalreporter.section("figures")

@@ -16,12 +16,12 @@ import aiohttp
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-
 from conftest import Cluster, Worker, report
+from oracle import Oracle, mixed_events
+
 from likestream._broker import Broker
 from likestream._produce import produce
 from likestream.client import LikeClient
-from oracle import Oracle, mixed_events
 
 pytestmark = pytest.mark.integration
 

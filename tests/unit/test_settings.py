@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from likestream._settings import SettingsError, load_settings
+
+
+def test_defaults_follow_the_design() -> None:
+    s = load_settings()
+    assert (s.kafka, s.topic, s.partitions, s.web_port) == ("localhost:9092", "likes", 8, 6066)
+    assert (s.data_dir, s.rate, s.burst, s.push_interval_ms, s.env) == (
+        Path("data"),
+        5.0,
+        20,
+        100,
+        "dev",
+    )
+    assert s.dlq_topic == "likes.dlq"
+
+
+def test_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIKESTREAM_PARTITIONS", "12")
+    monkeypatch.setenv("LIKESTREAM_WEB_PORT", "7000")
+    s = load_settings(web_port="7001")
+    assert (s.partitions, s.web_port) == (12, 7001)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PARTITIONS", "zero"),
+        ("PARTITIONS", "0"),
+        ("WEB_PORT", "70000"),
+        ("ENV", "staging"),
+        ("KAFKA", "no-port"),
+        ("TOPIC", "bad topic"),
+        ("RATE", "-1"),
+    ],
+)
+def test_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"LIKESTREAM_{name}", value)
+    with pytest.raises(SettingsError, match=f"LIKESTREAM_{name}"):
+        load_settings()
+
+
+def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIKESTREAM_SECRET", "hunter2-hunter2")
+    shown = load_settings().masked()
+    assert shown["LIKESTREAM_SECRET"] == "********"
+    assert "hunter2" not in repr(load_settings())
