@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -51,9 +52,13 @@ def define_agents(app: faust.App, topics: Topics, tables: LikeTables, settings: 
             if confirmer.pending >= MAX_PENDING:
                 await confirmer.confirm()
 
-    @app.timer(settings.commit_interval_ms / 1000, name="likes-confirm")  # type: ignore[untyped-decorator]
-    async def confirm() -> None:
-        await confirmer.confirm()
+    @app.task  # type: ignore[untyped-decorator]
+    async def confirm_forever() -> None:
+        # A plain loop rather than app.timer: a slow confirmation just delays the
+        # next one instead of overlapping it.
+        while True:
+            await asyncio.sleep(settings.commit_interval_ms / 1000)
+            await confirmer.confirm()
 
 
 async def _handle(
