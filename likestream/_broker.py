@@ -126,7 +126,7 @@ class Broker:
 
     # -- public commands -------------------------------------------------------
 
-    def start(self, timeout: float = 90.0) -> bool:
+    def start(self, timeout: float = 180.0) -> bool:
         """Start the broker; False when it already runs."""
         if self.pid() is not None:
             return False

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from oracle import Oracle
 
 from likestream._broker import Broker, default_cache_dir
 
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 
 
-def _free_port_pair() -> int:
+def free_port_pair() -> int:
     """A port p such that p and p+1 are free (the broker and its controller)."""
     for _ in range(50):
         with socket.socket() as sock:
@@ -41,11 +42,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Temp dirs per checkout: pytest prunes old dirs under the shared default
+    # root, which would delete a concurrent run's broker and worker state.
+    if config.option.basetemp is None:
+        config.option.basetemp = str(ARTIFACTS.parent / ".pytest-tmp")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--chaos",
+        choices=["short", "long"],
+        default="short",
+        help="chaos test plan (make chaos: long)",
+    )
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A single-node KRaft broker started for this test session and stopped after it."""
     state = tmp_path_factory.mktemp("broker")
-    instance = Broker(default_cache_dir(), state, _free_port_pair())
+    instance = Broker(default_cache_dir(), state, free_port_pair())
     instance.start()
     yield instance
     instance.stop()
@@ -169,6 +186,49 @@ class Cluster:
         finally:
             await consumer.stop()
             await admin.close()
+
+
+async def read_topic(cluster: Cluster, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` from its beginning to its current end."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=cluster.kafka, enable_auto_commit=False)
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in range(cluster.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                records += batch.get(tp, [])
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def assert_matches(http: aiohttp.ClientSession, worker: Worker, oracle: Oracle) -> None:
+    """Every count (batch reads) and every membership (single reads) equals the oracle."""
+    expected = oracle.counts()
+    items = sorted(expected)
+    got: dict[str, int] = {}
+    for i in range(0, len(items), 100):
+        batch = ",".join(items[i : i + 100])
+        async with http.get(f"{worker.url}/likes", params={"items": batch}) as resp:
+            assert resp.status == 200, await resp.text()
+            got.update((await resp.json())["likes"])
+    assert got == expected
+
+    sem = asyncio.Semaphore(32)
+
+    async def liked(item: str, user: str) -> tuple[tuple[str, str], bool]:
+        async with sem, http.get(f"{worker.url}/items/{item}/likes/{user}") as resp:
+            assert resp.status == 200
+            return (item, user), (await resp.json())["liked"]
+
+    pairs = await asyncio.gather(*(liked(i, u) for i, u in oracle.members))
+    wrong = {pair: value for pair, value in pairs if oracle.members[pair] != value}
+    assert wrong == {}
 
 
 @pytest.fixture

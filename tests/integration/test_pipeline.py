@@ -7,7 +7,6 @@ is deleted (changelog recovery).
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -15,8 +14,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from conftest import Cluster, Worker, report
+from conftest import Cluster, Worker, assert_matches, read_topic, report
 from oracle import Oracle, mixed_events
 
 from likestream._broker import Broker
@@ -46,49 +44,6 @@ async def worker(cluster: Cluster) -> AsyncIterator[Worker]:
     yield instance
     if instance.proc is not None and instance.proc.poll() is None:
         instance.stop()
-
-
-async def assert_matches(http: aiohttp.ClientSession, worker: Worker, oracle: Oracle) -> None:
-    """Every count (batch reads) and every membership (single reads) equals the oracle."""
-    expected = oracle.counts()
-    items = sorted(expected)
-    got: dict[str, int] = {}
-    for i in range(0, len(items), 100):
-        batch = ",".join(items[i : i + 100])
-        async with http.get(f"{worker.url}/likes", params={"items": batch}) as resp:
-            assert resp.status == 200, await resp.text()
-            got.update((await resp.json())["likes"])
-    assert got == expected
-
-    sem = asyncio.Semaphore(32)
-
-    async def liked(item: str, user: str) -> tuple[tuple[str, str], bool]:
-        async with sem, http.get(f"{worker.url}/items/{item}/likes/{user}") as resp:
-            assert resp.status == 200
-            return (item, user), (await resp.json())["liked"]
-
-    pairs = await asyncio.gather(*(liked(i, u) for i, u in oracle.members))
-    wrong = {pair: value for pair, value in pairs if oracle.members[pair] != value}
-    assert wrong == {}
-
-
-async def read_topic(cluster: Cluster, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of ``topic`` from its beginning to its current end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=cluster.kafka, enable_auto_commit=False)
-    await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        tps = [TopicPartition(topic, p) for p in range(cluster.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                records += batch.get(tp, [])
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def read_counts_topic(cluster: Cluster) -> dict[str, int]:
@@ -137,19 +92,29 @@ async def test_invalid_records_go_to_dlq(
     cluster: Cluster, worker: Worker, oracle: Oracle, http: aiohttp.ClientSession
 ) -> None:
     valid = list(mixed_events(200, 20, 50, seed=11, prefix="dlq"))
+    item = b"dlq:1"
     poison = [
-        (b"dlq:1", b"{not json"),
-        (b"dlq:1", b'{"user_id": "u1", "item_id": "dlq:1", "action": "love"}'),
+        (item, b"{not json"),
+        (item, b'{"item_id": "dlq:1", "action": "like"}'),  # missing user_id
+        (item, b'{"user_id": 42, "item_id": "dlq:1", "action": "like"}'),  # wrong type
+        (item, b'{"user_id": "u1", "item_id": "dlq:1", "action": "love"}'),
         (b"other", b'{"user_id": "u1", "item_id": "dlq:1", "action": "like"}'),
-        (b"dlq:1", b"\xff\xfe\x00"),
-        (b"dlq:1", None),
+        (
+            item,
+            b'{"user_id": "u1", "item_id": "dlq:1", "action": "like", "pad": "'
+            + b"p" * 2000
+            + b'"}',
+        ),
+        (item, b"\xff\xfe\x00"),
+        (item, None),  # a tombstone
+        (None, None),  # no key, no value
     ]
     async with LikeClient(cluster.kafka, cluster.topic) as client:
         for i, event in enumerate(valid):
             await (await client.send(event))
             oracle.apply(event)
-            if i % 40 == 0:
-                await client.send_raw(*poison[i // 40])
+            if i % 20 == 0 and i // 20 < len(poison):
+                await client.send_raw(*poison[i // 20])
     await cluster.wait_caught_up()
     await assert_matches(http, worker, oracle)
 
