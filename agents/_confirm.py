@@ -9,6 +9,8 @@ from faust.types import EventT, StreamT
 
 from likestream.tables import LikeTables
 
+from ._positions import Positions
+
 __all__ = ["Confirmer"]
 
 
@@ -21,9 +23,10 @@ class Confirmer:
     writes a crash could still lose.
     """
 
-    def __init__(self, tables: LikeTables) -> None:
+    def __init__(self, tables: LikeTables, positions: Positions) -> None:
         self._tables = tables
-        self._events: list[tuple[StreamT[bytes], EventT[bytes]]] = []
+        self._positions = positions
+        self._events: list[tuple[StreamT[bytes], EventT[bytes], int]] = []
         self._futures: list[Awaitable[object]] = []
         self._lock = asyncio.Lock()
 
@@ -32,11 +35,15 @@ class Confirmer:
         return len(self._events)
 
     def add(
-        self, stream: StreamT[bytes], event: EventT[bytes], futures: list[Awaitable[object]]
+        self,
+        stream: StreamT[bytes],
+        event: EventT[bytes],
+        futures: list[Awaitable[object]],
+        epoch: int,
     ) -> None:
-        """Record a processed event; call after all its writes were issued."""
+        """Record a folded event; call after all its writes were issued."""
         self._futures.extend(futures)
-        self._events.append((stream, event))
+        self._events.append((stream, event, epoch))
 
     async def confirm(self) -> None:
         async with self._lock:
@@ -47,5 +54,7 @@ class Confirmer:
             self._futures = []
             if futures:
                 await asyncio.gather(*futures)
-            for stream, event in events:
+            for stream, event, epoch in events:
+                self._positions.confirmed(event.message.tp, event.message.offset, epoch)
                 await stream.ack(event)
+            await self._positions.commit_durable()

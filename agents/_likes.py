@@ -10,6 +10,7 @@ from typing import cast
 
 import faust
 import orjson
+from faust.transport.consumer import Consumer
 from faust.types import EventT, StreamT
 
 from likestream._metrics import DLQ_RECORDS, EVENTS
@@ -19,6 +20,7 @@ from likestream.tables import LikeTables
 
 from ._confirm import Confirmer
 from ._fold import fold
+from ._positions import Positions
 
 __all__ = ["Topics", "define_agents"]
 
@@ -38,7 +40,9 @@ class Topics:
 
 def define_agents(app: faust.App, topics: Topics, tables: LikeTables, settings: Settings) -> None:
     """Register the likes agent and its confirmation timer on ``app``."""
-    confirmer = Confirmer(tables)
+    positions = Positions(settings.topic)
+    positions.install(cast(Consumer, app.consumer))
+    confirmer = Confirmer(tables, positions)
 
     # One actor folds all of this worker's partitions, each in partition order;
     # faust's isolated_partitions crashes on rebalance (faust issues 181, 529).
@@ -47,8 +51,16 @@ def define_agents(app: faust.App, topics: Topics, tables: LikeTables, settings: 
         # StreamT does not declare noack(); agents always receive a faust.Stream.
         acking = cast(faust.Stream[bytes], stream).noack()
         async for event in acking.events():
+            tp, offset = event.message.tp, event.message.offset
+            verdict = positions.check(tp, offset)
+            if verdict != "fold":
+                if verdict == "hole":
+                    await positions.rewind(app.consumer, tp)
+                # Nothing folded, so acking cannot commit it: commits are clamped.
+                await acking.ack(event)
+                continue
             futures = await _handle(event, topics, tables)
-            confirmer.add(acking, event, futures)
+            confirmer.add(acking, event, futures, positions.folded(tp, offset))
             if confirmer.pending >= MAX_PENDING:
                 await confirmer.confirm()
 

@@ -107,7 +107,7 @@ async def test_invalid_records_go_to_dlq(
         ),
         (item, b"\xff\xfe\x00"),
         (item, None),  # a tombstone
-        (None, None),  # no key, no value
+        (None, b'{"user_id": "u1", "item_id": "dlq:1", "action": "like"}'),  # no key
     ]
     async with LikeClient(cluster.kafka, cluster.topic) as client:
         for i, event in enumerate(valid):
