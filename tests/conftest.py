@@ -23,7 +23,7 @@ from likestream._broker import Broker, default_cache_dir
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 
 
-def _free_port_pair() -> int:
+def free_port_pair() -> int:
     """A port p such that p and p+1 are free (the broker and its controller)."""
     for _ in range(50):
         with socket.socket() as sock:
@@ -45,7 +45,7 @@ def free_port() -> int:
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A single-node KRaft broker started for this test session and stopped after it."""
     state = tmp_path_factory.mktemp("broker")
-    instance = Broker(default_cache_dir(), state, _free_port_pair())
+    instance = Broker(default_cache_dir(), state, free_port_pair())
     instance.start()
     yield instance
     instance.stop()
