@@ -37,8 +37,8 @@ def weakness(secret: str) -> str | None:
 
 def signing_secret(settings: Settings) -> str:
     """The secret to sign and verify tokens with; :class:`SettingsError` if prod has none."""
-    given = settings.secret.get_secret_value() if settings.secret is not None else None
-    if given is None:
+    given = settings.secret.get_secret_value() if settings.secret is not None else ""
+    if not given:  # unset, or set to nothing
         if settings.env == "prod":
             raise SettingsError("LIKESTREAM_SECRET: required when LIKESTREAM_ENV=prod")
         path = dev_secret_path()

@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     """HTTP port."""
 
     secret: SecretStr | None = None
-    """JWT signing key (HS256); random in dev, required in prod."""
+    """JWT signing key (HS256). Prod requires a strong one (``_secret.py``); in dev, unset
+    means a generated development secret shared by the machine's processes."""
 
     rate: float = Field(5.0, gt=0)
     """Per-user like rate, tokens per second."""

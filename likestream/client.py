@@ -35,7 +35,14 @@ from aiokafka.structs import RecordMetadata
 from ._partition import partition_for
 from ._schema import Action, LikeEvent, encode_event
 
-__all__ = ["DeliveryError", "LikeClient", "RecordMetadata", "SyncLikeClient", "new_event"]
+__all__ = [
+    "DeliveryError",
+    "LikeClient",
+    "RecordMetadata",
+    "SyncLikeClient",
+    "by_item",
+    "new_event",
+]
 
 
 class DeliveryError(Exception):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -56,7 +55,8 @@ async def records_by_partition(
             while await consumer.position(tp) < ends[tp]:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
                 for record in batch.get(tp, []):
-                    assert record.key is not None and record.value is not None
+                    assert record.key is not None
+                    assert record.value is not None
                     found.setdefault(tp.partition, []).append(
                         (record.key, orjson.loads(record.value))
                     )
@@ -66,8 +66,8 @@ async def records_by_partition(
 
 
 @pytest.fixture
-async def topic8(broker: Broker) -> AsyncIterator[str]:
-    yield await new_topic(broker, 8)
+async def topic8(broker: Broker) -> str:
+    return await new_topic(broker, 8)
 
 
 async def test_records_land_on_the_java_partition(broker: Broker, topic8: str) -> None:
@@ -82,7 +82,7 @@ async def test_records_land_on_the_java_partition(broker: Broker, topic8: str) -
     for records in found.values():
         for key, value in records:
             assert value["item_id"] == key.decode()
-            assert value["user_id"] == "u1" and value["action"] == "like"
+            assert (value["user_id"], value["action"]) == ("u1", "like")
 
 
 async def test_batches_are_confirmed_and_keyed(broker: Broker) -> None:

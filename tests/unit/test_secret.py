@@ -39,9 +39,10 @@ def test_weakness(secret: str, weak: bool) -> None:
     assert (weakness(secret) is not None) == weak
 
 
-def test_prod_refuses_a_missing_secret(cache_dir: Path) -> None:
+@pytest.mark.parametrize("secret", [None, ""])
+def test_prod_refuses_a_missing_secret(cache_dir: Path, secret: str | None) -> None:
     with pytest.raises(SettingsError, match="LIKESTREAM_SECRET: required"):
-        signing_secret(load_settings(env="prod"))
+        signing_secret(load_settings(env="prod", secret=secret))
     assert not (cache_dir / "dev-secret").exists()
 
 
