@@ -8,9 +8,10 @@ import faust
 
 from likestream.agents import Topics, define_agents
 from likestream.tables import LikeTables
-from likestream.web import WebServer, create_app
+from likestream.web import RateLimiter, WebServer, Writes, create_app
 
 from ._settings import Settings
+from .client import LikeClient
 
 __all__ = ["Pipeline", "build"]
 
@@ -58,7 +59,17 @@ def _raw_topic(app: faust.App, name: str, settings: Settings) -> faust.TopicT:
     )
 
 
-def build(settings: Settings) -> Pipeline:
+def _writes(settings: Settings, secret: str) -> Writes:
+    return Writes(
+        publisher=LikeClient(settings.kafka, settings.topic, linger_ms=1),
+        secret=secret,
+        limiter=RateLimiter(settings.rate, settings.burst),
+        timeout=settings.publish_timeout_ms / 1000,
+    )
+
+
+def build(settings: Settings, secret: str) -> Pipeline:
+    """The worker's parts; ``secret`` verifies write tokens (see ``_secret.py``)."""
     app = _faust_app(settings)
     topics = Topics(
         events=_raw_topic(app, settings.topic, settings),
@@ -67,5 +78,6 @@ def build(settings: Settings) -> Pipeline:
     )
     tables = LikeTables(app, settings)
     define_agents(app, topics, tables, settings)
-    web = WebServer(create_app(tables), settings.web_host, settings.web_port)
+    api = create_app(tables, _writes(settings, secret), settings.cors_origin_set)
+    web = WebServer(api, settings.web_host, settings.web_port)
     return Pipeline(app, tables, web)

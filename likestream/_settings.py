@@ -19,6 +19,7 @@ __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
 ENV_PREFIX = "LIKESTREAM_"
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _HOST_PORT_RE = re.compile(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
+_ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
 
 
 class SettingsError(ValueError):
@@ -56,13 +57,21 @@ class Settings(BaseSettings):
     """HTTP port."""
 
     secret: SecretStr | None = None
-    """JWT signing key (HS256); random in dev, required in prod."""
+    """JWT signing key (HS256). Prod requires a strong one (``_secret.py``); in dev, unset
+    means a generated development secret shared by the machine's processes."""
 
     rate: float = Field(5.0, gt=0)
     """Per-user like rate, tokens per second."""
 
     burst: int = Field(20, ge=1)
     """Per-user token bucket size."""
+
+    publish_timeout_ms: int = Field(5000, ge=100, le=120_000)
+    """How long a write waits for Kafka's acknowledgement before answering 503."""
+
+    cors_origins: str = ""
+    """Browser origins allowed to call the API, comma separated (``https://a.example``), or
+    ``*`` for any; empty allows none."""
 
     push_interval_ms: int = Field(100, ge=1, le=60_000)
     """Push coalescing per item and client, in milliseconds."""
@@ -96,6 +105,18 @@ class Settings(BaseSettings):
         if not _TOPIC_RE.fullmatch(value):
             raise ValueError("expected 1-200 characters of [A-Za-z0-9._-]")
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: str) -> str:
+        origins = [o.strip() for o in value.split(",") if o.strip()]
+        if not all(o == "*" or _ORIGIN_RE.fullmatch(o) for o in origins):
+            raise ValueError("expected *, or scheme://host[:port] origins separated by commas")
+        return ",".join(origins)
+
+    @property
+    def cors_origin_set(self) -> frozenset[str]:
+        return frozenset(self.cors_origins.split(",")) - {""}
 
     @property
     def dlq_topic(self) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import faust
 
 from ._app import build
+from ._secret import signing_secret
 from ._settings import Settings
 from ._topics import ensure_topics
 
@@ -14,8 +15,9 @@ __all__ = ["run_worker"]
 
 
 def run_worker(settings: Settings) -> None:
+    secret = signing_secret(settings)  # prod refuses a missing or weak one before anything runs
     asyncio.run(ensure_topics(settings))
-    pipeline = build(settings)
+    pipeline = build(settings, secret)
     worker = faust.Worker(
         pipeline.app,
         pipeline.web,

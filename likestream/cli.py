@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from ._broker import Broker, BrokerError
 from ._schema import InvalidEvent, LikeEvent, is_valid_id
 from ._settings import Settings, SettingsError, load_settings
 from ._topics import TopicError
+from .client import DeliveryError
 
 __all__ = ["main"]
 
@@ -61,7 +63,27 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--users", type=int, default=10_000)
     produce.add_argument("--seed", type=int, default=1)
     _add_setting_flags(produce)
+
+    token = sub.add_parser(
+        "token", help="mint a token for the write API (signed like the workers' tokens)"
+    )
+    token.add_argument("user", metavar="USER")
+    token.add_argument(
+        "--ttl", type=_duration, default="1h", help="lifetime: 90s, 15m, 1h, 7d (default 1h)"
+    )
+    _add_setting_flags(token)
     return parser
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> int:
+    """Seconds in ``90``, ``90s``, ``15m``, ``1h`` or ``7d``."""
+    match = re.fullmatch(r"(\d+)([smhd]?)", text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration like 15m or 1h: {text!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 def _broker(args: argparse.Namespace) -> None:
@@ -95,6 +117,15 @@ def _produce(args: argparse.Namespace, settings: Settings) -> None:
     asyncio.run(produce(settings.kafka, settings.topic, events, total))
 
 
+def _token(args: argparse.Namespace, settings: Settings) -> None:
+    from ._secret import signing_secret
+    from ._tokens import mint_token
+
+    if not is_valid_id(args.user):
+        raise InvalidEvent("USER must be 1-128 characters of [A-Za-z0-9._:@-]")
+    print(mint_token(signing_secret(settings), args.user, args.ttl))
+
+
 def _event_from_args(words: Sequence[str]) -> LikeEvent:
     from .client import new_event
 
@@ -118,11 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _config(settings)
         elif args.command == "produce":
             _produce(args, settings)
+        elif args.command == "token":
+            _token(args, settings)
         else:
             from ._worker import run_worker
 
             run_worker(settings)
-    except (SettingsError, BrokerError, TopicError, InvalidEvent) as exc:
+    except (SettingsError, BrokerError, TopicError, InvalidEvent, DeliveryError) as exc:
         print(f"likestream: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,5 +1,10 @@
 """Producer client: publishes like events keyed by item, confirmed by Kafka.
 
+Every record follows DESIGN section 3: key = the item id as UTF-8, value = the
+event as JSON, partition = Kafka's default murmur2 of the key (the same one Java
+clients and librdkafka's ``murmur2_random`` pick), acks from all in-sync
+replicas, and an idempotent producer so that its own retries never duplicate.
+
 Example::
 
     import asyncio
@@ -10,21 +15,38 @@ Example::
             await client.like("alice", "post:9")   # returns once Kafka acknowledged it
 
     asyncio.run(main())
+
+Without asyncio, :class:`SyncLikeClient` does the same with plain calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
+from collections.abc import Iterable
 from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
+from ._partition import partition_for
 from ._schema import Action, LikeEvent, encode_event
 
-__all__ = ["LikeClient", "new_event"]
+__all__ = [
+    "DeliveryError",
+    "LikeClient",
+    "RecordMetadata",
+    "SyncLikeClient",
+    "by_item",
+    "new_event",
+]
+
+
+class DeliveryError(Exception):
+    """Kafka did not acknowledge an event; it may or may not have been written."""
 
 
 def new_event(user_id: str, item_id: str, action: Action) -> LikeEvent:
@@ -32,33 +54,89 @@ def new_event(user_id: str, item_id: str, action: Action) -> LikeEvent:
     return LikeEvent(user_id, item_id, action, uuid.uuid4().hex, int(time.time() * 1000))
 
 
-class LikeClient:
-    """Async producer of like events (acks=all, idempotent, murmur2 keyed by item_id)."""
+def by_item(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka partitioner: Kafka's default murmur2 of the key, as Java computes it."""
+    if key is None:  # only raw test records; events are always keyed
+        return random.choice(available or all_partitions)
+    return sorted(all_partitions)[partition_for(key, len(all_partitions))]
 
-    def __init__(self, bootstrap: str, topic: str = "likes", linger_ms: int = 5) -> None:
+
+class LikeClient:
+    """Async producer of like events (acks=all, idempotent, murmur2 keyed by item_id).
+
+    Use as ``async with``, or call :meth:`start` and :meth:`stop`. Not shared
+    across event loops.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str = "likes",
+        linger_ms: int = 5,
+        request_timeout_ms: int = 30_000,
+    ) -> None:
         self.topic = topic
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=linger_ms,
-            request_timeout_ms=30_000,
+        self._config = {
+            "bootstrap_servers": bootstrap,
+            "linger_ms": linger_ms,
+            "request_timeout_ms": request_timeout_ms,
+        }
+        self._started: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        # aiokafka binds a producer to the running loop, so it is made here.
+        producer = AIOKafkaProducer(
+            **self._config, acks="all", enable_idempotence=True, partitioner=by_item
         )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise DeliveryError(f"cannot reach Kafka: {exc}") from exc
+        self._started = producer
+
+    async def stop(self) -> None:
+        """Wait for what is queued to be delivered, then disconnect."""
+        if self._started is not None:
+            producer, self._started = self._started, None
+            await producer.stop()
 
     async def __aenter__(self) -> LikeClient:
-        await self._producer.start()
+        await self.start()
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._producer.stop()
+        await self.stop()
+
+    @property
+    def _producer(self) -> AIOKafkaProducer:
+        if self._started is None:
+            raise RuntimeError("LikeClient is not started: use `async with` or start()")
+        return self._started
 
     async def like(self, user_id: str, item_id: str) -> RecordMetadata:
-        return await (await self.send(new_event(user_id, item_id, "like")))
+        """Publish a like; returns where Kafka stored it once acknowledged."""
+        return await self.publish(new_event(user_id, item_id, "like"))
 
     async def unlike(self, user_id: str, item_id: str) -> RecordMetadata:
-        return await (await self.send(new_event(user_id, item_id, "unlike")))
+        return await self.publish(new_event(user_id, item_id, "unlike"))
+
+    async def publish(self, event: LikeEvent) -> RecordMetadata:
+        """Publish ``event`` and wait for the acknowledgement; :class:`DeliveryError` if none."""
+        return (await self.send_many([event]))[0]
+
+    async def send_many(self, events: Iterable[LikeEvent]) -> list[RecordMetadata]:
+        """Publish ``events`` in batches; returns once every one is acknowledged, in order.
+
+        Raises :class:`DeliveryError` if any was not; the others may have been written.
+        """
+        try:
+            pending = [await self.send(event) for event in events]
+            return list(await asyncio.gather(*pending))
+        except KafkaError as exc:
+            raise DeliveryError(f"Kafka did not acknowledge: {exc!r}") from exc
 
     async def send(self, event: LikeEvent) -> asyncio.Future[RecordMetadata]:
         """Queue ``event``; the returned future resolves once Kafka acknowledged it."""
@@ -74,3 +152,46 @@ class LikeClient:
 
     async def flush(self) -> None:
         await self._producer.flush()
+
+
+class SyncLikeClient:
+    """:class:`LikeClient` for code without asyncio; each call returns once acknowledged.
+
+    It runs its own event loop in the calling thread, so use it from one thread
+    and not inside a running event loop::
+
+        with SyncLikeClient("localhost:9092") as client:
+            client.like("alice", "post:9")
+    """
+
+    def __init__(self, bootstrap: str, topic: str = "likes", linger_ms: int = 5) -> None:
+        self._runner = asyncio.Runner()
+        self._client = LikeClient(bootstrap, topic, linger_ms)
+        try:
+            self._runner.run(self._client.start())
+        except BaseException:
+            self._runner.close()
+            raise
+
+    def like(self, user_id: str, item_id: str) -> RecordMetadata:
+        return self._runner.run(self._client.like(user_id, item_id))
+
+    def unlike(self, user_id: str, item_id: str) -> RecordMetadata:
+        return self._runner.run(self._client.unlike(user_id, item_id))
+
+    def send_many(self, events: Iterable[LikeEvent]) -> list[RecordMetadata]:
+        return self._runner.run(self._client.send_many(events))
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self._client.stop())
+        finally:
+            self._runner.close()
+
+    def __enter__(self) -> SyncLikeClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,6 +1,8 @@
-"""aiohttp views: counts, health and metrics straight from table state."""
+"""aiohttp views: counts, health and metrics straight from table state; likes and unlikes."""
 
 from ._app import WebServer, create_app
 from ._errors import ApiError
+from ._limits import RateLimiter
+from ._writes import Publisher, Writes
 
-__all__ = ["ApiError", "WebServer", "create_app"]
+__all__ = ["ApiError", "Publisher", "RateLimiter", "WebServer", "Writes", "create_app"]

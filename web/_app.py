@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -12,7 +13,9 @@ from likestream._metrics import HTTP_REQUESTS, HTTP_SECONDS
 from likestream.tables import StateReader
 
 from ._errors import errors_middleware
+from ._headers import CORS_ORIGINS, add_headers, cors_preflight
 from ._views import STATE, routes
+from ._writes import WRITES, Writes, publisher_ctx, write_routes
 
 __all__ = ["WebServer", "create_app"]
 
@@ -32,10 +35,19 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         HTTP_REQUESTS.labels(route=name, status=str(status)).inc()
 
 
-def create_app(state: StateReader) -> web.Application:
-    app = web.Application(middlewares=[metrics_middleware, errors_middleware])
+def create_app(
+    state: StateReader, writes: Writes | None = None, cors_origins: Iterable[str] = ()
+) -> web.Application:
+    """The HTTP API; the write routes only when ``writes`` is given."""
+    app = web.Application(middlewares=[metrics_middleware, cors_preflight, errors_middleware])
     app[STATE] = state
+    app[CORS_ORIGINS] = frozenset(cors_origins)
+    app.on_response_prepare.append(add_headers)
     app.add_routes(routes)
+    if writes is not None:
+        app[WRITES] = writes
+        app.add_routes(write_routes)
+        app.cleanup_ctx.append(publisher_ctx)
     return app
 
 

@@ -8,6 +8,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from likestream._partition import partition_for
+from likestream.client import by_item
 
 JAVA = [
     ("21", -973932308, 4, 0),
@@ -27,3 +28,10 @@ def test_matches_java(key: str, java_hash: int, of_8: int, of_12: int) -> None:
     assert (signed if signed < 2**31 else signed - 2**32) == java_hash
     assert partition_for(key.encode(), 8) == of_8
     assert partition_for(key.encode(), 12) == of_12
+
+
+@pytest.mark.parametrize(("key", "java_hash", "of_8", "of_12"), JAVA)
+def test_client_partitioner_is_java_s(key: str, java_hash: int, of_8: int, of_12: int) -> None:
+    # aiokafka hands the partitioner the partition ids in no promised order.
+    assert by_item(key.encode(), [5, 3, 7, 1, 0, 2, 6, 4], []) == of_8
+    assert by_item(key.encode(), list(range(11, -1, -1)), [0]) == of_12

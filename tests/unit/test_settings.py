@@ -35,6 +35,9 @@ def test_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         ("KAFKA", "no-port"),
         ("TOPIC", "bad topic"),
         ("RATE", "-1"),
+        ("PUBLISH_TIMEOUT_MS", "0"),
+        ("CORS_ORIGINS", "app.example"),
+        ("CORS_ORIGINS", "https://a.example,javascript:alert(1)"),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -50,3 +53,10 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     shown = load_settings().masked()
     assert shown["LIKESTREAM_SECRET"] == "********"
     assert "hunter2" not in repr(load_settings())
+
+
+def test_cors_origins_are_a_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().cors_origin_set == frozenset()
+    monkeypatch.setenv("LIKESTREAM_CORS_ORIGINS", " https://a.example, http://localhost:3000 ")
+    assert load_settings().cors_origin_set == {"https://a.example", "http://localhost:3000"}
+    assert load_settings(cors_origins="*").cors_origin_set == {"*"}

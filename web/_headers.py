@@ -1,0 +1,73 @@
+"""Headers on every response: the usual security headers, and CORS for configured origins.
+
+Both are added when a response is prepared (``on_response_prepare``) rather than
+in a middleware, so that they also reach error responses and streamed ones
+(SSE, WebSocket upgrades) whose headers are sent before a handler returns.
+Security headers are defaults: a handler that serves a page can set its own
+``Content-Security-Policy``. Strict-Transport-Security belongs to whatever
+terminates TLS in front of the workers.
+"""
+
+from __future__ import annotations
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from ._errors import error_response
+
+__all__ = ["CORS_ORIGINS", "add_headers", "cors_preflight"]
+
+CORS_ORIGINS = web.AppKey("cors_origins", frozenset)
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+ALLOW_METHODS = "GET, POST, DELETE"
+ALLOW_HEADERS = "Authorization, Content-Type"
+EXPOSE_HEADERS = "Retry-After, WWW-Authenticate"
+PREFLIGHT_MAX_AGE = "600"
+
+
+def _allowed_origin(request: web.Request) -> str | None:
+    origin = request.headers.get(hdrs.ORIGIN)
+    allowed = request.app[CORS_ORIGINS]
+    if origin and (origin in allowed or "*" in allowed):
+        return origin
+    return None
+
+
+@web.middleware
+async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer CORS preflight requests; the allowed origin is added by :func:`add_headers`."""
+    if request.method != hdrs.METH_OPTIONS or not request.headers.get(
+        hdrs.ACCESS_CONTROL_REQUEST_METHOD
+    ):
+        return await handler(request)
+    if _allowed_origin(request) is None:
+        return error_response(
+            403, "origin_not_allowed", "this origin is not in LIKESTREAM_CORS_ORIGINS"
+        )
+    return web.Response(
+        status=204,
+        headers={
+            hdrs.ACCESS_CONTROL_ALLOW_METHODS: ALLOW_METHODS,
+            hdrs.ACCESS_CONTROL_ALLOW_HEADERS: ALLOW_HEADERS,
+            hdrs.ACCESS_CONTROL_MAX_AGE: PREFLIGHT_MAX_AGE,
+        },
+    )
+
+
+async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if not request.app[CORS_ORIGINS]:
+        return
+    # Answers differ by Origin, so caches must key on it.
+    vary = response.headers.get(hdrs.VARY)
+    response.headers[hdrs.VARY] = f"{vary}, Origin" if vary else "Origin"
+    origin = _allowed_origin(request)
+    if origin is not None:
+        response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+        response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = EXPOSE_HEADERS
