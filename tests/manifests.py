@@ -14,7 +14,7 @@ from kustomize_lite import render
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
-CRD_SCHEMAS = Path(__file__).parent / "data" / "crd-schemas"
+CRD_SCHEMAS = Path(__file__).parent / "crd-schemas"
 TARGETS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
 OVERLAYS = ("dev", "prod")
 

@@ -3,7 +3,7 @@
 The overlays are rendered by ``tests/kustomize_lite.py`` (compared with the real
 kustomize where ``kubectl`` or ``kustomize`` is installed). Core kinds are validated
 strictly against the Kubernetes JSON schemas of ``kubernetes-validate``, the operators'
-kinds against the CRD schemas in ``tests/data/crd-schemas``.
+kinds against the CRD schemas in ``tests/crd-schemas``.
 """
 
 from __future__ import annotations
