@@ -15,7 +15,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 RUN mkdir likestream && touch likestream/__init__.py \
     && /opt/venv/bin/pip install . \
-    && /opt/venv/bin/pip uninstall -y likestream
+    && /opt/venv/bin/pip uninstall -y likestream \
+    && rm -rf build likestream.egg-info likestream
 # likestream/agents, tables and web are symlinks to these root directories.
 COPY agents ./agents
 COPY tables ./tables
@@ -34,8 +35,7 @@ COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    LIKESTREAM_DATA_DIR=/var/lib/likestream \
-    LIKESTREAM_WEB_HOST=0.0.0.0
+    LIKESTREAM_DATA_DIR=/var/lib/likestream
 WORKDIR /var/lib/likestream
 # Numeric, so that Kubernetes' runAsNonRoot can check it without reading /etc/passwd.
 USER 10001:10001
