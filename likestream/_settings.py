@@ -20,6 +20,7 @@ ENV_PREFIX = "LIKESTREAM_"
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _HOST_PORT_RE = re.compile(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
 _ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
+_URL_RE = re.compile(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?/?")
 
 
 class SettingsError(ValueError):
@@ -91,6 +92,18 @@ class Settings(BaseSettings):
     commit_interval_ms: int = Field(50, ge=1, le=10_000)
     """How often applied events are confirmed durable and acknowledged, milliseconds."""
 
+    instance_id: str | None = None
+    """Static consumer-group membership id (Kafka ``group.instance.id``), stable across
+    restarts so a restarting worker gets its partitions back without a rebalance; in
+    Kubernetes the pod name. Unset: dynamic membership. Declared for the Kubernetes
+    manifests; the multi-worker code (issue 7) reads it."""
+
+    advertised_url: str | None = None
+    """Base URL at which other processes reach this worker's HTTP server, e.g.
+    ``http://likestream-worker-0.likestream-worker:6066`` (pod DNS through the headless
+    Service). Declared for the Kubernetes manifests; the multi-worker code (issue 7)
+    reads it and chooses the default when unset."""
+
     @field_validator("kafka")
     @classmethod
     def _check_kafka(cls, value: str) -> str:
@@ -117,6 +130,20 @@ class Settings(BaseSettings):
     @property
     def cors_origin_set(self) -> frozenset[str]:
         return frozenset(self.cors_origins.split(",")) - {""}
+
+    @field_validator("instance_id")
+    @classmethod
+    def _check_instance_id(cls, value: str | None) -> str | None:
+        if value is not None and not _TOPIC_RE.fullmatch(value):
+            raise ValueError("expected 1-200 characters of [A-Za-z0-9._-]")
+        return value
+
+    @field_validator("advertised_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not _URL_RE.fullmatch(value):
+            raise ValueError("expected http(s)://host[:port] with no path")
+        return value
 
     @property
     def dlq_topic(self) -> str:

@@ -1,0 +1,617 @@
+"""Offline checks of k8s/: every kind against its schema, and the manifests against the app.
+
+The overlays are rendered by ``tests/kustomize_lite.py`` (compared with the real
+kustomize where ``kubectl`` or ``kustomize`` is installed). Core kinds are validated
+strictly against the Kubernetes JSON schemas of ``kubernetes-validate``, the operators'
+kinds against the CRD schemas in ``tests/crd-schemas``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from kustomize_lite import UnsupportedKustomization, render
+from manifests import (
+    OVERLAYS,
+    ROOT,
+    TARGETS,
+    Doc,
+    Rendered,
+    container,
+    container_port,
+    crd_errors,
+    crd_schema_path,
+    is_custom,
+    pod_env,
+    rendered,
+)
+
+from likestream._settings import ENV_PREFIX, Settings, load_settings
+from likestream._topics import topic_specs
+from likestream.web import create_app
+
+# The oldest Kubernetes the manifests support, and the newest the package knows.
+KUBE_VERSIONS = ("1.29", kubernetes_validate.latest_version())
+MiB = 1 << 20
+# Python, faust, aiohttp and the Kafka clients of one worker, RocksDB aside.
+PROCESS_BASELINE = 256 * MiB
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No LIKESTREAM_* from the test's own environment leaks into load_settings()."""
+    for name in os.environ:
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture
+def defaults(clean_env: pytest.MonkeyPatch) -> Settings:
+    return load_settings()
+
+
+class NoState:
+    def likes(self, item_id: str) -> int:
+        return 0
+
+    def liked(self, item_id: str, user_id: str) -> bool:
+        return False
+
+    def ready(self) -> bool:
+        return True
+
+
+def web_routes() -> set[str]:
+    """Paths of likestream.web's route table, as the running app registers them."""
+    return {r.canonical for r in create_app(NoState()).router.resources()}
+
+
+# -- the renderer ----------------------------------------------------------------
+
+
+def _keyed(docs: list[Doc]) -> dict[tuple[str, str, str | None], Doc]:
+    return {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")): d for d in docs}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_renderer_agrees_with_kustomize(target: str) -> None:
+    if kubectl := shutil.which("kubectl"):
+        command = [kubectl, "kustomize", str(TARGETS[target])]
+    elif kustomize := shutil.which("kustomize"):
+        command = [kustomize, "build", str(TARGETS[target])]
+    else:
+        pytest.skip("neither kubectl nor kustomize is installed")
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
+    reference = [d for d in yaml.safe_load_all(out) if d]
+    assert _keyed(render(TARGETS[target])) == _keyed(reference)
+
+
+def _write(directory: Path, files: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        docs = content if isinstance(content, list) else [content]
+        (directory / name).write_text(yaml.safe_dump_all(docs))
+
+
+def test_renderer_applies_what_k8s_uses(tmp_path: Path) -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "app:1"}]}}},
+    }
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}}
+    _write(tmp_path / "base", {"kustomization.yaml": {"resources": ["r.yaml"]}})
+    _write(tmp_path / "base", {"r.yaml": [deployment, config]})
+    overlay = {
+        "namespace": "ns",
+        "resources": ["../base"],
+        "images": [{"name": "app", "newName": "reg:5000/app", "newTag": "2"}],
+        "replicas": [{"name": "web", "count": 3}],
+        "patches": [
+            {"path": "gone.yaml"},
+            {
+                "target": {"kind": "Deploy.*"},
+                "patch": "- {op: add, path: /metadata/labels, value: {a: b}}",
+            },
+        ],
+    }
+    gone = {"$patch": "delete", **config}
+    _write(tmp_path / "o", {"kustomization.yaml": overlay, "gone.yaml": gone})
+    [doc] = render(tmp_path / "o")
+    assert doc["metadata"] == {"name": "web", "namespace": "ns", "labels": {"a": "b"}}
+    assert doc["spec"]["replicas"] == 3
+    assert doc["spec"]["template"]["spec"]["containers"][0]["image"] == "reg:5000/app:2"
+
+
+@pytest.mark.parametrize(
+    "kustomization",
+    [
+        {"resources": [], "commonLabels": {"a": "b"}},
+        {"resources": ["r.yaml"], "patches": [{"path": "p.yaml"}]},  # a merge patch
+        {"resources": ["r.yaml"], "patches": [{"target": {"kind": "Nope"}, "patch": "[]"}]},
+    ],
+)
+def test_renderer_refuses_what_it_does_not_implement(tmp_path: Path, kustomization: Doc) -> None:
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
+    _write(tmp_path, {"kustomization.yaml": kustomization, "r.yaml": cm, "p.yaml": cm})
+    with pytest.raises(UnsupportedKustomization):
+        render(tmp_path)
+
+
+# -- schemas -----------------------------------------------------------------------
+
+
+def _core_errors(doc: Doc, version: str) -> list[str]:
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{'/'.join(map(str, exc.path))}: {exc.message}"]
+    return []
+
+
+def _errors(doc: Doc) -> list[str]:
+    if is_custom(doc):
+        return crd_errors(doc)
+    return [e for v in KUBE_VERSIONS for e in _core_errors(doc, v)]
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+@pytest.mark.parametrize("target", TARGETS)
+def test_core_kinds_are_valid_kubernetes(target: str, version: str) -> None:
+    core = [d for d in rendered(target).docs if not is_custom(d)]
+    assert len(core) >= 10
+    # A kind without a schema raises SchemaNotFoundError: it fails the test too.
+    errors = {
+        f"{d['kind']}/{d['metadata']['name']}": e for d in core if (e := _core_errors(d, version))
+    }
+    assert errors == {}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_custom_kinds_match_their_crds(target: str) -> None:
+    custom = [d for d in rendered(target).docs if is_custom(d)]
+    kinds = {d["kind"] for d in custom}
+    assert {"Kafka", "KafkaNodePool", "KafkaTopic"} <= kinds
+    for doc in custom:
+        assert crd_schema_path(doc).is_file(), f"no schema for {doc['apiVersion']} {doc['kind']}"
+    errors = {f"{d['kind']}/{d['metadata']['name']}": e for d in custom if (e := crd_errors(d))}
+    assert errors == {}
+
+
+def _misspell_probe(doc: Doc) -> None:
+    c = doc["spec"]["template"]["spec"]["containers"][0]
+    c["readinesProbe"] = c.pop("readinessProbe")
+
+
+DELETE = object()
+
+
+def _set(path: str, value: Any) -> Callable[[Doc], None]:
+    def mutate(doc: Doc) -> None:
+        *parents, last = path.split("/")
+        node: Any = doc
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        if value is DELETE:
+            del node[int(last) if last.isdigit() else last]
+        elif isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return mutate
+
+
+MISTAKES: dict[str, tuple[str, str, Callable[[Doc], None]]] = {
+    "misspelt probe": ("StatefulSet", "likestream-worker", _misspell_probe),
+    "port as text": ("Service", "likestream-gateway", _set("spec/ports/0/port", "6066")),
+    "hpa floor as text": (
+        "HorizontalPodAutoscaler",
+        "likestream-gateway",
+        _set("spec/minReplicas", "2"),
+    ),
+    "no topic partitions": ("KafkaTopic", "likes", _set("spec/partitions", 0)),
+    "misspelt topic field": ("KafkaTopic", "likes", _set("spec/partition", 8)),
+    "listener without tls": ("Kafka", "likestream", _set("spec/kafka/listeners/0/tls", DELETE)),
+    "unknown node role": ("KafkaNodePool", "broker", _set("spec/roles", ["leader"])),
+    "pool without storage": ("KafkaNodePool", "controller", _set("spec/storage", DELETE)),
+    "lag threshold as number": (
+        "ScaledObject",
+        "likestream-worker",
+        _set("spec/triggers/0/metadata/lagThreshold", 5000),
+    ),
+    "no scale target": ("ScaledObject", "likestream-worker", _set("spec/scaleTargetRef", DELETE)),
+    "bad scrape interval": (
+        "ServiceMonitor",
+        "likestream",
+        _set("spec/endpoints/0/interval", "15 s"),
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_validation_catches_mistakes(mistake: str) -> None:
+    kind, name, mutate = MISTAKES[mistake]
+    doc = copy.deepcopy(rendered("prod").one(kind, name))
+    assert _errors(doc) == []
+    mutate(doc)
+    assert _errors(doc) != []
+
+
+# -- agreement with the app ------------------------------------------------------------
+
+
+def _env_names(target: Rendered) -> Iterator[str]:
+    yield from target.config()
+    for workload in target.workloads():
+        yield from (var["name"] for var in container(workload).get("env", []))
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_env_names_are_settings(target: str) -> None:
+    names = set(_env_names(rendered(target)))
+    assert {"LIKESTREAM_INSTANCE_ID", "LIKESTREAM_ADVERTISED_URL", "LIKESTREAM_SECRET"} <= names
+    unknown = {n for n in names if n.removeprefix(ENV_PREFIX).lower() not in Settings.model_fields}
+    assert {n for n in names if not n.startswith(ENV_PREFIX)} | unknown == set()
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_settings_load_from_each_pods_env(target: str, clean_env: pytest.MonkeyPatch) -> None:
+    r = rendered(target)
+    for workload in r.workloads():
+        pod = f"{workload['metadata']['name']}-0"
+        env = pod_env(r, workload, pod, secret="s" * 32)
+        for name, value in env.items():
+            clean_env.setenv(name, value)
+        settings = load_settings()  # every value passes the app's own validation
+        assert settings.env == target
+        mounts = {m["mountPath"]: m["name"] for m in container(workload)["volumeMounts"]}
+        assert str(settings.data_dir) in mounts, "LIKESTREAM_DATA_DIR is not a mounted volume"
+        if workload["kind"] == "StatefulSet":
+            service = workload["spec"]["serviceName"]
+            assert settings.instance_id == pod
+            assert settings.advertised_url == f"http://{pod}.{service}:{settings.web_port}"
+            claims = {t["metadata"]["name"] for t in workload["spec"]["volumeClaimTemplates"]}
+            assert mounts[str(settings.data_dir)] in claims, "RocksDB is not on the pod's volume"
+        for name in env:
+            clean_env.delenv(name)
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_ports_are_the_web_port(target: str, defaults: Settings) -> None:
+    r, port = rendered(target), defaults.web_port
+    assert r.config()["LIKESTREAM_WEB_PORT"] == str(port)
+    for workload in r.workloads():
+        assert [p["containerPort"] for p in container(workload)["ports"]] == [port]
+    for service in r.of_kind("Service"):
+        backends = r.pods_matching(service["spec"]["selector"])
+        assert backends, f"Service {service['metadata']['name']} selects no pods"
+        for p in service["spec"]["ports"]:
+            assert p["port"] == port
+            assert {container_port(w, p["targetPort"]) for w in backends} == {port}
+    for policy in r.of_kind("NetworkPolicy"):
+        for rule in policy["spec"]["ingress"]:
+            assert [p["port"] for p in rule["ports"]] == [port]
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_probes_and_scrapes_use_the_web_routes(target: str, defaults: Settings) -> None:
+    r, routes = rendered(target), web_routes()
+    for workload in r.workloads():
+        c = container(workload)
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            if probe in c:
+                get = c[probe]["httpGet"]
+                assert get["path"] in routes
+                assert container_port(workload, get["port"]) == defaults.web_port
+    for monitor in r.of_kind("ServiceMonitor"):
+        services = [
+            s
+            for s in r.of_kind("Service")
+            if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+        ]
+        assert {s["metadata"]["name"] for s in services} == {
+            "likestream-worker",
+            "likestream-gateway",
+        }
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["path"] == "/metrics"
+            assert endpoint["path"] in routes
+            for s in services:
+                assert endpoint["port"] in {p["name"] for p in s["spec"]["ports"]}
+
+
+def _exposed(ingress: Doc, route: str) -> bool:
+    for rule in ingress["spec"]["rules"]:
+        for p in rule["http"]["paths"]:
+            if p["pathType"] == "Exact" and route == p["path"]:
+                return True
+            prefix = p["path"].rstrip("/")
+            if p["pathType"] == "Prefix" and (route == prefix or route.startswith(prefix + "/")):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_ingress_serves_the_api_not_the_operations(target: str) -> None:
+    r = rendered(target)
+    [ingress] = r.of_kind("Ingress")
+    api = {route for route in web_routes() if route.startswith(("/items", "/likes"))}
+    assert api
+    assert all(_exposed(ingress, route) for route in api)
+    for route in ("/metrics", "/healthz", "/readyz"):
+        assert not _exposed(ingress, route), f"{route} is public"
+    for rule in ingress["spec"]["rules"]:
+        for p in rule["http"]["paths"]:
+            backend = p["backend"]["service"]
+            service = r.one("Service", backend["name"])
+            assert backend["port"]["name"] in {x["name"] for x in service["spec"]["ports"]}
+
+
+def _topics(r: Rendered) -> dict[str, Doc]:
+    return {t["spec"].get("topicName", t["metadata"]["name"]): t for t in r.of_kind("KafkaTopic")}
+
+
+def _changelogs(settings: Settings) -> dict[str, Any]:
+    """The changelog topics faust declares for the app that _app.py builds."""
+    from likestream._app import build
+
+    app = build(settings).app
+    return {t.changelog_topic.get_topic_name(): t.changelog_topic for t in app.tables.values()}
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_topics_are_the_settings_topics(target: str, defaults: Settings) -> None:
+    r = rendered(target)
+    config = r.config()
+    assert config["LIKESTREAM_TOPIC"] == defaults.topic
+    assert config["LIKESTREAM_COUNTS_TOPIC"] == defaults.counts_topic
+    assert config["LIKESTREAM_PARTITIONS"] == str(defaults.partitions)
+    assert config["LIKESTREAM_APP_ID"] == defaults.app_id
+    topics = _topics(r)
+    specs = topic_specs(defaults)
+    assert {s.name for s in specs} <= set(topics)
+    for spec in specs:
+        kafka_topic = topics[spec.name]["spec"]
+        assert kafka_topic["partitions"] == spec.partitions == defaults.partitions
+        assert spec.config.items() <= kafka_topic.get("config", {}).items()
+    for topic in topics.values():
+        assert topic["spec"]["replicas"] == int(config["LIKESTREAM_REPLICATION"])
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_changelog_topics_are_what_faust_declares(
+    target: str, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    changelogs = _changelogs(load_settings(data_dir=str(tmp_path)))
+    assert "likestream-state-changelog" in changelogs
+    topics = _topics(rendered(target))
+    app_topics = {s.name for s in topic_specs(load_settings())}
+    assert set(topics) == app_topics | set(changelogs), "a topic too many or too few"
+    for name, topic in changelogs.items():
+        declared = topics[name]["spec"]
+        assert declared["partitions"] == topic.partitions
+        policy = declared["config"].get("cleanup.policy", "delete")
+        assert (policy == "compact") == bool(topic.compacting), name
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_replication_fits_the_kafka_cluster(target: str) -> None:
+    r = rendered(target)
+    pools = r.of_kind("KafkaNodePool")
+    brokers = sum(p["spec"]["replicas"] for p in pools if "broker" in p["spec"]["roles"])
+    controllers = sum(p["spec"]["replicas"] for p in pools if "controller" in p["spec"]["roles"])
+    assert controllers % 2 == 1, "a KRaft quorum needs an odd number of controllers"
+    replication = int(r.config()["LIKESTREAM_REPLICATION"])
+    assert 1 <= replication <= brokers
+    [kafka] = r.of_kind("Kafka")
+    cfg = kafka["spec"]["kafka"]["config"]
+    assert cfg["default.replication.factor"] == replication
+    assert cfg["offsets.topic.replication.factor"] <= brokers
+    assert cfg["auto.create.topics.enable"] is False
+    # acks=all writes must survive one broker down wherever there is more than one.
+    isr = cfg["min.insync.replicas"]
+    assert isr == 1 if replication == 1 else isr < replication
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_kafka_address_agrees_everywhere(target: str) -> None:
+    r = rendered(target)
+    address = r.config()["LIKESTREAM_KAFKA"]
+    host, port = address.rsplit(":", 1)
+    [kafka] = r.of_kind("Kafka")
+    assert host == f"{kafka['metadata']['name']}-kafka-bootstrap"
+    plain = [x for x in kafka["spec"]["kafka"]["listeners"] if x["port"] == int(port)]
+    assert plain
+    assert plain[0]["tls"] is False
+    for pool in r.of_kind("KafkaNodePool") + r.of_kind("KafkaTopic"):
+        assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+    for policy in r.of_kind("NetworkPolicy"):
+        to_kafka = [
+            rule
+            for rule in policy["spec"]["egress"]
+            if any(
+                "strimzi.io/cluster" in t.get("podSelector", {}).get("matchLabels", {})
+                for t in rule["to"]
+            )
+        ]
+        assert [p["port"] for rule in to_kafka for p in rule["ports"]] == [int(port)]
+    for scaled in r.of_kind("ScaledObject"):
+        assert scaled["spec"]["triggers"][0]["metadata"]["bootstrapServers"] == address
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_worker_count_is_capped_by_partitions(target: str) -> None:
+    r = rendered(target)
+    config, partitions = r.config(), int(r.config()["LIKESTREAM_PARTITIONS"])
+    workers = r.one("StatefulSet", "likestream-worker")
+    scaled = r.find("ScaledObject", "likestream-worker")
+    if scaled is None:  # dev: a fixed count
+        assert 1 <= workers["spec"]["replicas"] <= partitions
+        return
+    assert "replicas" not in workers["spec"], "KEDA owns the count: do not pin it"
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": "likestream-worker",
+    }
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] == partitions
+    [trigger] = spec["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == config["LIKESTREAM_APP_ID"]
+    assert trigger["metadata"]["topic"] == config["LIKESTREAM_TOPIC"]
+
+
+def _sleep_seconds(c: Doc) -> int:
+    command = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    return int(command[1]) if command[:1] == ["sleep"] else 0
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_workers_stop_gracefully_and_keep_their_names(target: str) -> None:
+    r = rendered(target)
+    workers = r.one("StatefulSet", "likestream-worker")
+    service = r.one("Service", workers["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None"  # headless: per-pod DNS
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert workers["spec"]["podManagementPolicy"] == "Parallel"
+    for workload in r.workloads():
+        pod = workload["spec"]["template"]["spec"]
+        # faust's graceful stop takes up to 30 s after the preStop pause.
+        assert pod["terminationGracePeriodSeconds"] >= 30 + _sleep_seconds(container(workload))
+    pdbs = r.of_kind("PodDisruptionBudget")
+    for workload in r.workloads():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert any(p["spec"]["selector"]["matchLabels"].items() <= labels.items() for p in pdbs)
+
+
+def _mebibytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * (1024 if unit == "Gi" else 1) * MiB
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_worker_memory_covers_rocksdb(target: str) -> None:
+    r = rendered(target)
+    config = r.config()
+    per_db = int(config["LIKESTREAM_ROCKSDB_CACHE_MB"]) + 2 * int(
+        config["LIKESTREAM_ROCKSDB_WRITE_BUFFER_MB"]
+    )
+    # One worker may hold every partition (the others down, or just one worker).
+    rocksdb = int(config["LIKESTREAM_PARTITIONS"]) * per_db * MiB
+    resources = container(r.one("StatefulSet", "likestream-worker"))["resources"]
+    limit = _mebibytes(resources["limits"]["memory"])
+    assert limit >= rocksdb + PROCESS_BASELINE
+    assert _mebibytes(resources["requests"]["memory"]) <= limit
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_every_selector_and_reference_resolves(target: str) -> None:
+    r = rendered(target)
+    for kind in ("PodDisruptionBudget", "NetworkPolicy"):
+        for doc in r.of_kind(kind):
+            selector = doc["spec"].get("selector", doc["spec"].get("podSelector"))
+            assert r.pods_matching(selector["matchLabels"]), f"{kind} {doc['metadata']['name']}"
+    for workload in r.workloads():
+        assert workload["spec"]["selector"]["matchLabels"].items() <= (
+            workload["spec"]["template"]["metadata"]["labels"].items()
+        )
+        assert r.find("ServiceAccount", workload["spec"]["template"]["spec"]["serviceAccountName"])
+    for hpa in r.of_kind("HorizontalPodAutoscaler") + r.of_kind("ScaledObject"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        assert r.find(ref["kind"], ref["name"]), f"{hpa['kind']} targets nothing"
+
+
+def test_secret_is_a_placeholder_in_dev_and_external_in_prod() -> None:
+    dev, prod = rendered("dev"), rendered("prod")
+    assert prod.of_kind("Secret") == [], "prod's signing key must not live in the repository"
+    assert dev.config()["LIKESTREAM_ENV"] == "dev"
+    assert prod.config()["LIKESTREAM_ENV"] == "prod"
+    for r in (dev, prod):
+        refs = [
+            var["valueFrom"]["secretKeyRef"]
+            for w in r.workloads()
+            for var in container(w)["env"]
+            if "secretKeyRef" in var.get("valueFrom", {})
+        ]
+        assert len(refs) == len(r.workloads())  # every pod gets the key...
+        assert all(not ref.get("optional", False) for ref in refs)  # ...or does not start
+        for ref in refs:  # the same name and key in both, so prod's Secret is dev's shape
+            assert ref["key"] in dev.one("Secret", ref["name"])["stringData"]
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_containers_run_likestream_commands(target: str) -> None:
+    from likestream.cli import _parser
+
+    for workload in rendered(target).workloads():
+        args = container(workload)["args"]
+        try:
+            _parser().parse_args(args)
+        except SystemExit:
+            if args == ["gateway"]:
+                pytest.skip("`likestream gateway` is not in the CLI yet (issue 7)")
+            raise
+
+
+def test_images_are_pinned() -> None:
+    for target, expected in (("dev", "likestream:dev"), ("prod", "registry.example.com/")):
+        for workload in rendered(target).workloads():
+            image = container(workload)["image"]
+            assert image.startswith(expected)
+            assert not image.endswith(":latest")
+
+
+# -- the image ----------------------------------------------------------------------------
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (word.upper(), rest.strip())
+        for line in lines
+        if line and not line.startswith("#")
+        for word, _, rest in [line.partition(" ")]
+    ]
+
+
+def test_dockerfile_builds_a_non_root_image_of_the_app(defaults: Settings) -> None:
+    instructions = _dockerfile()
+    stages = [rest for word, rest in instructions if word == "FROM"]
+    assert len(stages) >= 2
+    assert all(s.startswith("python:3.11-slim") for s in stages)
+    final = instructions[max(i for i, (w, _) in enumerate(instructions) if w == "FROM") :]
+    runtime = {word: rest for word, rest in final}
+    assert runtime["EXPOSE"] == str(defaults.web_port)
+    assert yaml.safe_load(runtime["ENTRYPOINT"]) == ["likestream"]
+    assert yaml.safe_load(runtime["CMD"]) == ["worker"]
+    assert any(w == "COPY" and r.startswith("--from=") for w, r in final), "not multi-stage"
+    uid = runtime["USER"].split(":")[0]
+    assert uid.isdigit()
+    assert uid != "0"
+    for target in OVERLAYS:
+        for workload in rendered(target).workloads():
+            context = workload["spec"]["template"]["spec"]["securityContext"]
+            assert context["runAsNonRoot"] is True
+            assert context["runAsUser"] == int(uid)
+
+
+def test_dockerignore_keeps_local_state_out_of_the_build() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".venv", ".git", "data", "test-artifacts"} <= ignored
