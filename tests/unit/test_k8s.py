@@ -370,7 +370,7 @@ def _changelogs(settings: Settings) -> dict[str, Any]:
     """The changelog topics faust declares for the app that _app.py builds."""
     from likestream._app import build
 
-    app = build(settings).app
+    app = build(settings, secret="x" * 32).app
     return {t.changelog_topic.get_topic_name(): t.changelog_topic for t in app.tables.values()}
 
 
