@@ -7,6 +7,7 @@ from collections.abc import Awaitable
 
 from faust.types import EventT, StreamT
 
+from likestream._metrics import agent_producer_error
 from likestream.tables import LikeTables
 
 from ._positions import Positions
@@ -53,7 +54,11 @@ class Confirmer:
             futures = [*self._futures, *self._tables.take_unconfirmed()]
             self._futures = []
             if futures:
-                await asyncio.gather(*futures)
+                try:
+                    await asyncio.gather(*futures)
+                except Exception:
+                    agent_producer_error()
+                    raise
             for stream, event, epoch in events:
                 self._positions.confirmed(event.message.tp, event.message.offset, epoch)
                 await stream.ack(event)

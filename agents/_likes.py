@@ -13,7 +13,7 @@ import orjson
 from faust.transport.consumer import Consumer
 from faust.types import EventT, StreamT
 
-from likestream._metrics import DLQ_RECORDS, EVENTS
+from likestream._metrics import DLQ_RECORDS, INVALID_EVENTS, event_folded
 from likestream._schema import InvalidEvent, LikeEvent, parse_event
 from likestream._settings import Settings
 from likestream.tables import LikeTables
@@ -81,15 +81,17 @@ async def _handle(
         like = parse_event(msg.key, msg.value)
     except InvalidEvent as exc:
         return [await _dead_letter(event, topics, str(exc))]
-    return await _apply(like, msg.offset, topics, tables)
+    # Event time for the latency metric: the event's ts, else the record's timestamp.
+    event_time = like.ts / 1000 if like.ts is not None else msg.timestamp
+    return await _apply(like, msg.offset, topics, tables, event_time)
 
 
 async def _apply(
-    like: LikeEvent, offset: int, topics: Topics, tables: LikeTables
+    like: LikeEvent, offset: int, topics: Topics, tables: LikeTables, event_time: float
 ) -> list[Awaitable[object]]:
     item, user = like.item_id, like.user_id
     result = fold(tables.count(item), tables.member(item, user), like.liked, offset)
-    EVENTS.labels(action=like.action, outcome=result.outcome).inc()
+    event_folded(like.action, result.outcome, event_time)
     if result.count is not None:
         tables.put_count(item, result.count)
     if result.member is not None:
@@ -107,7 +109,7 @@ async def _apply(
 async def _dead_letter(event: EventT[bytes], topics: Topics, reason: str) -> Awaitable[object]:
     msg = event.message
     log.warning("invalid record %s[%d]@%d to DLQ: %s", msg.topic, msg.partition, msg.offset, reason)
-    EVENTS.labels(action="invalid", outcome="invalid").inc()
+    INVALID_EVENTS.inc()
     DLQ_RECORDS.inc()
     source = f"{msg.topic}/{msg.partition}/{msg.offset}".encode()
     sent: Awaitable[object] = await topics.dlq.send(
