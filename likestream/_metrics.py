@@ -78,7 +78,8 @@ ASSIGNED_PARTITIONS = Gauge(
 )
 TABLE_ROWS = Gauge(
     "likestream_table_rows",
-    "Rows of a table partition (RocksDB estimate-num-keys).",
+    "Rows of a table partition: RocksDB's estimate-num-keys, which counts a key written "
+    "again more than once until compaction merges its versions.",
     ["table", "partition"],
 )
 RECOVERY_IN_PROGRESS = Gauge(

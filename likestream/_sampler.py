@@ -12,6 +12,7 @@ A failing sample is logged and retried next time: monitoring never stops a worke
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -90,11 +91,18 @@ class Sampler(Service):
 
     @Service.task
     async def _sample_forever(self) -> None:
+        failing = False
         while not self.should_stop:
             try:
                 await self.sample()
+                failing = False
             except Exception as exc:
-                self.log.warning("metrics sample failed (retried in %.1fs): %r", self.interval, exc)
+                # Once per streak of failures: Kafka down for an hour is one warning.
+                level = logging.DEBUG if failing else logging.WARNING
+                self.log.log(
+                    level, "metrics sample failed (retrying every %.1fs): %r", self.interval, exc
+                )
+                failing = True
                 await self._disconnect()
             await self.sleep(self.interval)
 
