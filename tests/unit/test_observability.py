@@ -505,3 +505,21 @@ def test_status_summary_for_people() -> None:
     assert "connections  2 websocket, 1 sse, 5 subscriptions" in text
     assert "throughput   250.5 events/s, 3 http requests/s" in text
     assert "events       10 applied, 2 noop, 0 replayed, 1 invalid; 1 to the DLQ" in text
+
+
+# -- the sampler's per-partition gauges --------------------------------------------------------
+
+
+def test_partition_gauges_follow_ownership() -> None:
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from likestream._sampler import _publish
+
+    registry = CollectorRegistry()
+    gauge = Gauge("lag_records", "test", ["topic", "partition"], registry=registry)
+    owned = _publish(gauge, "likes", {0: 5, 1: 3}, set())
+    assert owned == {0, 1}
+    # Partition 0 moved to another worker: its series goes, not frozen at its last value.
+    owned = _publish(gauge, "likes", {1: 2}, owned)
+    samples = {s.labels["partition"]: s.value for s in next(iter(registry.collect())).samples}
+    assert samples == {"1": 2}
