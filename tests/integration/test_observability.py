@@ -27,7 +27,6 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from likestream import _metrics
-from likestream._broker import Broker
 from likestream._produce import produce
 from likestream._tokens import mint_token
 from likestream.client import LikeClient
@@ -39,11 +38,6 @@ BURST = 2
 REQUEST_ID = "obs-test-429"
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest.fixture(scope="module")
-def cluster(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
-    return Cluster(broker, tmp_path_factory.mktemp("observability"))
 
 
 @pytest.fixture(scope="module")
