@@ -13,7 +13,7 @@ import orjson
 from faust.transport.consumer import Consumer
 from faust.types import TP, EventT, Message, StreamT
 
-from likestream._metrics import DLQ_RECORDS, EVENTS
+from likestream._metrics import DLQ_RECORDS, INVALID_EVENTS, event_folded
 from likestream._schema import InvalidEvent, LikeEvent, parse_event
 from likestream._settings import Settings
 from likestream.tables import LikeTables
@@ -47,6 +47,8 @@ class Record(Protocol):
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: float
+    """Seconds for faust's Message; milliseconds for aiokafka's ConsumerRecord (hole reads)."""
 
 
 def define_agents(app: faust.App, topics: Topics, tables: LikeTables, settings: Settings) -> None:
@@ -115,15 +117,22 @@ async def _handle(record: Record, topics: Topics, tables: LikeTables) -> list[Aw
         like = parse_event(record.key, record.value)
     except InvalidEvent as exc:
         return [await _dead_letter(record, topics, str(exc))]
-    return await _apply(like, record.offset, topics, tables)
+    return await _apply(like, record.offset, topics, tables, _event_time(like, record))
+
+
+def _event_time(like: LikeEvent, record: Record) -> float:
+    """Epoch seconds for the latency metric: the event's ts, else the record's timestamp."""
+    if like.ts is not None:
+        return like.ts / 1000
+    return record.timestamp if isinstance(record, Message) else record.timestamp / 1000
 
 
 async def _apply(
-    like: LikeEvent, offset: int, topics: Topics, tables: LikeTables
+    like: LikeEvent, offset: int, topics: Topics, tables: LikeTables, event_time: float
 ) -> list[Awaitable[object]]:
     item, user = like.item_id, like.user_id
     result = fold(tables.count(item), tables.member(item, user), like.liked, offset)
-    EVENTS.labels(action=like.action, outcome=result.outcome).inc()
+    event_folded(like.action, result.outcome, event_time)
     # Count row first, then member row: agents/_fold.py says why the order matters.
     if result.count is not None:
         tables.put_count(item, result.count)
@@ -142,7 +151,7 @@ async def _apply(
 async def _dead_letter(record: Record, topics: Topics, reason: str) -> Awaitable[object]:
     source = f"{record.topic}/{record.partition}/{record.offset}"
     log.warning("invalid record %s to DLQ: %s", source, reason)
-    EVENTS.labels(action="invalid", outcome="invalid").inc()
+    INVALID_EVENTS.inc()
     DLQ_RECORDS.inc()
     sent: Awaitable[object] = await topics.dlq.send(
         key=record.key,
