@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,10 +44,16 @@ def free_port() -> int:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Temp dirs per checkout: pytest prunes old dirs under the shared default
-    # root, which would delete a concurrent run's broker and worker state.
+    # Temp dirs per checkout and per session: pytest prunes old dirs under the
+    # shared default root, and wipes a given --basetemp, either of which would
+    # delete a concurrent run's broker and worker state.
     if config.option.basetemp is None:
-        config.option.basetemp = str(ARTIFACTS.parent / ".pytest-tmp")
+        root = ARTIFACTS.parent / ".pytest-tmp"
+        root.mkdir(exist_ok=True)
+        for old in root.iterdir():
+            if old.name.isdigit() and not Path(f"/proc/{old.name}").exists():
+                shutil.rmtree(old, ignore_errors=True)
+        config.option.basetemp = str(root / str(os.getpid()))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
