@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["DLQ_RECORDS", "EVENTS", "HTTP_REQUESTS", "HTTP_SECONDS"]
+__all__ = [
+    "DLQ_RECORDS",
+    "EVENTS",
+    "HTTP_REQUESTS",
+    "HTTP_SECONDS",
+    "PUSH_CLIENTS",
+    "PUSH_DROPPED",
+    "PUSH_FRAMES",
+]
 
 EVENTS = Counter(
     "likestream_events_total",
@@ -17,4 +25,9 @@ HTTP_REQUESTS = Counter(
 )
 HTTP_SECONDS = Histogram(
     "likestream_http_request_duration_seconds", "HTTP request latency by route.", ["route"]
+)
+PUSH_CLIENTS = Gauge("likestream_push_clients", "Open push connections by kind.", ["kind"])
+PUSH_FRAMES = Counter("likestream_push_frames_total", "Count frames pushed to clients.", ["kind"])
+PUSH_DROPPED = Counter(
+    "likestream_push_dropped_total", "Push clients closed by the server, by reason.", ["reason"]
 )
