@@ -17,6 +17,7 @@ from conftest import ARTIFACTS, Cluster, Worker, report
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from likestream._broker import Broker
+from likestream.client import LikeClient
 
 pytestmark = pytest.mark.integration
 
@@ -161,3 +162,23 @@ async def test_a_failed_write_is_rolled_back(browser: Browser, worker: Worker) -
     await expect(page.locator("#message")).to_contain_text("Kafka is away", timeout=WAIT_MS)
     await expect(button(page, "page:3")).to_have_attribute("aria-pressed", "false")
     await expect(count(page, "page:3")).to_have_text("0")
+
+
+async def test_the_page_reconnects_and_resubscribes(
+    browser: Browser, worker: Worker, cluster: Cluster
+) -> None:
+    page = await open_as(browser, worker, "erin")
+    await expect(count(page, "page:3")).to_have_text("0", timeout=WAIT_MS)
+    worker.stop()
+    await expect(page.locator("#connection")).to_have_attribute(
+        "data-state", "reconnecting", timeout=WAIT_MS
+    )
+    worker.start()
+    await worker.wait_ready()
+    await expect(page.locator("#connection")).to_have_attribute(
+        "data-state", "live", timeout=WAIT_MS
+    )
+    # A like from elsewhere reaches the page: it subscribed again on the new connection.
+    async with LikeClient(cluster.kafka, cluster.topic) as client:
+        await client.like("frank", "page:3")
+    await expect(count(page, "page:3")).to_have_text("1", timeout=WAIT_MS)

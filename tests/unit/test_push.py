@@ -17,9 +17,11 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import ConsumerRecord
 
 from likestream.tables import NO_COUNT, CountRow, NotServable
 from likestream.web import HUB, Hub, PushSettings, RateLimiter, Stamp, Writes, create_app
+from likestream.web._tail import parse_count
 
 SECRET = "unit-test-secret-" + "0123456789abcdef" * 2
 MAX_ITEMS = 5
@@ -410,3 +412,28 @@ async def test_no_dev_tokens_unless_asked() -> None:
     async with TestClient(TestServer(create_app(State(), writes))) as http:
         resp = await http.post("/dev/token", json={"user_id": "alice"})
         assert resp.status in (404, 405)
+
+
+# -- the like-counts records the tail reads -------------------------------------------
+
+
+def counts_record(value: bytes | None, headers: list[tuple[str, bytes]]) -> ConsumerRecord:  # type: ignore[type-arg]
+    return ConsumerRecord("like-counts", 0, 5, 0, 0, b"post:9", value, None, 0, 0, headers)
+
+
+def test_counts_records_are_parsed_and_anything_else_ignored() -> None:
+    good = b'{"item_id": "post:9", "likes": 3}'
+    offset = [("source-offset", b"41")]
+    assert parse_count(counts_record(good, offset)) == ("post:9", Stamp(3, 41))
+    for value, headers in [
+        (good, []),
+        (good, [("source-offset", b"x")]),
+        (None, offset),
+        (b"not json", offset),
+        (b'{"item_id": "bad id", "likes": 3}', offset),
+        (b'{"item_id": "post:9", "likes": "3"}', offset),
+        (b'{"item_id": "post:9", "likes": true}', offset),
+        (b'{"item_id": "post:9"}', offset),
+        (b"[1]", offset),
+    ]:
+        assert parse_count(counts_record(value, headers)) is None, (value, headers)
