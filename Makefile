@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install chromium kafka broker broker-stop run test unit integration lint fmt clean
+.PHONY: install chromium kafka broker broker-stop run test unit integration chaos lint fmt clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -51,3 +51,6 @@ fmt: install
 
 clean:
 	rm -rf $(VENV) data build *.egg-info test-artifacts
+
+chaos: install                ## the long chaos test: 200k events, 12 SIGKILLs, a broker restart
+	$(BIN)/pytest -ra tests/integration/test_chaos.py --chaos=long $(PYTEST_ARGS)

@@ -4,57 +4,64 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from dataclasses import dataclass
 
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 
 from likestream.tables import LikeTables
 
 from ._positions import Positions
 
-__all__ = ["Confirmer"]
+__all__ = ["Confirmer", "Folded"]
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """A folded event. ``event`` is None for one read past faust to fill a hole."""
+
+    tp: TP
+    offset: int
+    epoch: int
+    stream: StreamT[bytes] | None = None
+    event: EventT[bytes] | None = None
 
 
 class Confirmer:
-    """Holds processed events until their table, count and DLQ writes are acknowledged.
+    """Holds folded events until their table, count and DLQ writes are acknowledged.
 
     The stream runs with acks disabled; :meth:`confirm` (called on a short timer
-    and whenever too much is pending) waits for the delivery futures, then acks
-    the events, which lets Faust commit their offsets. Nothing is acked whose
-    writes a crash could still lose.
+    and whenever too much is pending) waits for the delivery futures, then
+    advances the durable positions, acks the events and commits. Nothing is
+    committed whose writes a crash could still lose.
     """
 
     def __init__(self, tables: LikeTables, positions: Positions) -> None:
         self._tables = tables
         self._positions = positions
-        self._events: list[tuple[StreamT[bytes], EventT[bytes], int]] = []
+        self._folded: list[Folded] = []
         self._futures: list[Awaitable[object]] = []
         self._lock = asyncio.Lock()
 
     @property
     def pending(self) -> int:
-        return len(self._events)
+        return len(self._folded)
 
-    def add(
-        self,
-        stream: StreamT[bytes],
-        event: EventT[bytes],
-        futures: list[Awaitable[object]],
-        epoch: int,
-    ) -> None:
+    def add(self, folded: Folded, futures: list[Awaitable[object]]) -> None:
         """Record a folded event; call after all its writes were issued."""
         self._futures.extend(futures)
-        self._events.append((stream, event, epoch))
+        self._folded.append(folded)
 
     async def confirm(self) -> None:
         async with self._lock:
             # Snapshot events and futures together, with no await in between, so
             # every event taken has all its writes among the futures taken.
-            events, self._events = self._events, []
+            folded, self._folded = self._folded, []
             futures = [*self._futures, *self._tables.take_unconfirmed()]
             self._futures = []
             if futures:
                 await asyncio.gather(*futures)
-            for stream, event, epoch in events:
-                self._positions.confirmed(event.message.tp, event.message.offset, epoch)
-                await stream.ack(event)
+            for item in folded:
+                self._positions.confirmed(item.tp, item.offset, item.epoch)
+                if item.stream is not None and item.event is not None:
+                    await item.stream.ack(item.event)
             await self._positions.commit_durable()

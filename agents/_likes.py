@@ -6,20 +6,21 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 import faust
 import orjson
 from faust.transport.consumer import Consumer
-from faust.types import EventT, StreamT
+from faust.types import TP, StreamT
 
 from likestream._metrics import DLQ_RECORDS, EVENTS
 from likestream._schema import InvalidEvent, LikeEvent, parse_event
 from likestream._settings import Settings
 from likestream.tables import LikeTables
 
-from ._confirm import Confirmer
+from ._confirm import Confirmer, Folded
 from ._fold import fold
+from ._holes import HoleFiller
 from ._positions import Positions
 
 __all__ = ["Topics", "define_agents"]
@@ -38,11 +39,28 @@ class Topics:
     dlq: faust.TopicT
 
 
+class Record(Protocol):
+    """What the fold needs of a record: faust's Message and aiokafka's ConsumerRecord."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
 def define_agents(app: faust.App, topics: Topics, tables: LikeTables, settings: Settings) -> None:
-    """Register the likes agent and its confirmation timer on ``app``."""
+    """Register the likes agent and its confirmation loop on ``app``."""
     positions = Positions(settings.topic)
     positions.install(cast(Consumer, app.consumer))
     confirmer = Confirmer(tables, positions)
+    holes = HoleFiller(settings.kafka, settings.app_id)
+
+    async def fold_record(record: Record, tp: TP) -> Folded:
+        futures = await _handle(record, topics, tables)
+        folded = Folded(tp, record.offset, positions.folded(tp, record.offset))
+        confirmer.add(folded, futures)
+        return folded
 
     # One actor folds all of this worker's partitions, each in partition order;
     # faust's isolated_partitions crashes on rebalance (faust issues 181, 529).
@@ -51,16 +69,24 @@ def define_agents(app: faust.App, topics: Topics, tables: LikeTables, settings: 
         # StreamT does not declare noack(); agents always receive a faust.Stream.
         acking = cast(faust.Stream[bytes], stream).noack()
         async for event in acking.events():
-            tp, offset = event.message.tp, event.message.offset
-            verdict = positions.check(tp, offset)
-            if verdict != "fold":
-                if verdict == "hole":
-                    await positions.rewind(app.consumer, tp)
-                # Nothing folded, so acking cannot commit it: commits are clamped.
+            msg = event.message
+            verdict = positions.check(msg.tp, msg.offset)
+            if verdict == "unknown":
+                # Faust can deliver before it seeks to the committed offset.
+                positions.reset(msg.tp, await holes.start_offset(msg.tp))
+                verdict = positions.check(msg.tp, msg.offset)
+            if verdict == "seen":
+                # Folded already; acking cannot commit anything: commits are clamped.
                 await acking.ack(event)
                 continue
-            futures = await _handle(event, topics, tables)
-            confirmer.add(acking, event, futures, positions.folded(tp, offset))
+            if verdict == "hole":
+                start = positions.next_offset(msg.tp)
+                log.warning("faust skipped %s [%d, %d): reading it", msg.tp, start, msg.offset)
+                for missing in await holes.read(msg.tp, start, msg.offset):
+                    await fold_record(missing, msg.tp)
+            futures = await _handle(msg, topics, tables)
+            epoch = positions.folded(msg.tp, msg.offset)
+            confirmer.add(Folded(msg.tp, msg.offset, epoch, acking, event), futures)
             if confirmer.pending >= MAX_PENDING:
                 await confirmer.confirm()
 
@@ -68,20 +94,20 @@ def define_agents(app: faust.App, topics: Topics, tables: LikeTables, settings: 
     async def confirm_forever() -> None:
         # A plain loop rather than app.timer: a slow confirmation just delays the
         # next one instead of overlapping it.
-        while True:
-            await asyncio.sleep(settings.commit_interval_ms / 1000)
-            await confirmer.confirm()
+        try:
+            while True:
+                await asyncio.sleep(settings.commit_interval_ms / 1000)
+                await confirmer.confirm()
+        finally:
+            await holes.close()
 
 
-async def _handle(
-    event: EventT[bytes], topics: Topics, tables: LikeTables
-) -> list[Awaitable[object]]:
-    msg = event.message
+async def _handle(record: Record, topics: Topics, tables: LikeTables) -> list[Awaitable[object]]:
     try:
-        like = parse_event(msg.key, msg.value)
+        like = parse_event(record.key, record.value)
     except InvalidEvent as exc:
-        return [await _dead_letter(event, topics, str(exc))]
-    return await _apply(like, msg.offset, topics, tables)
+        return [await _dead_letter(record, topics, str(exc))]
+    return await _apply(like, record.offset, topics, tables)
 
 
 async def _apply(
@@ -104,15 +130,14 @@ async def _apply(
     return [sent]
 
 
-async def _dead_letter(event: EventT[bytes], topics: Topics, reason: str) -> Awaitable[object]:
-    msg = event.message
-    log.warning("invalid record %s[%d]@%d to DLQ: %s", msg.topic, msg.partition, msg.offset, reason)
+async def _dead_letter(record: Record, topics: Topics, reason: str) -> Awaitable[object]:
+    source = f"{record.topic}/{record.partition}/{record.offset}"
+    log.warning("invalid record %s to DLQ: %s", source, reason)
     EVENTS.labels(action="invalid", outcome="invalid").inc()
     DLQ_RECORDS.inc()
-    source = f"{msg.topic}/{msg.partition}/{msg.offset}".encode()
     sent: Awaitable[object] = await topics.dlq.send(
-        key=msg.key,
-        value=msg.value,
-        headers=[("error", reason.encode()), ("source", source)],
+        key=record.key,
+        value=record.value,
+        headers=[("error", reason.encode()), ("source", source.encode())],
     )
     return sent

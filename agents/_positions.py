@@ -8,7 +8,8 @@ rebalance. So the agent keeps its own positions:
 
 * ``next``: the offset it must fold next. It starts at the committed offset
   whenever faust seeks to it (every assignment). An event past it means a
-  hole: the agent seeks back and folds nothing until the missing event comes.
+  hole: the agent reads the missing events itself (``_holes.py``) first.
+  An event before it was folded already and is passed over.
 * ``durable``: one past the last event whose writes Kafka acknowledged.
   Every commit faust sends is clamped to it.
 
@@ -17,18 +18,15 @@ Positions of an earlier assignment (an epoch) never move a later one.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal
 
 from faust.transport.consumer import Consumer
-from faust.types import TP, ConsumerT
+from faust.types import TP
 
 __all__ = ["Positions", "Verdict"]
 
-log = logging.getLogger(__name__)
-
-Verdict = Literal["fold", "seen", "hole"]
+Verdict = Literal["fold", "seen", "hole", "unknown"]
 
 
 class Positions:
@@ -37,7 +35,6 @@ class Positions:
         self._next: dict[TP, int] = {}
         self._durable: dict[TP, int] = {}
         self._epoch: dict[TP, int] = {}
-        self._rewinding: set[TP] = set()
         self._committed: dict[TP, int] = {}
         self._commit: Callable[[Mapping[TP, int]], Awaitable[bool]] | None = None
 
@@ -45,34 +42,32 @@ class Positions:
         """The partition (re)starts at ``offset``: faust just sought to it."""
         self._epoch[tp] = self._epoch.get(tp, 0) + 1
         self._next[tp] = self._durable[tp] = self._committed[tp] = offset
-        self._rewinding.discard(tp)
 
     def check(self, tp: TP, offset: int) -> Verdict:
+        """``unknown``: no assignment seen for ``tp`` yet; call :meth:`reset` first.
+
+        Other topics (faust's test context uses a channel) are always folded.
+        """
+        if tp.topic != self.topic:
+            return "fold"
         expected = self._next.get(tp)
-        if expected is None:  # only in faust's test context: no seek ever happens
-            self.reset(tp, offset)
-            expected = offset
+        if expected is None:
+            return "unknown"
         if offset == expected:
-            self._rewinding.discard(tp)
             return "fold"
         return "seen" if offset < expected else "hole"
 
     def folded(self, tp: TP, offset: int) -> int:
         """Record a folded event; returns its epoch for :meth:`confirmed`."""
         self._next[tp] = offset + 1
-        return self._epoch[tp]
+        return self._epoch.get(tp, 0)
 
     def confirmed(self, tp: TP, offset: int, epoch: int) -> None:
-        if self._epoch.get(tp) == epoch:
+        if tp in self._durable and self._epoch[tp] == epoch:
             self._durable[tp] = max(self._durable[tp], offset + 1)
 
-    async def rewind(self, consumer: ConsumerT, tp: TP) -> None:
-        """Seek back to the next offset to fold (once per hole)."""
-        if tp in self._rewinding:
-            return
-        self._rewinding.add(tp)
-        log.warning("hole in %s before offset %d: seeking back", tp, self._next[tp])
-        await consumer.seek(tp, self._next[tp])
+    def next_offset(self, tp: TP) -> int:
+        return self._next[tp]
 
     def clamp(self, offsets: Mapping[TP, int]) -> dict[TP, int]:
         """Offsets safe to commit: never past ``durable``, never back; others dropped."""

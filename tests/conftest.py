@@ -235,6 +235,31 @@ async def assert_matches(http: aiohttp.ClientSession, worker: Worker, oracle: Or
     assert wrong == {}
 
 
+@pytest.fixture(scope="module")
+def cluster(
+    broker: Broker, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Cluster:
+    """Topics, group and data dirs of one test module."""
+    return Cluster(broker, tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+
+
+@pytest.fixture(scope="module")
+def oracle() -> Oracle:
+    """The expected state, shared by the tests of one module (they run in order)."""
+    return Oracle()
+
+
+@pytest.fixture(scope="module")
+async def worker(cluster: Cluster) -> AsyncIterator[Worker]:
+    """One worker process for the module, stopped cleanly at its end."""
+    instance = cluster.worker("w1")
+    instance.start()
+    await instance.wait_ready()
+    yield instance
+    if instance.proc is not None and instance.proc.poll() is None:
+        instance.stop()
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
