@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
@@ -12,28 +11,12 @@ import pytest
 from conftest import Cluster, Worker, report
 from oracle import Oracle
 
-from likestream._broker import Broker
 from likestream.client import LikeClient, new_event
 
 pytestmark = pytest.mark.integration
 
 CLIENTS = 500
 LIMIT = 180.0  # seconds; generous for a shared two-core machine
-
-
-@pytest.fixture(scope="module")
-def cluster(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
-    return Cluster(broker, tmp_path_factory.mktemp("push"))
-
-
-@pytest.fixture(scope="module")
-async def worker(cluster: Cluster) -> AsyncIterator[Worker]:
-    instance = cluster.worker("w1")
-    instance.start()
-    await instance.wait_ready()
-    yield instance
-    if instance.proc is not None and instance.proc.poll() is None:
-        instance.stop()
 
 
 class Watcher:

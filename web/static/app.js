@@ -37,6 +37,7 @@ function addItem(list, template, itemId) {
     delta: 0, // optimistic change not yet seen in a push
     liked: false,
     pending: false,
+    pushedWhilePending: false,
     lastClick: -Infinity,
     button: node.querySelector(".like"),
     count: node.querySelector(".count"),
@@ -56,9 +57,13 @@ async function toggle(entry) {
   entry.liked = !entry.liked; // optimistic: show it at once
   entry.delta += entry.liked ? 1 : -1;
   entry.pending = true;
+  entry.pushedWhilePending = false;
   render(entry);
   try {
     await setLiked(state.token, entry.id, entry.liked);
+    // A push that came while the write was in flight may already count it: from here
+    // on the server's count is the truth (at worst it lags by one push).
+    if (entry.pushedWhilePending) entry.delta = 0;
     say("");
   } catch (error) {
     Object.assign(entry, before); // roll back
@@ -74,7 +79,8 @@ function onCount(itemId, likes) {
   const entry = state.items.get(itemId);
   if (!entry) return;
   entry.server = likes;
-  if (!entry.pending) entry.delta = 0; // the push is the truth once our write is through
+  if (entry.pending) entry.pushedWhilePending = true;
+  else entry.delta = 0; // the first push after our write went through is the truth
   render(entry);
 }
 
