@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install kafka broker broker-stop run test unit integration chaos lint fmt clean
+.PHONY: install chromium kafka broker broker-stop run test unit integration chaos lint fmt clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 install: $(STAMP)
+
+chromium:                     ## Debian's Chromium for the browser test (Playwright never downloads one)
+	@test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q chromium; }
 
 kafka: install                ## fetch the Kafka jars into ~/.cache/likestream (once)
 	$(BIN)/python -c 'from likestream._broker import Broker; Broker.default().fetch()'
@@ -28,13 +31,13 @@ broker-stop: install
 run: broker                   ## one worker with its web server on :6066
 	$(BIN)/likestream worker
 
-test: install lint            ## every test, against a broker the tests start and stop
+test: install lint chromium   ## every test, against a broker the tests start and stop
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/pytest -ra tests/unit $(PYTEST_ARGS)
 
-integration: install
+integration: install chromium
 	$(BIN)/pytest -ra tests/integration $(PYTEST_ARGS)
 
 lint: install                 ## ruff format check, ruff lint, mypy

@@ -8,7 +8,7 @@ import faust
 
 from likestream.agents import Topics, define_agents
 from likestream.tables import LikeTables
-from likestream.web import RateLimiter, WebServer, Writes, create_app
+from likestream.web import PushSettings, RateLimiter, WebServer, Writes, create_app
 
 from ._sampler import Sampler
 from ._settings import Settings
@@ -70,6 +70,18 @@ def _writes(settings: Settings, secret: str) -> Writes:
     )
 
 
+def _push(settings: Settings) -> PushSettings:
+    return PushSettings(
+        interval=settings.push_interval_ms / 1000,
+        max_items=settings.push_max_items,
+        queue=settings.push_queue,
+        heartbeat=settings.push_heartbeat_ms / 1000,
+        kafka=settings.kafka,
+        counts_topic=settings.counts_topic,
+        partitions=settings.partitions,
+    )
+
+
 def build(settings: Settings, secret: str) -> Pipeline:
     """The worker's parts; ``secret`` verifies write tokens (see ``_secret.py``)."""
     app = _faust_app(settings)
@@ -81,6 +93,13 @@ def build(settings: Settings, secret: str) -> Pipeline:
     tables = LikeTables(app, settings)
     define_agents(app, topics, tables, settings)
     sampler = Sampler(app, tables, settings)
-    api = create_app(tables, _writes(settings, secret), settings.cors_origin_set, status=sampler)
+    api = create_app(
+        tables,
+        _writes(settings, secret),
+        settings.cors_origin_set,
+        status=sampler,
+        push=_push(settings),
+        dev_tokens=bool(settings.dev_tokens),
+    )
     web = WebServer(api, settings.web_host, settings.web_port)
     return Pipeline(app, tables, web, sampler)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
@@ -80,6 +80,21 @@ class Settings(BaseSettings):
     env: Literal["dev", "prod"] = "dev"
     """``dev`` or ``prod``; prod refuses unsafe defaults."""
 
+    dev_tokens: bool | None = Field(None, validate_default=True)
+    """Whether ``POST /dev/token`` mints a short-lived write token for any user name the
+    demo page's visitor picks. Unset: on in dev, off in prod; prod refuses ``true``."""
+
+    push_max_items: int = Field(100, ge=1, le=10_000)
+    """Items one WebSocket connection may be subscribed to at once."""
+
+    push_queue: int = Field(256, ge=1, le=100_000)
+    """Frames waiting to be sent to one push client; past that the client is too slow and
+    is dropped (WebSocket close code 1013)."""
+
+    push_heartbeat_ms: int = Field(30_000, ge=100, le=600_000)
+    """WebSocket ping interval (a connection that misses a pong is closed) and SSE
+    keep-alive comment interval, milliseconds."""
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the worker."""
 
@@ -125,6 +140,16 @@ class Settings(BaseSettings):
     def _check_name(cls, value: str) -> str:
         if not _TOPIC_RE.fullmatch(value):
             raise ValueError("expected 1-200 characters of [A-Za-z0-9._-]")
+        return value
+
+    @field_validator("dev_tokens")
+    @classmethod
+    def _check_dev_tokens(cls, value: bool | None, info: ValidationInfo) -> bool:
+        prod = info.data.get("env") == "prod"
+        if value is None:
+            return not prod
+        if value and prod:
+            raise ValueError("development tokens are refused when LIKESTREAM_ENV=prod")
         return value
 
     @field_validator("cors_origins")

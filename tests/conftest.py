@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from oracle import Oracle
 
 from likestream._broker import Broker, default_cache_dir
@@ -179,7 +180,10 @@ class Cluster:
             tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
             while True:
                 ends = await consumer.end_offsets(tps)
-                committed = await admin.list_consumer_group_offsets(self.app_id)
+                try:
+                    committed = await admin.list_consumer_group_offsets(self.app_id)
+                except KafkaError:  # e.g. no group coordinator yet right after a broker restart
+                    committed = {}
                 behind = {
                     tp.partition: ends[tp] - (committed[tp].offset if tp in committed else 0)
                     for tp in tps

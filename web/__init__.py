@@ -1,15 +1,22 @@
-"""aiohttp views: counts, health and metrics straight from table state; likes and unlikes."""
+"""aiohttp views: counts, health, status and metrics from table state; likes and unlikes;
+live pushes over WebSocket and SSE; the demo page."""
 
 from ._app import WebServer, create_app
 from ._errors import ApiError
+from ._hub import Hub, Stamp
 from ._limits import RateLimiter
+from ._push import HUB, PushSettings
 from ._status import StatusSource
 from ._writes import Publisher, Writes
 
 __all__ = [
+    "HUB",
     "ApiError",
+    "Hub",
     "Publisher",
+    "PushSettings",
     "RateLimiter",
+    "Stamp",
     "StatusSource",
     "WebServer",
     "Writes",

@@ -15,6 +15,9 @@ from likestream.tables import StateReader
 from ._access import access_log, add_request_id
 from ._errors import errors_middleware
 from ._headers import CORS_ORIGINS, add_headers, cors_preflight
+from ._hub import Hub
+from ._page import dev_routes, page_routes
+from ._push import PushSettings, install
 from ._status import STATUS, StatusSource, status_routes
 from ._views import STATE, routes
 from ._writes import WRITES, Writes, publisher_ctx, write_routes
@@ -42,8 +45,11 @@ def create_app(
     writes: Writes | None = None,
     cors_origins: Iterable[str] = (),
     status: StatusSource | None = None,
+    push: PushSettings | None = None,
+    dev_tokens: bool = False,
 ) -> web.Application:
-    """The HTTP API; the write routes only when ``writes`` is given."""
+    """The HTTP API and the page; the write routes only when ``writes`` is given, the
+    pushes when ``push`` is, ``POST /dev/token`` only with ``writes`` and ``dev_tokens``."""
     app = web.Application(
         middlewares=[access_log, metrics_middleware, cors_preflight, errors_middleware]
     )
@@ -55,10 +61,15 @@ def create_app(
     app.on_response_prepare.append(add_request_id)
     app.add_routes(routes)
     app.add_routes(status_routes)
+    app.add_routes(page_routes)
     if writes is not None:
         app[WRITES] = writes
         app.add_routes(write_routes)
         app.cleanup_ctx.append(publisher_ctx)
+        if dev_tokens:
+            app.add_routes(dev_routes)
+    if push is not None:
+        install(app, push, Hub(state))
     return app
 
 

@@ -60,3 +60,15 @@ def test_cors_origins_are_a_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIKESTREAM_CORS_ORIGINS", " https://a.example, http://localhost:3000 ")
     assert load_settings().cors_origin_set == {"https://a.example", "http://localhost:3000"}
     assert load_settings(cors_origins="*").cors_origin_set == {"*"}
+
+
+def test_dev_tokens_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().dev_tokens is True
+    monkeypatch.setenv("LIKESTREAM_ENV", "prod")
+    assert load_settings().dev_tokens is False
+    monkeypatch.setenv("LIKESTREAM_DEV_TOKENS", "true")
+    with pytest.raises(SettingsError, match="LIKESTREAM_DEV_TOKENS"):
+        load_settings()
+    monkeypatch.setenv("LIKESTREAM_ENV", "dev")
+    monkeypatch.setenv("LIKESTREAM_DEV_TOKENS", "false")
+    assert load_settings().dev_tokens is False

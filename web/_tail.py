@@ -1,0 +1,70 @@
+"""Every process tails the compacted ``like-counts`` topic and feeds its push hub.
+
+The consumer has no group: each process reads every partition from the end it
+found at start-up, so a client connected to any process sees the changes of
+items owned by any other. Counts from before start-up come from table state
+(owned items) when a client subscribes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from likestream._schema import is_valid_id
+
+from ._hub import Hub, Stamp
+
+__all__ = ["parse_count", "tail_counts"]
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 2.0
+
+
+def parse_count(record: ConsumerRecord[bytes, bytes]) -> tuple[str, Stamp] | None:
+    """The item and stamped count of a ``like-counts`` record; None for anything else."""
+    headers = dict(record.headers or ())
+    try:
+        offset = int(headers["source-offset"])
+        body = orjson.loads(record.value or b"")
+        item, likes = body["item_id"], body["likes"]
+    except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):
+        return None
+    if not is_valid_id(item) or not isinstance(likes, int) or isinstance(likes, bool):
+        return None
+    return item, Stamp(likes, offset)
+
+
+async def tail_counts(kafka: str, topic: str, partitions: int, hub: Hub) -> None:
+    """Feed ``hub`` from ``topic`` until cancelled; reconnects when Kafka goes away."""
+    while True:
+        try:
+            await _tail_once(kafka, topic, partitions, hub)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken tail must not end pushes for good
+            log.warning("tail of %s failed (%s); retrying in %.0fs", topic, exc, RETRY_SECONDS)
+            await asyncio.sleep(RETRY_SECONDS)
+
+
+async def _tail_once(kafka: str, topic: str, partitions: int, hub: Hub) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        log.info("tailing %s from its end for pushes", topic)
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batches.values():
+                for record in records:
+                    parsed = parse_count(record)
+                    if parsed is not None:
+                        hub.update(*parsed)
+    finally:
+        await consumer.stop()
