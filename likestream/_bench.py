@@ -247,6 +247,22 @@ class Lab:
         return worker
 
 
+async def _create_topics(settings: Settings) -> None:
+    """The app's topics, then wait until each partition has a leader (no produce retries)."""
+    await ensure_topics(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
+    await admin.start()
+    try:
+        for _ in range(100):
+            (described,) = await admin.describe_topics([settings.topic])
+            leaders = [p.get("leader", -1) for p in described.get("partitions", [])]
+            if len(leaders) == settings.partitions and min(leaders) >= 0:
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+
 async def _tps(settings: Settings, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in range(settings.partitions)]
 
@@ -345,15 +361,16 @@ async def _watch_worker(
     applied event: (t_first, n_first, t_last, n_last)."""
     t_first = n_first = 0.0
     last_report = 0.0
-    async with aiohttp.ClientSession() as http:
+    # A blocked worker loop must not hold the poller past the cap.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
         stall = time.monotonic() + limit
         previous = -1.0
         while True:
             worker.check_alive()
             try:
                 applied = await worker.events_total(http)
-            except aiohttp.ClientError:
-                applied = 0.0
+            except (aiohttp.ClientError, TimeoutError):
+                applied = max(previous, 0.0)
             now = time.monotonic()
             if applied > previous:
                 previous, stall = applied, now + limit
@@ -371,7 +388,7 @@ async def _watch_worker(
 
 async def ingest(lab: Lab, cfg: BenchConfig) -> Result:
     settings = lab.cluster("ingest")
-    await ensure_topics(settings)
+    await _create_topics(settings)
     _say(f"ingest: producing {cfg.events:,} events ({cfg.items:,} items, {cfg.users:,} users)")
     events = synthetic_events(cfg.events, cfg.items, cfg.users, seed=cfg.seed)
     await produce(settings.kafka, settings.topic, events, cfg.events)
@@ -405,7 +422,7 @@ async def ingest(lab: Lab, cfg: BenchConfig) -> Result:
             "first_to_last_applied_s": round(t_last - t_first, 2),
         },
         {"events_per_s": round(bare_rate), "seconds": round(bare_span, 2)},
-        ratio=round(rate / bare_rate, 3),
+        ratio=float(f"{rate / bare_rate:.3g}"),
         limits=(
             "one worker process, one agent actor on one core; per-event Python work in the "
             "fold (two RocksDB reads, two table writes and two changelog sends, one "
@@ -528,7 +545,7 @@ def _spawn_bare(port: int, items: int) -> subprocess.Popen[bytes]:
 async def reads(lab: Lab, cfg: BenchConfig) -> Result:
     tool = cfg.tool if cfg.tool != "auto" else ("wrk" if shutil.which("wrk") else "aiohttp")
     settings = lab.cluster("reads")
-    await ensure_topics(settings)
+    await _create_topics(settings)
     preload = min(cfg.events, 10_000)
     _say(f"reads: preloading {preload:,} events over {cfg.items:,} items")
     events = synthetic_events(preload, cfg.items, cfg.users, seed=cfg.seed)
@@ -572,7 +589,7 @@ async def reads(lab: Lab, cfg: BenchConfig) -> Result:
         ),
         got,
         base,
-        ratio=round(ratio, 3),
+        ratio=float(f"{ratio:.3g}"),
         limits=(
             f"one worker process (one core for its event loop) while the load generator "
             f"({tool}) takes the other core; per request: routing, id validation, a "
@@ -597,7 +614,7 @@ def _memberships(count: int, items: int) -> Iterator[LikeEvent]:
 
 async def state(lab: Lab, cfg: BenchConfig) -> Result:
     settings = lab.cluster("state")
-    await ensure_topics(settings)
+    await _create_topics(settings)
     total = cfg.memberships
     _say(f"state: producing {total:,} distinct memberships over {cfg.items:,} items")
     await produce(settings.kafka, settings.topic, _memberships(total, cfg.items), total)
@@ -663,7 +680,7 @@ async def state(lab: Lab, cfg: BenchConfig) -> Result:
 async def latency(lab: Lab, cfg: BenchConfig, ingest_rate: float | None) -> Result:
     rate = cfg.rate or (0.2 * ingest_rate if ingest_rate else 1000.0)
     settings = lab.cluster("latency")
-    await ensure_topics(settings)
+    await _create_topics(settings)
     worker = lab.worker(settings)
     worker.start()
     async with aiohttp.ClientSession() as http:
@@ -785,7 +802,7 @@ def machine() -> dict[str, str]:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -923,6 +940,10 @@ def run_bench(args: argparse.Namespace) -> int:
         results = asyncio.run(_run(lab, cfg, scenarios))
     finally:
         lab.stop()
+        logs = cfg.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for log in root.glob("*/worker.log"):
+            shutil.copy(log, logs / f"{log.parent.name.rsplit('-', 1)[0]}-worker.log")
         if args.keep:
             _say(f"state kept in {root}")
         else:
