@@ -791,8 +791,10 @@ def machine() -> dict[str, str]:
     if wrk:
         out = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
         versions["wrk"] = (out.stdout + out.stderr).split()[1] if out.stdout + out.stderr else "?"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return {
         "cores": str(os.cpu_count()),
+        "load average at the end (1, 5, 15 min)": load,
         "memory": f"{mem_kb / 2**20:.1f} GiB",
         "cpu": cpu,
         "os": platform.platform(),
@@ -834,7 +836,8 @@ def report(results: list[Result], info: dict[str, str], invocation: str, took: f
         "file; every scenario starts its own broker-side topics and worker processes on a "
         "broker of its own, on the same machine as the load. Each figure sits beside a "
         "baseline measured in the same run, since these machines are shared and noisy: "
-        "the ratio is the figure to compare across runs.",
+        "the ratio is the figure to compare across runs. 'What limits it' is reasoned from "
+        "the code path and the machine, not yet from a profile.",
         "",
         "## Machine",
         "",
