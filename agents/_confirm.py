@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from faust.types import TP, EventT, StreamT
 
+from likestream._metrics import agent_producer_error
 from likestream.tables import LikeTables
 
 from ._positions import Positions
@@ -59,7 +60,11 @@ class Confirmer:
             futures = [*self._futures, *self._tables.take_unconfirmed()]
             self._futures = []
             if futures:
-                await asyncio.gather(*futures)
+                try:
+                    await asyncio.gather(*futures)
+                except Exception:
+                    agent_producer_error()
+                    raise
             for item in folded:
                 self._positions.confirmed(item.tp, item.offset, item.epoch)
                 if item.stream is not None and item.event is not None:

@@ -10,6 +10,7 @@ from likestream.agents import Topics, define_agents
 from likestream.tables import LikeTables
 from likestream.web import RateLimiter, WebServer, Writes, create_app
 
+from ._sampler import Sampler
 from ._settings import Settings
 from .client import LikeClient
 
@@ -21,6 +22,7 @@ class Pipeline:
     app: faust.App
     tables: LikeTables
     web: WebServer
+    sampler: Sampler
 
 
 def _faust_app(settings: Settings) -> faust.App:
@@ -78,6 +80,7 @@ def build(settings: Settings, secret: str) -> Pipeline:
     )
     tables = LikeTables(app, settings)
     define_agents(app, topics, tables, settings)
-    api = create_app(tables, _writes(settings, secret), settings.cors_origin_set)
+    sampler = Sampler(app, tables, settings)
+    api = create_app(tables, _writes(settings, secret), settings.cors_origin_set, status=sampler)
     web = WebServer(api, settings.web_host, settings.web_port)
-    return Pipeline(app, tables, web)
+    return Pipeline(app, tables, web, sampler)

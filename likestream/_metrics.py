@@ -1,10 +1,43 @@
-"""Prometheus metrics shared by the agents and the web layer."""
+"""Prometheus metrics of every process: the agents, the web layer, the sampler.
+
+Hot paths use children bound once here (``event_folded``, ``INVALID_EVENTS``, the
+producer-error children) so that counting an event never looks labels up.
+Gauges about Kafka and RocksDB (lag, rows, recovery) are set by the sampler
+(``likestream/_sampler.py``) every ``LIKESTREAM_METRICS_INTERVAL_MS``, not per event.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import time
 
-__all__ = ["DLQ_RECORDS", "EVENTS", "HTTP_REQUESTS", "HTTP_SECONDS"]
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "ASSIGNED_PARTITIONS",
+    "CONSUMER_LAG",
+    "DLQ_RECORDS",
+    "DROPPED_CLIENTS",
+    "EVENTS",
+    "EVENT_LATENCY",
+    "HTTP_REQUESTS",
+    "HTTP_SECONDS",
+    "INVALID_EVENTS",
+    "PRODUCER_ERRORS",
+    "PUSHES",
+    "RATE_LIMITED",
+    "READY",
+    "RECOVERY_IN_PROGRESS",
+    "RECOVERY_REMAINING",
+    "SSE_CONNECTIONS",
+    "SUBSCRIPTIONS",
+    "TABLE_ROWS",
+    "WS_CONNECTIONS",
+    "agent_producer_error",
+    "event_folded",
+    "http_producer_error",
+]
+
+# -- events (agents) -------------------------------------------------------------
 
 EVENTS = Counter(
     "likestream_events_total",
@@ -12,9 +45,94 @@ EVENTS = Counter(
     ["action", "outcome"],
 )
 DLQ_RECORDS = Counter("likestream_dlq_records_total", "Invalid records sent to the DLQ.")
+EVENT_LATENCY = Histogram(
+    "likestream_event_latency_seconds",
+    "Event time (the event's ts, else its record timestamp) to applied to the state.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+_BY_ACTION = {
+    action: {outcome: EVENTS.labels(action, outcome) for outcome in ("applied", "noop", "replayed")}
+    for action in ("like", "unlike")
+}
+INVALID_EVENTS = EVENTS.labels("invalid", "invalid")
+
+
+def event_folded(action: str, outcome: str, event_time: float) -> None:
+    """Count a folded event; ``event_time`` in epoch seconds, for the latency of applied ones."""
+    _BY_ACTION[action][outcome].inc()
+    if outcome == "applied":
+        # A clock behind the producer's would give a negative latency: count it as 0.
+        EVENT_LATENCY.observe(max(0.0, time.time() - event_time))
+
+
+# -- Kafka and the state (sampled) --------------------------------------------------
+
+CONSUMER_LAG = Gauge(
+    "likestream_consumer_lag_records",
+    "Records of an owned events partition not yet committed (end offset minus committed).",
+    ["topic", "partition"],
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "likestream_assigned_partitions", "Events partitions this process owns (active)."
+)
+TABLE_ROWS = Gauge(
+    "likestream_table_rows",
+    "Rows of a table partition: RocksDB's estimate-num-keys, which counts a key written "
+    "again more than once until compaction merges its versions.",
+    ["table", "partition"],
+)
+RECOVERY_IN_PROGRESS = Gauge(
+    "likestream_recovery_in_progress", "1 while tables are restored from their changelogs."
+)
+RECOVERY_REMAINING = Gauge(
+    "likestream_recovery_remaining_records",
+    "Changelog records left to restore before the active tables are recovered.",
+)
+READY = Gauge("likestream_ready", "1 when the process serves reads (the /readyz answer).")
+
+# -- producers and the write API --------------------------------------------------
+
+PRODUCER_ERRORS = Counter(
+    "likestream_producer_errors_total",
+    "Writes to Kafka that failed: producer http (the write API) or agent (counts, "
+    "changelog, DLQ); reason timeout or refused.",
+    ["producer", "reason"],
+)
+_HTTP_PRODUCER = {r: PRODUCER_ERRORS.labels("http", r) for r in ("timeout", "refused")}
+_AGENT_PRODUCER = PRODUCER_ERRORS.labels("agent", "refused")
+
+
+def http_producer_error(reason: str) -> None:
+    _HTTP_PRODUCER[reason].inc()
+
+
+def agent_producer_error() -> None:
+    _AGENT_PRODUCER.inc()
+
+
+RATE_LIMITED = Counter(
+    "likestream_rate_limited_total", "Writes refused with 429: the user's bucket was empty."
+)
+
+# -- HTTP --------------------------------------------------------------------------
+
 HTTP_REQUESTS = Counter(
     "likestream_http_requests_total", "HTTP requests by route and status.", ["route", "status"]
 )
 HTTP_SECONDS = Histogram(
     "likestream_http_request_duration_seconds", "HTTP request latency by route.", ["route"]
+)
+
+# -- live feed (WebSocket and SSE); the feed's views update these -------------------
+
+WS_CONNECTIONS = Gauge("likestream_ws_connections", "Open WebSocket connections.")
+SSE_CONNECTIONS = Gauge("likestream_sse_connections", "Open Server-Sent Events streams.")
+SUBSCRIPTIONS = Gauge(
+    "likestream_subscriptions", "Item subscriptions of the open WebSocket and SSE clients."
+)
+PUSHES = Counter("likestream_pushes_total", "Count changes pushed to live clients (frames).")
+DROPPED_CLIENTS = Counter(
+    "likestream_dropped_clients_total",
+    "Live clients dropped because they could not keep up (WebSocket close 1013).",
 )

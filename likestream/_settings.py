@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the worker."""
 
+    log_format: Literal["plain", "json"] = "plain"
+    """``plain`` lines for people, or ``json``: one JSON object per line (for log shippers).
+    Faust's own logs and the HTTP access log follow it; both carry request ids."""
+
+    metrics_interval_ms: int = Field(5000, ge=100, le=600_000)
+    """How often consumer lag, table sizes and recovery progress are sampled for
+    ``/metrics`` and ``/status``, milliseconds."""
+
     rocksdb_cache_mb: int = Field(8, ge=1, le=4096)
     """RocksDB block cache per partition database, MiB (faust's default is 2 GiB each)."""
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging.config
 
 import faust
 
 from ._app import build
+from ._logging import logging_config
 from ._secret import signing_secret
 from ._settings import Settings
 from ._topics import ensure_topics
@@ -15,13 +17,20 @@ __all__ = ["run_worker"]
 
 
 def run_worker(settings: Settings) -> None:
+    # Before anything logs (the dev-secret notice, topic creation); faust applies it again.
+    logging.config.dictConfig(logging_config(settings))
     secret = signing_secret(settings)  # prod refuses a missing or weak one before anything runs
     asyncio.run(ensure_topics(settings))
     pipeline = build(settings, secret)
     worker = faust.Worker(
         pipeline.app,
         pipeline.web,
+        pipeline.sampler,
         loglevel=settings.log_level,
         quiet=True,
+        # Faust's loggers, ours and aiokafka's all go through one handler and format.
+        logging_config=logging_config(settings),
     )
+    # Faust's progress spinner writes to stdout between log lines: not in a log stream.
+    worker.spinner = None
     worker.execute_from_commandline()

@@ -12,6 +12,7 @@ from pathlib import Path
 from ._broker import Broker, BrokerError
 from ._schema import InvalidEvent, LikeEvent, is_valid_id
 from ._settings import Settings, SettingsError, load_settings
+from ._status import StatusError
 from ._topics import TopicError
 from .client import DeliveryError
 
@@ -63,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--users", type=int, default=10_000)
     produce.add_argument("--seed", type=int, default=1)
     _add_setting_flags(produce)
+
+    status = sub.add_parser("status", help="summary of a running worker (its GET /status)")
+    status.add_argument(
+        "--url", default=None, help="the worker's base URL (default http://localhost:<web port>)"
+    )
+    _add_setting_flags(status)
 
     token = sub.add_parser(
         "token", help="mint a token for the write API (signed like the workers' tokens)"
@@ -130,6 +137,13 @@ def _token(args: argparse.Namespace, settings: Settings) -> None:
     print(mint_token(signing_secret(settings), args.user, args.ttl))
 
 
+def _status(args: argparse.Namespace, settings: Settings) -> None:
+    from ._status import fetch_status, format_status
+
+    url = args.url or f"http://localhost:{settings.web_port}"
+    print(format_status(url, fetch_status(url)))
+
+
 def _event_from_args(words: Sequence[str]) -> LikeEvent:
     from .client import new_event
 
@@ -159,11 +173,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             _produce(args, settings)
         elif args.command == "token":
             _token(args, settings)
+        elif args.command == "status":
+            _status(args, settings)
         else:
             from ._worker import run_worker
 
             run_worker(settings)
-    except (SettingsError, BrokerError, TopicError, InvalidEvent, DeliveryError) as exc:
+    except (
+        SettingsError,
+        BrokerError,
+        TopicError,
+        InvalidEvent,
+        DeliveryError,
+        StatusError,
+    ) as exc:
         print(f"likestream: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,10 +44,16 @@ def free_port() -> int:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Temp dirs per checkout: pytest prunes old dirs under the shared default
-    # root, which would delete a concurrent run's broker and worker state.
+    # Temp dirs per checkout and per session: pytest prunes old dirs under the
+    # shared default root, and wipes a given --basetemp, either of which would
+    # delete a concurrent run's broker and worker state.
     if config.option.basetemp is None:
-        config.option.basetemp = str(ARTIFACTS.parent / ".pytest-tmp")
+        root = ARTIFACTS.parent / ".pytest-tmp"
+        root.mkdir(exist_ok=True)
+        for old in root.iterdir():
+            if old.name.isdigit() and not Path(f"/proc/{old.name}").exists():
+                shutil.rmtree(old, ignore_errors=True)
+        config.option.basetemp = str(root / str(os.getpid()))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -229,6 +236,31 @@ async def assert_matches(http: aiohttp.ClientSession, worker: Worker, oracle: Or
     pairs = await asyncio.gather(*(liked(i, u) for i, u in oracle.members))
     wrong = {pair: value for pair, value in pairs if oracle.members[pair] != value}
     assert wrong == {}
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    broker: Broker, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Cluster:
+    """Topics, group and data dirs of one test module."""
+    return Cluster(broker, tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+
+
+@pytest.fixture(scope="module")
+def oracle() -> Oracle:
+    """The expected state, shared by the tests of one module (they run in order)."""
+    return Oracle()
+
+
+@pytest.fixture(scope="module")
+async def worker(cluster: Cluster) -> AsyncIterator[Worker]:
+    """One worker process for the module, stopped cleanly at its end."""
+    instance = cluster.worker("w1")
+    instance.start()
+    await instance.wait_ready()
+    yield instance
+    if instance.proc is not None and instance.proc.poll() is None:
+        instance.stop()
 
 
 @pytest.fixture

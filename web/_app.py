@@ -12,8 +12,10 @@ from mode import Service
 from likestream._metrics import HTTP_REQUESTS, HTTP_SECONDS
 from likestream.tables import StateReader
 
+from ._access import access_log, add_request_id
 from ._errors import errors_middleware
 from ._headers import CORS_ORIGINS, add_headers, cors_preflight
+from ._status import STATUS, StatusSource, status_routes
 from ._views import STATE, routes
 from ._writes import WRITES, Writes, publisher_ctx, write_routes
 
@@ -36,14 +38,23 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def create_app(
-    state: StateReader, writes: Writes | None = None, cors_origins: Iterable[str] = ()
+    state: StateReader,
+    writes: Writes | None = None,
+    cors_origins: Iterable[str] = (),
+    status: StatusSource | None = None,
 ) -> web.Application:
     """The HTTP API; the write routes only when ``writes`` is given."""
-    app = web.Application(middlewares=[metrics_middleware, cors_preflight, errors_middleware])
+    app = web.Application(
+        middlewares=[access_log, metrics_middleware, cors_preflight, errors_middleware]
+    )
     app[STATE] = state
     app[CORS_ORIGINS] = frozenset(cors_origins)
+    if status is not None:
+        app[STATUS] = status
     app.on_response_prepare.append(add_headers)
+    app.on_response_prepare.append(add_request_id)
     app.add_routes(routes)
+    app.add_routes(status_routes)
     if writes is not None:
         app[WRITES] = writes
         app.add_routes(write_routes)

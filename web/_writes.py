@@ -20,6 +20,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from likestream._metrics import RATE_LIMITED, http_producer_error
 from likestream._schema import Action, LikeEvent
 from likestream.client import DeliveryError, new_event
 
@@ -98,6 +99,7 @@ async def _read_small_body(request: web.Request) -> None:
 def _take_token(limiter: RateLimiter, user: str) -> None:
     wait = limiter.take(user)
     if wait > 0:
+        RATE_LIMITED.inc()
         raise ApiError(
             429,
             "rate_limited",
@@ -113,6 +115,7 @@ async def _publish(writes: Writes, event: LikeEvent) -> None:
         async with asyncio.timeout(writes.timeout):
             await writes.publisher.publish(event)
     except TimeoutError:
+        http_producer_error("timeout")
         log.warning("event %s not acknowledged in %.1fs: 503", event.event_id, writes.timeout)
         raise ApiError(
             503,
@@ -121,6 +124,7 @@ async def _publish(writes: Writes, event: LikeEvent) -> None:
             retry,
         ) from None
     except DeliveryError as exc:
+        http_producer_error("refused")
         log.warning("event %s not delivered: %s: 503", event.event_id, exc)
         raise ApiError(
             503, "not_acknowledged", f"Kafka did not take the event: {exc}", retry

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
@@ -17,33 +16,12 @@ import pytest
 from conftest import Cluster, Worker, assert_matches, read_topic, report
 from oracle import Oracle, mixed_events
 
-from likestream._broker import Broker
 from likestream._produce import produce
 from likestream.client import LikeClient
 
 pytestmark = pytest.mark.integration
 
 EVENTS, ITEMS, USERS = 20_000, 400, 2_000
-
-
-@pytest.fixture(scope="module")
-def cluster(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
-    return Cluster(broker, tmp_path_factory.mktemp("pipeline"))
-
-
-@pytest.fixture(scope="module")
-def oracle() -> Oracle:
-    return Oracle()
-
-
-@pytest.fixture(scope="module")
-async def worker(cluster: Cluster) -> AsyncIterator[Worker]:
-    instance = cluster.worker("w1")
-    instance.start()
-    await instance.wait_ready()
-    yield instance
-    if instance.proc is not None and instance.proc.poll() is None:
-        instance.stop()
 
 
 async def read_counts_topic(cluster: Cluster) -> dict[str, int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -17,30 +16,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from conftest import Cluster, Worker, assert_matches, read_topic, report
 from oracle import Oracle, mixed_events
 
-from likestream._broker import Broker
 from likestream._produce import produce
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def cluster(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
-    return Cluster(broker, tmp_path_factory.mktemp("recovery"))
-
-
-@pytest.fixture(scope="module")
-def oracle() -> Oracle:
-    return Oracle()
-
-
-@pytest.fixture(scope="module")
-async def worker(cluster: Cluster) -> AsyncIterator[Worker]:
-    instance = cluster.worker("w1")
-    instance.start()
-    await instance.wait_ready()
-    yield instance
-    if instance.proc is not None and instance.proc.poll() is None:
-        instance.stop()
 
 
 async def metric(http: aiohttp.ClientSession, worker: Worker, name: str, **labels: str) -> float:

@@ -353,7 +353,7 @@ def test_ingress_serves_the_api_not_the_operations(target: str) -> None:
     api = {route for route in web_routes() if route.startswith(("/items", "/likes"))}
     assert api
     assert all(_exposed(ingress, route) for route in api)
-    for route in ("/metrics", "/healthz", "/readyz"):
+    for route in ("/metrics", "/healthz", "/readyz", "/status"):
         assert not _exposed(ingress, route), f"{route} is public"
     for rule in ingress["spec"]["rules"]:
         for p in rule["http"]["paths"]:
