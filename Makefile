@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install chromium kafka broker broker-stop run test unit integration chaos lint fmt clean
+.PHONY: install chromium kafka broker broker-stop run test unit integration chaos lint fmt clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -50,7 +50,10 @@ fmt: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) data build *.egg-info test-artifacts
+	rm -rf $(VENV) data build *.egg-info test-artifacts bench-results
 
 chaos: install                ## the long chaos test: 200k events, 12 SIGKILLs, a broker restart
 	$(BIN)/pytest -ra tests/integration/test_chaos.py --chaos=long $(PYTEST_ARGS)
+
+bench: kafka                  ## the standard benchmarks (at most 15 min on 2 cores), BENCHMARKS.md
+	$(BIN)/likestream bench --out bench-results --report BENCHMARKS.md $(BENCH_ARGS)

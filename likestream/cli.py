@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
         "--ttl", type=_duration, default="1h", help="lifetime: 90s, 15m, 1h, 7d (default 1h)"
     )
     _add_setting_flags(token)
+
+    from ._bench import add_parser as add_bench
+
+    add_bench(sub)
     return parser
 
 
@@ -158,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "broker":
             _broker(args)
             return 0
+        if args.command == "bench":
+            from ._bench import run_bench
+
+            return run_bench(args)
         settings = _settings(args)
         if args.command == "config":
             _config(settings)
