@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from ._settings import Settings
 
-__all__ = ["TopicError", "TopicSpec", "ensure_topics", "topic_specs"]
+__all__ = ["KafkaUnreachable", "TopicError", "TopicSpec", "ensure_topics", "topic_specs"]
 
 
 CONNECT_TIMEOUT = 30.0
@@ -21,6 +21,10 @@ CONNECT_TIMEOUT = 30.0
 
 class TopicError(RuntimeError):
     """The cluster's topics do not fit the settings, or Kafka is not reachable."""
+
+
+class KafkaUnreachable(TopicError):
+    """Kafka did not answer; worth retrying, unlike a partition mismatch."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ async def ensure_topics(settings: Settings) -> None:
     try:
         await asyncio.wait_for(admin.start(), CONNECT_TIMEOUT)
     except (KafkaConnectionError, TimeoutError) as exc:
-        raise TopicError(
+        raise KafkaUnreachable(
             f"cannot reach Kafka at {settings.kafka} (LIKESTREAM_KAFKA): {exc}"
         ) from None
     try:

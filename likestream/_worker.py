@@ -9,9 +9,10 @@ import faust
 
 from ._app import build
 from ._logging import logging_config
+from ._retry import retrying
 from ._secret import signing_secret
 from ._settings import Settings
-from ._topics import ensure_topics
+from ._topics import KafkaUnreachable, ensure_topics
 
 __all__ = ["run_worker"]
 
@@ -20,7 +21,7 @@ def run_worker(settings: Settings) -> None:
     # Before anything logs (the dev-secret notice, topic creation); faust applies it again.
     logging.config.dictConfig(logging_config(settings))
     secret = signing_secret(settings)  # prod refuses a missing or weak one before anything runs
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(retrying("creating topics", lambda: ensure_topics(settings), (KafkaUnreachable,)))
     pipeline = build(settings, secret)
     worker = faust.Worker(
         pipeline.app,

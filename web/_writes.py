@@ -21,6 +21,7 @@ from typing import Protocol
 from aiohttp import web
 
 from likestream._metrics import RATE_LIMITED, http_producer_error
+from likestream._retry import retrying
 from likestream._schema import Action, LikeEvent
 from likestream.client import DeliveryError, new_event
 
@@ -134,6 +135,7 @@ async def _publish(writes: Writes, event: LikeEvent) -> None:
 async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the publisher runs while the app runs, and flushes when it stops."""
     publisher = app[WRITES].publisher
-    await publisher.start()
+    # A worker restarted while Kafka restarts waits for it instead of exiting.
+    await retrying("starting the write producer", publisher.start, (DeliveryError,))
     yield
     await publisher.stop()

@@ -77,15 +77,19 @@ async def test_not_ready_and_no_reads_until_recovered(
                 http.get(f"{worker.url}/items/{item}/likes") as read,
             ):
                 seen.append((ready.status, read.status))
-                if read.status == 503:
+                if read.status == 200:
+                    # Never from half-restored state: any answer is already the final count.
+                    assert (await read.json())["likes"] == oracle.likes(item)
+                else:
                     body = await read.json()
-                    assert body["error"]["code"] == "unavailable"
+                    assert (read.status, body["error"]["code"]) == (503, "unavailable")
                     assert read.headers["Retry-After"] == "1"
         except aiohttp.ClientConnectionError:
             pass
         await asyncio.sleep(0.05)
-    assert seen[0] == (503, 503), seen[:3]
-    assert all(read == 503 for ready, read in seen if ready == 503)
+    # /readyz and the read are two requests: recovery may end between them, so the
+    # check above is on values, and this one on what readiness said first.
+    assert seen[0][0] == 503, seen[:3]
     await assert_matches(http, worker, oracle)
 
 
