@@ -1,9 +1,10 @@
 """Every process tails the compacted ``like-counts`` topic and feeds its push hub.
 
-The consumer has no group: each process reads every partition from the end it
-found at start-up, so a client connected to any process sees the changes of
-items owned by any other. Counts from before start-up come from table state
-(owned items) when a client subscribes.
+The consumer has no group: each process reads every partition from its
+beginning (the topic is compacted, so that is about one record per item) and
+then follows it, so a client connected to any process gets the current count and
+the changes of items owned by any other. For owned items table state is newer
+still, and wins by its source offset.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ async def _tail_once(kafka: str, topic: str, partitions: int, hub: Hub) -> None:
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        log.info("tailing %s from its end for pushes", topic)
+        await consumer.seek_to_beginning(*tps)
+        log.info("reading %s for pushes", topic)
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for records in batches.values():
