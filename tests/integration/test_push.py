@@ -167,5 +167,16 @@ async def test_pushes_reach_every_process(
         for w, task in watchers:
             await w.ws.close()
             await task
+        # Nothing changes any more: a client subscribing now, even to a process started
+        # after the changes, gets every current count, also of items another owns.
+        second.stop()
+        second.start()
+        await second.wait_ready()
+        await worker.wait_ready()
+        late = [await watch(http, w, items, {}) for w in (worker, second)]
+        await asyncio.wait_for(asyncio.gather(*(w.wait_for(final) for w, _ in late)), LIMIT)
+        for w, task in late:
+            await w.ws.close()
+            await task
     finally:
         second.stop()

@@ -18,8 +18,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from conftest import Cluster, Worker
-from test_pipeline import read_topic
+from conftest import Cluster, Worker, read_topic
 
 from likestream._broker import Broker
 
