@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from likestream._metrics import SUBSCRIPTIONS
 from likestream.tables import CountRow, NotServable, StateReader
 
 __all__ = ["Hub", "Render", "Stamp", "Subscriber"]
@@ -149,6 +150,8 @@ class Hub:
         for item in items:
             again = item in sub.items  # subscribing again asks for the current count again
             stamp = self.current(item)  # may fan a newer count out to the others first
+            if not again:
+                SUBSCRIPTIONS.inc()
             sub.items.add(item)
             self._subs.setdefault(item, set()).add(sub)
             if stamp is None:
@@ -160,6 +163,8 @@ class Hub:
 
     def unsubscribe(self, sub: Subscriber, items: Iterable[str]) -> None:
         for item in items:
+            if item in sub.items:
+                SUBSCRIPTIONS.dec()
             sub.forget(item)
             subs = self._subs.get(item)
             if subs is not None:
