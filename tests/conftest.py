@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -107,6 +108,17 @@ class Worker:
         code = self.proc.wait(timeout)
         assert code == 0, f"worker exited with {code}; see {self.log}"
         return time.monotonic() - began
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Worker]:
+        """Started and ready for the block; stopped cleanly after it unless already gone."""
+        self.start()
+        await self.wait_ready()
+        try:
+            yield self
+        finally:
+            if self.proc is not None and self.proc.poll() is None:
+                self.stop()
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -260,11 +272,8 @@ def oracle() -> Oracle:
 async def worker(cluster: Cluster) -> AsyncIterator[Worker]:
     """One worker process for the module, stopped cleanly at its end."""
     instance = cluster.worker("w1")
-    instance.start()
-    await instance.wait_ready()
-    yield instance
-    if instance.proc is not None and instance.proc.poll() is None:
-        instance.stop()
+    async with instance.running():
+        yield instance
 
 
 @pytest.fixture

@@ -52,11 +52,8 @@ async def worker(cluster: Cluster) -> AsyncIterator[Worker]:
             "LIKESTREAM_METRICS_INTERVAL_MS": "100",
         }
     )
-    instance.start()
-    await instance.wait_ready()
-    yield instance
-    if instance.proc is not None and instance.proc.poll() is None:
-        instance.stop()
+    async with instance.running():
+        yield instance
 
 
 def exposed_families() -> set[str]:

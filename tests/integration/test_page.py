@@ -43,11 +43,8 @@ async def worker(cluster: Cluster) -> AsyncIterator[Worker]:
     instance = cluster.worker("w1")
     # The dev secret goes here; LIKESTREAM_DEV_TOKENS is on by default in dev.
     instance.env["LIKESTREAM_CACHE_DIR"] = str(cluster.root / "cache")
-    instance.start()
-    await instance.wait_ready()
-    yield instance
-    if instance.proc is not None and instance.proc.poll() is None:
-        instance.stop()
+    async with instance.running():
+        yield instance
 
 
 @pytest.fixture(scope="module")

@@ -47,11 +47,8 @@ async def worker(
             "LIKESTREAM_BURST": "1000",
         }
     )
-    instance.start()
-    await instance.wait_ready()
-    yield instance
-    if instance.proc is not None and instance.proc.poll() is None:
-        instance.stop()
+    async with instance.running():
+        yield instance
 
 
 async def post(http: aiohttp.ClientSession, worker: Worker, item: str) -> aiohttp.ClientResponse:

@@ -44,11 +44,8 @@ async def worker(cluster: Cluster) -> AsyncIterator[Worker]:
             "LIKESTREAM_CORS_ORIGINS": ORIGIN,
         }
     )
-    instance.start()
-    await instance.wait_ready()
-    yield instance
-    if instance.proc is not None and instance.proc.poll() is None:
-        instance.stop()
+    async with instance.running():
+        yield instance
 
 
 async def cli_token(worker: Worker, user: str) -> str:
