@@ -31,7 +31,16 @@ from aiohttp import WSMsgType
 
 from ._common import raise_open_files
 
-__all__ = ["Audience", "Delays", "Helpers", "Sent", "helpers", "serve_stdio"]
+__all__ = [
+    "Audience",
+    "Client",
+    "Delays",
+    "Helpers",
+    "Sent",
+    "helpers",
+    "serve_stdio",
+    "wait_caught_up",
+]
 
 CONNECTING = 100  # handshakes in flight at once
 ACK_SECONDS = 30.0
@@ -170,12 +179,7 @@ class Audience:
     async def collect(self, sent: Sent, wait: float) -> tuple[Delays, int]:
         """Wait up to ``wait`` s for every client to show the last change of ``sent``,
         then the delays of its changes and how many clients were closed."""
-        final = {item: first + len(times) - 1 for item, (first, times) in sent.items()}
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if all(c.caught_up(final) for c in self.clients):
-                break
-            await asyncio.sleep(0.05)
+        await wait_caught_up(self.clients, sent, wait)
         delays = Delays()
         for client in self.clients:
             client.delays(sent, delays)
@@ -190,6 +194,16 @@ class Audience:
                 await ws.close()
         if self._http is not None:
             await self._http.close()
+
+
+async def wait_caught_up(clients: list[Client], sent: Sent, wait: float) -> None:
+    """Wait up to ``wait`` s until every client shows the last change of ``sent``."""
+    final = {item: first + len(times) - 1 for item, (first, times) in sent.items()}
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if all(c.caught_up(final) for c in clients):
+            return
+        await asyncio.sleep(0.05)
 
 
 async def _listen(ws: aiohttp.ClientWebSocketResponse, client: Client) -> None:

@@ -12,6 +12,7 @@ would need more file descriptors than RLIMIT_NOFILE allows, or when the time bud
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -40,6 +41,8 @@ class Step:
     worker_cpu: float
     """Cores the worker used during the load (1.0 is one core busy)."""
     clients_cpu: float
+    load: float
+    """The machine's 1-minute load average after the step (2 cores: over 2 is a queue)."""
 
     @property
     def passed(self) -> bool:
@@ -52,7 +55,7 @@ class Step:
             f"max {f['max_ms']:,.0f} ms, {f['missing']:,.0f} changes missing, "
             f"{self.closed} dropped, {self.failed} refused; connected in "
             f"{self.connect_s:.1f}s; worker {self.worker_cpu:.2f} cores, clients "
-            f"{self.clients_cpu:.2f} cores"
+            f"{self.clients_cpu:.2f} cores, load average {self.load:.1f}"
         )
 
 
@@ -78,7 +81,8 @@ async def _step(
     clients_cpu = (_cpu(crowd.pids) - helpers_before) / span
     delays, closed = await crowd.collect({HOT: (count + 1, sent[HOT])}, WAIT_SECONDS)
     figures = {"events": len(sent[HOT]), **push_figures(delays)}
-    return Step(clients, figures, closed, failed, connect_s, worker_cpu, clients_cpu)
+    load = os.getloadavg()[0]
+    return Step(clients, figures, closed, failed, connect_s, worker_cpu, clients_cpu, load)
 
 
 def _stop_reason(clients: int, open_files: int, began: float, cfg: BenchConfig) -> str:

@@ -15,11 +15,14 @@ import time
 import uuid
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
+
 from .._settings import Settings
 from ..client import LikeClient, new_event
-from ._audience import Delays, helpers
+from ..web._tail import parse_count
+from ._audience import Client, Delays, Sent, helpers, wait_caught_up
 from ._common import PUSH_INTERVAL_MS, BenchConfig, Result, command, say
-from ._lab import Lab, WorkerProcess, create_topics
+from ._lab import Lab, WorkerProcess, create_topics, partitions_of
 
 __all__ = ["MAX_ITEMS", "latency", "paced_likes", "push_figures", "ws_worker"]
 
@@ -59,6 +62,35 @@ async def paced_likes(
     return {item: stamps for item, stamps in times.items() if stamps}
 
 
+async def follow_counts(settings: Settings, into: Client) -> None:
+    """Note every ``like-counts`` record in ``into`` as it is read, until cancelled: the
+    part of the delay before the push path."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka, enable_auto_commit=False, fetch_max_wait_ms=5
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions_of(settings, settings.counts_topic))
+        while True:
+            batch = await consumer.getmany(timeout_ms=50)
+            now = time.monotonic()
+            for records in batch.values():
+                for parsed in filter(None, map(parse_count, records)):
+                    into.note(now, parsed[0], parsed[1].likes)
+    finally:
+        await consumer.stop()
+
+
+async def counts_delays(follower: asyncio.Task[None], records: Client, sent: Sent) -> Delays:
+    """Stop ``follower`` once ``records`` shows every change (or after ``WAIT_SECONDS``)."""
+    await wait_caught_up([records], sent, WAIT_SECONDS)
+    follower.cancel()
+    await asyncio.gather(follower, return_exceptions=True)
+    delays = Delays()
+    records.delays(sent, delays)
+    return delays
+
+
 def push_figures(delays: Delays) -> dict[str, float]:
     return {
         "p50_ms": round(delays.percentile(50), 1),
@@ -81,13 +113,17 @@ async def latency(lab: Lab, cfg: BenchConfig, ingest_rate: float | None) -> Resu
         if failed:
             raise RuntimeError(f"{failed} WebSocket clients failed to subscribe: {error}")
         await crowd.mark()
+        records = Client(items)
+        follower = asyncio.create_task(follow_counts(settings, records))
         say(f"latency: {rate:,.0f} events/s for {cfg.duration:.0f}s, produce -> /ws frame")
-        sent = await paced_likes(settings, items, rate, cfg.duration)
-        delays, closed = await crowd.collect(
-            {item: (1, stamps) for item, stamps in sent.items()}, WAIT_SECONDS
-        )
-    events = sum(len(stamps) for stamps in sent.values())
+        stamps = await paced_likes(settings, items, rate, cfg.duration)
+        sent = {item: (1, times) for item, times in stamps.items()}
+        delays, closed = await crowd.collect(sent, WAIT_SECONDS)
+        counts = await counts_delays(follower, records, sent)
+    events = sum(len(times) for times in stamps.values())
     figures = {"events_per_s": round(rate), "events": events, **push_figures(delays)}
+    figures["counts_p50_ms"] = round(counts.percentile(50), 1)
+    figures["counts_p99_ms"] = round(counts.percentile(99), 1)
     say(f"latency: {figures}")
     return _latency_result(cfg, figures, closed, rate if cfg.rate or ingest_rate else None)
 
@@ -104,7 +140,9 @@ def _latency_result(
             "produce (just before the producer's send) -> the /ws frame in a client: the "
             "producer's linger (1 ms) and acks=all, the worker's fetch and fold, the counts "
             "producer's linger, the worker's own tail of like-counts, then up to "
-            f"{PUSH_INTERVAL_MS} ms of coalescing per item; the load generator and the "
+            f"{PUSH_INTERVAL_MS} ms of coalescing per item (counts_p50/p99_ms: produce -> "
+            "the like-counts record as this process reads it, the part before the push "
+            "path); the load generator and the "
             "WebSocket clients (one helper process) share the 2 cores with the worker and "
             "the broker"
         ),
