@@ -101,7 +101,10 @@ async def _aiohttp_load(url: str, items: int, cfg: BenchConfig) -> dict[str, flo
     began = time.monotonic()
     async with aiohttp.ClientSession(connector=connector) as http:
         await asyncio.gather(*(client(n, http) for n in range(cfg.clients)))
-    span = time.monotonic() - began
+    return _figures(latencies, time.monotonic() - began, errors)
+
+
+def _figures(latencies: list[float], span: float, errors: int) -> dict[str, float]:
     return {
         "requests_per_s": round(len(latencies) / span),
         "p50_ms": round(percentile(latencies, 50), 3),
@@ -139,12 +142,7 @@ async def open_loop(
                 tasks.append(asyncio.create_task(one(http, index, began + index / rate)))
             await asyncio.sleep(0.001)
         await asyncio.gather(*tasks)
-    return {
-        "requests_per_s": round(len(latencies) / (time.monotonic() - began)),
-        "p50_ms": round(percentile(latencies, 50), 3),
-        "p99_ms": round(percentile(latencies, 99), 3),
-        "errors": errors,
-    }
+    return _figures(latencies, time.monotonic() - began, errors)
 
 
 async def _load(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import time
@@ -44,6 +45,9 @@ def machine() -> dict[str, str]:
         "load average at the end (1, 5, 15 min)": load,
         "memory": f"{mem_kb / 2**20:.1f} GiB",
         "cpu": cpu,
+        "open files (RLIMIT_NOFILE of the bench and its workers)": str(
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        ),
         "os": platform.platform(),
         **versions,
     }
