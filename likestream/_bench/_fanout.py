@@ -107,7 +107,11 @@ async def fanout(lab: Lab, cfg: BenchConfig) -> Result:
                 notes.append(reason)
                 break
             say(f"fanout: {clients:,} clients on {HOT}, {HOT_RATE:.0f} likes/s")
-            step = await _step(crowd, worker, connected, clients, count)
+            try:
+                step = await _step(crowd, worker, connected, clients, count)
+            except Exception as exc:  # keep the steps that passed
+                notes.append(f"{clients:,} clients: failed: {exc!r}")
+                break
             say(f"fanout: {step.line()}")
             steps.append(step)
             connected, count = clients, count + round(step.figures["events"])
