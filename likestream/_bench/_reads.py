@@ -24,6 +24,7 @@ from ._lab import Lab, create_topics, wait_committed
 __all__ = ["open_loop", "reads", "wrk_ms"]
 
 RATE_SECONDS = 10.0  # each fixed-rate run, at most: --duration when shorter
+DRAIN_SECONDS = 5.0  # after a fixed-rate run, for the answers still due
 
 _BARE_SERVER = """
 import sys
@@ -141,8 +142,25 @@ async def open_loop(
             for index in range(len(tasks), int(elapsed * rate) + 1):
                 tasks.append(asyncio.create_task(one(http, index, began + index / rate)))
             await asyncio.sleep(0.001)
-        await asyncio.gather(*tasks)
-    return _figures(latencies, time.monotonic() - began, errors)
+        late = await _drain(tasks, DRAIN_SECONDS)
+    span = time.monotonic() - began
+    # The unanswered at the cut count as late as they were then: lower bounds.
+    waited = [(span - index / rate) * 1000 for index in late]
+    figures = _figures(latencies + waited, span, errors)
+    figures["requests_per_s"] = round(len(latencies) / span)
+    figures["unanswered"] = len(late)
+    return figures
+
+
+async def _drain(tasks: list[asyncio.Task[None]], limit: float) -> list[int]:
+    """Wait up to ``limit`` s for ``tasks``; cancel the rest and return their indexes."""
+    if tasks:
+        await asyncio.wait(tasks, timeout=limit)
+    late = [index for index, task in enumerate(tasks) if not task.done()]
+    for index in late:
+        tasks[index].cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return late
 
 
 async def _load(
@@ -202,6 +220,7 @@ async def _measure(url: str, cfg: BenchConfig, script_dir: Path, tool: str) -> d
         figures |= {f"at_{rate}_p50_ms": got["p50_ms"], f"at_{rate}_p99_ms": got["p99_ms"]}
         figures[f"at_{rate}_per_s"] = got["requests_per_s"]
         figures["errors"] += got["errors"]
+        figures["unanswered"] = figures.get("unanswered", 0) + got["unanswered"]
     return figures
 
 
@@ -265,4 +284,10 @@ def _reads_result(
             )
     if got.get("errors"):
         result.notes.append(f"{got['errors']:,.0f} non-200 answers from the worker")
+    if got.get("unanswered") or base.get("unanswered"):
+        result.notes.append(
+            f"unanswered {DRAIN_SECONDS:.0f}s after a fixed-rate run: "
+            f"{got['unanswered']:,.0f} (worker), {base['unanswered']:,.0f} (bare); they count "
+            "as late as they were then, so those percentiles are lower bounds"
+        )
     return result
