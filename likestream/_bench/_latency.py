@@ -66,7 +66,10 @@ async def follow_counts(settings: Settings, into: Client) -> None:
     """Note every ``like-counts`` record in ``into`` as it is read, until cancelled: the
     part of the delay before the push path."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka, enable_auto_commit=False, fetch_max_wait_ms=5
+        bootstrap_servers=settings.kafka,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",  # the scenario's own topic: every record is the load's
+        fetch_max_wait_ms=5,
     )
     await consumer.start()
     try:
