@@ -12,14 +12,15 @@ would need more file descriptors than RLIMIT_NOFILE allows, or when the time bud
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass
 
-from ._audience import Helpers, helpers
+from ._audience import Client, Delays, Helpers, Sent, helpers
 from ._common import BenchConfig, Result, command, cpu_seconds, raise_open_files, say
 from ._lab import Lab, WorkerProcess
-from ._latency import paced_likes, push_figures, ws_worker
+from ._latency import counts_delays, follow_counts, paced_likes, push_figures, ws_worker
 
 __all__ = ["Step", "fanout"]
 
@@ -52,7 +53,8 @@ class Step:
         f = self.figures
         return (
             f"{self.clients:,} clients: p50 {f['p50_ms']:,.0f} ms, p99 {f['p99_ms']:,.0f} ms, "
-            f"max {f['max_ms']:,.0f} ms, {f['missing']:,.0f} changes missing, "
+            f"max {f['max_ms']:,.0f} ms (to like-counts: p99 {f['counts_p99_ms']:,.0f} ms), "
+            f"{f['missing']:,.0f} changes missing, "
             f"{self.closed} dropped, {self.failed} refused; connected in "
             f"{self.connect_s:.1f}s; worker {self.worker_cpu:.2f} cores, clients "
             f"{self.clients_cpu:.2f} cores, load average {self.load:.1f}"
@@ -73,16 +75,28 @@ async def _step(
     if failed:
         say(f"fanout: {failed} connections refused, first: {error}")
     await crowd.mark()
+    sent, cores, counts = await _hot_load(crowd, worker, count)
+    delays, closed = await crowd.collect(sent, WAIT_SECONDS)
+    figures = {"events": len(sent[HOT][1]), **push_figures(delays)}
+    figures["counts_p99_ms"] = round(counts.percentile(99), 1)
+    return Step(clients, figures, closed, failed, connect_s, *cores, os.getloadavg()[0])
+
+
+async def _hot_load(
+    crowd: Helpers, worker: WorkerProcess, count: int
+) -> tuple[Sent, tuple[float, float], Delays]:
+    """``HOT_RATE`` likes/s on the hot item for ``STEP_SECONDS``: what was sent, the cores
+    the worker and the clients used meanwhile, and the delays to the like-counts record."""
     assert worker.proc is not None
-    cpu_before, helpers_before, began = _cpu([worker.proc.pid]), _cpu(crowd.pids), time.monotonic()
-    sent = await paced_likes(worker.settings, [HOT], HOT_RATE, STEP_SECONDS)
+    pids = [worker.proc.pid]
+    records = Client([HOT])
+    follower = asyncio.create_task(follow_counts(worker.settings, records))
+    before, began = (_cpu(pids), _cpu(crowd.pids)), time.monotonic()
+    stamps = await paced_likes(worker.settings, [HOT], HOT_RATE, STEP_SECONDS)
     span = time.monotonic() - began
-    worker_cpu = (_cpu([worker.proc.pid]) - cpu_before) / span
-    clients_cpu = (_cpu(crowd.pids) - helpers_before) / span
-    delays, closed = await crowd.collect({HOT: (count + 1, sent[HOT])}, WAIT_SECONDS)
-    figures = {"events": len(sent[HOT]), **push_figures(delays)}
-    load = os.getloadavg()[0]
-    return Step(clients, figures, closed, failed, connect_s, worker_cpu, clients_cpu, load)
+    cores = ((_cpu(pids) - before[0]) / span, (_cpu(crowd.pids) - before[1]) / span)
+    sent = {HOT: (count + 1, stamps[HOT])}
+    return sent, cores, await counts_delays(follower, records, sent)
 
 
 def _stop_reason(clients: int, open_files: int, began: float, cfg: BenchConfig) -> str:
@@ -137,7 +151,9 @@ def _fanout_result(cfg: BenchConfig, steps: list[Step], notes: list[str]) -> Res
         limits=(
             "one worker process fans each change of the hot item out to every subscriber "
             "(a dirty mark per client, one coalesced frame per client per 100 ms: about 10 "
-            "frames/s per client) and writes every frame from its one event loop; the "
+            "frames/s per client) and writes every frame from the one event loop that also "
+            "folds the events, so a busy push path delays the like-counts record too (the "
+            "'to like-counts' p99 of each step tells the two apart); the "
             f"clients ({cfg.ws_procs} helper process(es)) parse every frame and share the 2 "
             "cores with the worker, the broker and the producer, so the client side caps "
             "the figure too: see the cores each used per step"
