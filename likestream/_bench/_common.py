@@ -47,7 +47,7 @@ class BenchConfig:
     rate: float | None = None
     rates: tuple[int, ...] = (500, 1000, 2000)
     fanout: tuple[int, ...] = (500, 1000, 2000, 5000, 10000)
-    fanout_budget: float = 150.0
+    fanout_budget: float = 100.0
     ws_procs: int = 1
     seed: int = 1
     out: Path = Path("bench-results")
