@@ -71,8 +71,9 @@ async def state(lab: Lab, cfg: BenchConfig) -> Result:
             "recovery_records_per_s": round(rate),
         },
         limits=(
-            "recovery: faust's changelog reader and the stamped table's per-record "
-            "comparison with the local row in one Python process; recovery time is "
+            "recovery: the table's bulk restore (a plain consumer, one RocksDB write "
+            "batch per fetch, the newest stamp per key; its own log line gives the "
+            "restore alone) plus the group join and faust's recovery handshake; time is "
             "counted from /healthz up to /readyz (process start excluded). RSS: RocksDB "
             "block caches and memtables (partitions x (cache + 2 x write buffer)) plus the "
             "Python heap"
