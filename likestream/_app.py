@@ -89,6 +89,7 @@ def build(settings: Settings, secret: str) -> Pipeline:
         events=_raw_topic(app, settings.topic, settings),
         counts=_raw_topic(app, settings.counts_topic, settings),
         dlq=_raw_topic(app, settings.dlq_topic, settings),
+        trending=_raw_topic(app, settings.trending_topic, settings),
     )
     tables = LikeTables(app, settings)
     define_agents(app, topics, tables, settings)

@@ -3,14 +3,18 @@
 from ._rows import NO_COUNT, NO_MEMBER, CountRow, MemberRow
 from ._state import LikeTables, NotServable, StateReader
 from ._table import StampedTable
+from ._windows import NO_STREAM_TIME, StreamTime, WindowRow
 
 __all__ = [
     "NO_COUNT",
     "NO_MEMBER",
+    "NO_STREAM_TIME",
     "CountRow",
     "LikeTables",
     "MemberRow",
     "NotServable",
     "StampedTable",
     "StateReader",
+    "StreamTime",
+    "WindowRow",
 ]

@@ -22,6 +22,15 @@ from ._rows import (
     member_key,
 )
 from ._table import StampedTable
+from ._windows import (
+    WINDOW_PREFIX,
+    StreamTime,
+    WindowRow,
+    decode_stream_time,
+    decode_window_row,
+    item_of_window_key,
+    stream_time_key,
+)
 
 __all__ = ["LikeTables", "NotServable", "StateReader"]
 
@@ -81,6 +90,39 @@ class LikeTables:
 
     def put_member(self, item_id: str, user_id: str, row: MemberRow) -> None:
         self.table[member_key(item_id, user_id)] = encode_row(row)
+
+    def put_window_rows(self, rows: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Write encoded trending rows (``tables/_windows.py``) in order; None deletes one,
+        which sends a tombstone to the changelog."""
+        for key, value in rows:
+            if value is None:
+                del self.table[key]
+            else:
+                self.table[key] = value
+
+    def window_rows(self, partition: int) -> tuple[StreamTime, dict[str, WindowRow]]:
+        """The stream time and every window row of one partition, read from its database.
+
+        A scan of the ``w/`` rows: for rebuilding the agent's in-memory index after an
+        assignment, never per event or per request.
+        """
+        data = self.table.data
+        if not hasattr(data, "_db_for_partition"):
+            # faust's memory store (unit tests): one mapping, read as it is.
+            raw_rows: Iterable[tuple[bytes, bytes]] = sorted(data.items())
+            stream_raw = data.get(stream_time_key(partition))
+        else:
+            # The store's per-partition handle is private API; faust offers no other.
+            db = data._db_for_partition(partition)
+            raw_rows = db.items(from_key=WINDOW_PREFIX)
+            stream_raw = db.get(stream_time_key(partition))
+        rows: dict[str, WindowRow] = {}
+        for key, raw in raw_rows:
+            if key.startswith(WINDOW_PREFIX):
+                rows[item_of_window_key(key)] = decode_window_row(raw)
+            elif key > WINDOW_PREFIX:
+                break  # keys are sorted: past the w/ rows
+        return decode_stream_time(stream_raw), rows
 
     def take_unconfirmed(self) -> list[FutureMessage]:
         return self.table.take_unconfirmed()

@@ -1,6 +1,7 @@
 """The fold is exact under crashes: a model of the worker, its RocksDB and its changelog.
 
-Each run folds random events (likes, unlikes, duplicates) of one partition and
+Each run folds random events (likes, unlikes, duplicates; event times mostly
+advancing, some late) of one partition, with its trending windows, and
 crashes at random points: the local store keeps every write made (SIGKILL
 does not lose the page cache), the changelog keeps a prefix of the writes in
 send order, at least the writes of acknowledged events, and the committed
@@ -8,7 +9,9 @@ offset is at most the first unacknowledged event. A restart either keeps the
 data dir (recovery merges the changelog tail from the persisted offset) or loses
 it (recovery replays the whole changelog), then replays from the committed
 offset. Afterwards both the local state and a state rebuilt from the changelog
-must equal the oracle.
+must equal the oracle: counts, memberships and the likes gained in each window.
+Window rows may be deleted (tombstones): recovery applies a tombstone always, as
+``tables/_table.py`` does, and the in-memory index is rebuilt from the rows.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
+from oracle import TrendingOracle
 
+from likestream._schema import LikeEvent
+from likestream._window_spec import parse_windows
 from likestream.agents import fold
+from likestream.agents._trending import PartitionTrending
 from likestream.tables import CountRow, MemberRow
 from likestream.tables._rows import (
     count_key,
@@ -28,39 +35,56 @@ from likestream.tables._rows import (
     member_key,
     supersedes,
 )
+from likestream.tables._windows import (
+    decode_stream_time,
+    decode_window_row,
+    item_of_window_key,
+    stream_time_key,
+)
+
+# Small windows, so that a few dozen events move buckets out and delete rows.
+WINDOWS = parse_windows("4s:1s,20s:5s")
+LATENESS = 1500
+
+
+def windows_of(state: dict[bytes, bytes]) -> PartitionTrending:
+    """The trending index as a worker rebuilds it from the rows."""
+    rows = {item_of_window_key(k): decode_window_row(v) for k, v in state.items() if k[:2] == b"w/"}
+    stream = decode_stream_time(state.get(stream_time_key(0)))
+    return PartitionTrending(0, WINDOWS, LATENESS, stream, rows)
 
 
 @dataclass
 class Model:
     local: dict[bytes, bytes] = field(default_factory=dict)
-    changelog: list[tuple[bytes, bytes]] = field(default_factory=list)
+    changelog: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     durable: int = 0  # how much of the changelog Kafka holds
     persisted: int = 0  # how much of it the local store knows it has
     committed: int = 0  # next source offset to read after a restart
     ends: list[int] = field(default_factory=list)  # changelog length after each event
+    windows: PartitionTrending = field(default_factory=lambda: windows_of({}))
 
-    def write(self, key: bytes, row: CountRow | MemberRow) -> None:
-        self.local[key] = encode_row(row)
-        self.changelog.append((key, encode_row(row)))
+    def write(self, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            self.local.pop(key, None)
+        else:
+            self.local[key] = value
+        self.changelog.append((key, value))
 
-    def process(self, offset: int, item: str, user: str, liked: bool, budget: int) -> bool:
-        """Fold one event, killed after ``budget`` writes. True if it finished."""
-        result = fold(
-            decode_count(self.local.get(count_key(item))),
-            decode_member(self.local.get(member_key(item, user))),
-            liked,
-            offset,
-        )
-        writes = [
-            (key, row)
-            for key, row in (
-                (count_key(item), result.count),
-                (member_key(item, user), result.member),
-            )
-            if row is not None
-        ]
-        for key, row in writes[:budget]:
-            self.write(key, row)
+    def process(self, offset: int, item: str, user: str, liked: bool, at: int, budget: int) -> bool:
+        """Fold one event as ``agents/_likes.py`` does, killed after ``budget`` writes.
+
+        True if it finished."""
+        before = decode_member(self.local.get(member_key(item, user)))
+        result = fold(decode_count(self.local.get(count_key(item))), before, liked, offset)
+        writes: list[tuple[bytes, bytes | None]] = []
+        if result.count is not None:
+            writes.append((count_key(item), encode_row(result.count)))
+        writes += self.windows.apply(item, result, before, liked, offset, at)
+        if result.member is not None:
+            writes.append((member_key(item, user), encode_row(result.member)))
+        for key, value in writes[:budget]:
+            self.write(key, value)
         return budget >= len(writes)
 
     def crash(self, rng: random.Random, processed: int) -> None:
@@ -76,29 +100,46 @@ class Model:
     def recover(self, lose_data_dir: bool) -> None:
         if lose_data_dir:
             self.local, self.persisted = {}, 0
-        for key, value in self.changelog[self.persisted :]:
-            if supersedes(value, self.local.get(key)):
-                self.local[key] = value
+        self.local = replayed(self.changelog[self.persisted :], self.local)
         self.persisted = len(self.changelog)
+        self.windows = windows_of(self.local)
+
+
+def replayed(
+    records: list[tuple[bytes, bytes | None]], state: dict[bytes, bytes]
+) -> dict[bytes, bytes]:
+    """Changelog recovery: a tombstone deletes; a row replaces an older one only."""
+    for key, value in records:
+        if value is None:
+            state.pop(key, None)
+        elif supersedes(value, state.get(key)):
+            state[key] = value
+    return state
 
 
 def run(seed: int) -> None:
     rng = random.Random(seed)
     users, items = [f"u{i}" for i in range(4)], [f"i{i}" for i in range(3)]
-    events = []
+    events: list[tuple[str, str, bool, int]] = []
+    now = 0
     for _ in range(rng.randint(1, 40)):
         if events and rng.random() < 0.2:
             events.append(events[-1])  # duplicate
         else:
-            events.append((rng.choice(items), rng.choice(users), rng.random() < 0.6))
-    oracle = {(item, user): liked for item, user, liked in events}
+            now += rng.choice([0, 300, 1000, 3000])
+            at = now - rng.choice([0, 0, 0, 1000, 6000])  # some late, some far too late
+            events.append((rng.choice(items), rng.choice(users), rng.random() < 0.6, at))
+    oracle = {(item, user): liked for item, user, liked, _ in events}
+    trending = TrendingOracle(WINDOWS, LATENESS)
+    for item, user, liked, at in events:
+        trending.apply(0, LikeEvent(user, item, "like" if liked else "unlike"), at)
 
     model = Model()
     for _ in range(rng.randint(0, 4)):  # crashes, each followed by a restart
         model.ends = model.ends[: model.committed]
         processed = model.committed
         for offset in range(model.committed, len(events)):
-            budget = rng.choice([0, 1, 9, 9, 9, 9, 9, 9])  # writes before a SIGKILL
+            budget = rng.choice([0, 1, 2, 3, 9, 9, 9, 9, 9, 9])  # writes before a SIGKILL
             if not model.process(offset, *events[offset], budget=budget):
                 break
             model.ends.append(len(model.changelog))
@@ -110,11 +151,12 @@ def run(seed: int) -> None:
         model.process(offset, *events[offset], budget=9)
     model.durable = len(model.changelog)
 
-    rebuilt: dict[bytes, bytes] = {}
-    for key, value in model.changelog:
-        if supersedes(value, rebuilt.get(key)):
-            rebuilt[key] = value
+    rebuilt = replayed(model.changelog, {})
     for state in (model.local, rebuilt):
+        ranked = windows_of(state).rankings
+        for window in WINDOWS:
+            totals = {i: n for i, n in ranked[window.name].totals.items() if n}
+            assert totals == trending.totals(window.name, 0), (seed, window.name)
         for item in items:
             want = sum(1 for (i, _), liked in oracle.items() if i == item and liked)
             assert decode_count(state.get(count_key(item))).likes == want, (seed, item)
