@@ -219,7 +219,9 @@ class PartitionTrending:
         touched: set[str] = set()
         for ranking in self.rankings.values():
             touched |= ranking.advance(ranking.window.first(watermark))
-        return {item for item in touched if item in self.rows and not self._visible(self.rows[item])}
+        return {
+            item for item in touched if item in self.rows and not self._visible(self.rows[item])
+        }
 
     def _visible(self, row: WindowRow | None) -> bool:
         if row is None:

@@ -10,6 +10,7 @@ Two changes to faust's ``Table``:
   carries the later source offset. After a SIGKILL the local RocksDB can be ahead
   of the changelog; replaying an older changelog record over it would mix old and
   new rows and break the count/membership invariant that ``agents/_fold.py`` needs.
+  Tombstones are not applied: they carry no stamp (see :meth:`StampedTable._is_newer`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,12 @@ class StampedTable(faust.Table[bytes, bytes]):
 
     def _is_newer(self, event: EventT[bytes], newest: dict[tuple[int, bytes], bytes]) -> bool:
         msg = event.message
-        if msg.value is None or msg.key is None:
+        if msg.value is None:
+            # A tombstone has no stamp: it could delete a newer local row. Only expired
+            # trending rows are ever deleted (tables/_windows.py), and one brought back
+            # holds nothing inside a window; the agent deletes it again.
+            return False
+        if msg.key is None:
             return True
         slot = (msg.partition, msg.key)
         if slot not in newest:

@@ -10,8 +10,8 @@ data dir (recovery merges the changelog tail from the persisted offset) or loses
 it (recovery replays the whole changelog), then replays from the committed
 offset. Afterwards both the local state and a state rebuilt from the changelog
 must equal the oracle: counts, memberships and the likes gained in each window.
-Window rows may be deleted (tombstones): recovery applies a tombstone always, as
-``tables/_table.py`` does, and the in-memory index is rebuilt from the rows.
+Window rows may be deleted (tombstones): recovery does not apply tombstones, as
+``tables/_table.py`` does not, and the in-memory index is rebuilt from the rows.
 """
 
 from __future__ import annotations
@@ -108,11 +108,9 @@ class Model:
 def replayed(
     records: list[tuple[bytes, bytes | None]], state: dict[bytes, bytes]
 ) -> dict[bytes, bytes]:
-    """Changelog recovery: a tombstone deletes; a row replaces an older one only."""
+    """Changelog recovery: a row replaces an older one only; tombstones are not applied."""
     for key, value in records:
-        if value is None:
-            state.pop(key, None)
-        elif supersedes(value, state.get(key)):
+        if value is not None and supersedes(value, state.get(key)):
             state[key] = value
     return state
 
