@@ -153,6 +153,7 @@ class PartitionTrending:
         self.rankings = {w.name: Ranking(w, w.first(watermark)) for w in windows}
         self.stamp = stream.offset
         self.dirty = True  # publish once after every (re)build
+        self._next_slide = self._slide_at()
         self._stale: set[str] = set()  # rows with nothing left in any window: delete them
         for item, row in rows.items():
             self.stamp = max(self.stamp, row.offset)
@@ -166,7 +167,8 @@ class PartitionTrending:
         if event_ms > self.stream.ms:
             self.stream = StreamTime(event_ms, offset)
             writes.append((stream_time_key(self.partition), encode_stream_time(self.stream)))
-            self._stale |= self._advance(event_ms - self.lateness_ms)
+            if event_ms - self.lateness_ms >= self._next_slide:
+                self._stale |= self._advance(event_ms - self.lateness_ms)
             self._changed(offset)
         elif self.stream.offset == offset:
             # A replay of the event that set the stream time: written again, like the
@@ -219,9 +221,16 @@ class PartitionTrending:
         touched: set[str] = set()
         for ranking in self.rankings.values():
             touched |= ranking.advance(ranking.window.first(watermark))
+        self._next_slide = self._slide_at()
         return {
             item for item in touched if item in self.rows and not self._visible(self.rows[item])
         }
+
+    def _slide_at(self) -> int:
+        """The watermark at which the first window next drops a bucket: no work before."""
+        return min(
+            (r.first + r.window.buckets) * r.window.bucket_ms for r in self.rankings.values()
+        )
 
     def _visible(self, row: WindowRow | None) -> bool:
         if row is None:
