@@ -19,10 +19,11 @@ Why the windowed counts are exact when a worker is SIGKILLed at any moment
   replay), the item's window row is written between them too, so that in any
   prefix of the changelog a member row never implies more than its window row.
   The replay of the event that set the stream time writes it again too.
-* Stream time only grows, and a bucket leaves a window for good once the
-  watermark passes it. What the windows show at the end depends only on
-  buckets still inside them, and an event in such a bucket is counted whatever
-  the stream time was when it was (re)played, since the stream time was never
+* The watermark (newest event time minus the lateness, on the grid of the
+  bucket sizes: ``tables/_windows.py``) only grows, and a bucket leaves a window
+  for good once the watermark passes it. What the windows show at the end
+  depends only on buckets still inside them, and an event in such a bucket is
+  counted whatever the watermark was when it was (re)played, since it was never
   later than at the end. Whatever a crash does to old buckets (a row deleted
   locally and brought back by changelog recovery) stays out of sight.
 
@@ -35,16 +36,17 @@ too few candidates above the bound are all the window's items ranked again.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable
 
 from likestream._metrics import trending_late
 from likestream._top import PartitionTop
 from likestream._window_spec import Window
-from likestream.tables import LikeTables, MemberRow, StreamTime, WindowRow
+from likestream.tables import LikeTables, MemberRow, Watermark, WindowRow
 from likestream.tables._windows import (
-    encode_stream_time,
+    encode_watermark,
     encode_window_row,
-    stream_time_key,
+    watermark_key,
     window_key,
 )
 
@@ -142,16 +144,20 @@ class PartitionTrending:
         partition: int,
         windows: Iterable[Window],
         lateness_ms: int,
-        stream: StreamTime,
+        watermark: Watermark,
         rows: dict[str, WindowRow],
     ) -> None:
         self.partition = partition
         self.lateness_ms = lateness_ms
-        self.stream = stream
+        self.watermark = watermark
+        # Newest event time seen; after a restart a lower bound, which is enough: it
+        # only decides when the watermark moves on.
+        self._newest = watermark.ms + lateness_ms
         self.rows: dict[str, WindowRow] = {}
-        watermark = stream.ms - lateness_ms
-        self.rankings = {w.name: Ranking(w, w.first(watermark)) for w in windows}
-        self.stamp = stream.offset
+        self.rankings = {w.name: Ranking(w, w.first(watermark.ms)) for w in windows}
+        # Every window's first bucket depends on the watermark only through this grid.
+        self._grid = math.gcd(*(r.window.bucket_ms for r in self.rankings.values()))
+        self.stamp = watermark.offset
         self.dirty = True  # publish once after every (re)build
         self._next_slide = self._slide_at()
         self._stale: set[str] = set()  # rows with nothing left in any window: delete them
@@ -164,16 +170,18 @@ class PartitionTrending:
     ) -> list[Row]:
         """The rows one event writes, in order, between its count row and its member row."""
         writes: list[Row] = []
-        if event_ms > self.stream.ms:
-            self.stream = StreamTime(event_ms, offset)
-            writes.append((stream_time_key(self.partition), encode_stream_time(self.stream)))
-            if event_ms - self.lateness_ms >= self._next_slide:
-                self._stale |= self._advance(event_ms - self.lateness_ms)
-            self._changed(offset)
-        elif self.stream.offset == offset:
-            # A replay of the event that set the stream time: written again, like the
-            # count row, in case the changelog lost it.
-            writes.append((stream_time_key(self.partition), encode_stream_time(self.stream)))
+        if event_ms > self._newest:
+            self._newest = event_ms
+            mark = (event_ms - self.lateness_ms) // self._grid * self._grid
+            if mark > self.watermark.ms:
+                self.watermark = Watermark(mark, offset)
+                if mark >= self._next_slide:
+                    self._stale |= self._advance(mark)
+                self._changed(offset)
+        if self.watermark.offset == offset:
+            # Moved by this event, or a replay of the event that moved it: written
+            # again then, like the count row, in case the changelog lost it.
+            writes.append((watermark_key(self.partition), encode_watermark(self.watermark)))
         row = self.rows.get(item)
         if effective(result, before, liked, offset) and (row is None or row.offset < offset):
             row = row or WindowRow()
@@ -208,7 +216,7 @@ class PartitionTrending:
         """Each window's top items, as published (``likestream/_top.py``)."""
         return [
             PartitionTop(
-                name, self.partition, self.stamp, self.stream.ms, tuple(ranking.top(limit))
+                name, self.partition, self.stamp, self.watermark.ms, tuple(ranking.top(limit))
             )
             for name, ranking in self.rankings.items()
         ]
@@ -272,9 +280,9 @@ class Trending:
         self.lateness_ms = lateness_ms
         self.partitions: dict[int, PartitionTrending] = {}
 
-    def load(self, partition: int, stream: StreamTime, rows: dict[str, WindowRow]) -> None:
+    def load(self, partition: int, watermark: Watermark, rows: dict[str, WindowRow]) -> None:
         self.partitions[partition] = PartitionTrending(
-            partition, self.windows, self.lateness_ms, stream, rows
+            partition, self.windows, self.lateness_ms, watermark, rows
         )
 
     def partition(self, partition: int, tables: LikeTables) -> PartitionTrending:

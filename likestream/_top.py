@@ -4,12 +4,13 @@ Each worker publishes, per window and owned partition, that partition's top
 items (at most ``agents._trending.MAX_TOP``) to the compacted trending topic,
 key ``<window>/<partition>``, value::
 
-    {"window": "1h", "partition": 3, "stamp": 1234, "stream_time": 1764253000123,
+    {"window": "1h", "partition": 3, "stamp": 1234, "watermark": 1764252990000,
      "items": [["post:9", 12], ["post:4", 7]]}
 
-``stamp`` is the source offset of the newest event that changed the partition's
-windows: a record older than one already read (an earlier owner's, published
-late after a rebalance) is ignored. Items live on one partition each, so the
+``watermark`` is the partition's (``tables/_windows.py``). ``stamp`` is the
+source offset of the newest event that changed the partition's windows: a
+record older than one already read (an earlier owner's, published late after a
+rebalance) is ignored. Items live on one partition each, so the
 top ``n`` overall are among the top ``n`` of every partition: the merge is
 exact for any ``n`` up to the published size.
 """
@@ -32,7 +33,7 @@ class PartitionTop:
     window: str
     partition: int
     stamp: int
-    stream_ms: int
+    watermark_ms: int
     items: tuple[tuple[str, int], ...]
 
 
@@ -46,7 +47,7 @@ def encode_top(top: PartitionTop) -> bytes:
             "window": top.window,
             "partition": top.partition,
             "stamp": top.stamp,
-            "stream_time": top.stream_ms,
+            "watermark": top.watermark_ms,
             "items": [list(pair) for pair in top.items],
         }
     )
@@ -61,7 +62,7 @@ def parse_top(raw: bytes | None) -> PartitionTop | None:
             str(doc["window"]),
             int(doc["partition"]),
             int(doc["stamp"]),
-            int(doc["stream_time"]),
+            int(doc["watermark"]),
             items,
         )
     except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):
@@ -72,18 +73,18 @@ def parse_top(raw: bytes | None) -> PartitionTop | None:
 def merge_tops(window: Window, tops: Iterable[PartitionTop], limit: int) -> list[tuple[str, int]]:
     """The ``limit`` items with the most likes gained in ``window`` over all partitions.
 
-    Each partition's window is as of its own stream time; a partition whose newest
-    event is a whole window older than the newest of any partition has gained
-    nothing in the window as seen from there, and is left out.
+    Each partition's window is as of its own watermark; a partition whose watermark
+    is a whole window behind the newest of any partition has gained nothing in the
+    window as seen from there (it has been quiet), and is left out.
     """
     chosen = [t for t in tops if t.window == window.name]
     if not chosen:
         return []
-    newest = max(t.stream_ms for t in chosen)
+    newest = max(t.watermark_ms for t in chosen)
     pooled = [
         (-likes, item)
         for t in chosen
-        if t.stream_ms > newest - window.length_ms
+        if t.watermark_ms > newest - window.length_ms
         for item, likes in t.items
     ]
     return [(item, -neg) for neg, item in sorted(pooled)[:limit]]

@@ -3,18 +3,18 @@
 from ._rows import NO_COUNT, NO_MEMBER, CountRow, MemberRow
 from ._state import LikeTables, NotServable, StateReader
 from ._table import StampedTable
-from ._windows import NO_STREAM_TIME, StreamTime, WindowRow
+from ._windows import NO_WATERMARK, Watermark, WindowRow
 
 __all__ = [
     "NO_COUNT",
     "NO_MEMBER",
-    "NO_STREAM_TIME",
+    "NO_WATERMARK",
     "CountRow",
     "LikeTables",
     "MemberRow",
     "NotServable",
     "StampedTable",
     "StateReader",
-    "StreamTime",
+    "Watermark",
     "WindowRow",
 ]

@@ -24,12 +24,12 @@ from ._rows import (
 from ._table import StampedTable
 from ._windows import (
     WINDOW_PREFIX,
-    StreamTime,
+    Watermark,
     WindowRow,
-    decode_stream_time,
+    decode_watermark,
     decode_window_row,
     item_of_window_key,
-    stream_time_key,
+    watermark_key,
 )
 
 __all__ = ["LikeTables", "NotServable", "StateReader"]
@@ -100,7 +100,7 @@ class LikeTables:
             else:
                 self.table[key] = value
 
-    def window_rows(self, partition: int) -> tuple[StreamTime, dict[str, WindowRow]]:
+    def window_rows(self, partition: int) -> tuple[Watermark, dict[str, WindowRow]]:
         """The stream time and every window row of one partition, read from its database.
 
         A scan of the ``w/`` rows: for rebuilding the agent's in-memory index after an
@@ -110,19 +110,19 @@ class LikeTables:
         if not hasattr(data, "_db_for_partition"):
             # faust's memory store (unit tests): one mapping, read as it is.
             raw_rows: Iterable[tuple[bytes, bytes]] = sorted(data.items())
-            stream_raw = data.get(stream_time_key(partition))
+            stream_raw = data.get(watermark_key(partition))
         else:
             # The store's per-partition handle is private API; faust offers no other.
             db = data._db_for_partition(partition)
             raw_rows = db.items(from_key=WINDOW_PREFIX)
-            stream_raw = db.get(stream_time_key(partition))
+            stream_raw = db.get(watermark_key(partition))
         rows: dict[str, WindowRow] = {}
         for key, raw in raw_rows:
             if key.startswith(WINDOW_PREFIX):
                 rows[item_of_window_key(key)] = decode_window_row(raw)
             elif key > WINDOW_PREFIX:
                 break  # keys are sorted: past the w/ rows
-        return decode_stream_time(stream_raw), rows
+        return decode_watermark(stream_raw), rows
 
     def take_unconfirmed(self) -> list[FutureMessage]:
         return self.table.take_unconfirmed()

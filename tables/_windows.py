@@ -6,8 +6,10 @@
   index and net likes). One row per item rather than one per window and bucket:
   an applied event costs one write for all windows, and old buckets leave the
   row when it is next written instead of needing a delete each.
-* ``t/<partition>``: the partition's stream time, the largest event time (epoch
-  ms) it has seen, ``<ms>,<offset>``.
+* ``t/<partition>``: the partition's watermark, ``<ms>,<offset>``: the largest
+  event time (epoch ms) it has seen minus the allowed lateness, rounded down to
+  the grid of the bucket sizes, so that it changes once per grid step (10 s with
+  the default windows) rather than with every event.
 
 Both end in ``,<offset>`` as the other rows do, so recovery keeps the newest
 (``_rows.supersedes``). Being in the same table, their changelog records keep
@@ -19,15 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = [
-    "NO_STREAM_TIME",
-    "StreamTime",
+    "NO_WATERMARK",
+    "Watermark",
     "WindowRow",
-    "decode_stream_time",
+    "decode_watermark",
     "decode_window_row",
-    "encode_stream_time",
+    "encode_watermark",
     "encode_window_row",
     "item_of_window_key",
-    "stream_time_key",
+    "watermark_key",
     "window_key",
 ]
 
@@ -35,12 +37,13 @@ WINDOW_PREFIX = b"w/"
 
 
 @dataclass(frozen=True, slots=True)
-class StreamTime:
+class Watermark:
     ms: int
     offset: int
 
 
-NO_STREAM_TIME = StreamTime(-1, -1)
+# Before any event: earlier than any event time, so the first one moves it.
+NO_WATERMARK = Watermark(-(1 << 62), -1)
 
 
 @dataclass(slots=True)
@@ -59,7 +62,7 @@ def item_of_window_key(key: bytes) -> str:
     return key[len(WINDOW_PREFIX) :].decode()
 
 
-def stream_time_key(partition: int) -> bytes:
+def watermark_key(partition: int) -> bytes:
     return b"t/%d" % partition
 
 
@@ -85,12 +88,12 @@ def decode_window_row(raw: bytes | None) -> WindowRow:
     return row
 
 
-def encode_stream_time(row: StreamTime) -> bytes:
+def encode_watermark(row: Watermark) -> bytes:
     return b"%d,%d" % (row.ms, row.offset)
 
 
-def decode_stream_time(raw: bytes | None) -> StreamTime:
+def decode_watermark(raw: bytes | None) -> Watermark:
     if raw is None:
-        return NO_STREAM_TIME
+        return NO_WATERMARK
     ms, offset = raw.split(b",", 1)
-    return StreamTime(int(ms), int(offset))
+    return Watermark(int(ms), int(offset))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 
@@ -56,7 +57,9 @@ class TrendingOracle:
     An event is applied when it changes the member's state; it gains +1 (like) or
     -1 (unlike) in the window's bucket of its event time. At a partition's
     watermark (its largest event time minus the lateness) a window holds the
-    bucket of the watermark, the ``n - 1`` before it and any later one.
+    bucket of the watermark, the ``n - 1`` before it and any later one. The watermark
+    is rounded down to the grid of the bucket sizes, which does not change which
+    buckets a window holds.
     """
 
     def __init__(self, windows: tuple[Window, ...], lateness_ms: int) -> None:
@@ -70,13 +73,18 @@ class TrendingOracle:
         key = (event.item_id, event.user_id)
         before = self.members.get(key, False)
         self.members[key] = event.liked
-        self.stream[partition] = max(self.stream.get(partition, -1), event_ms)
+        self.stream[partition] = max(self.stream.get(partition, event_ms), event_ms)
         if before != event.liked:
             self.gained.append((partition, event.item_id, event_ms, 1 if event.liked else -1))
 
+    def watermark(self, partition: int) -> int:
+        """Newest event time minus the lateness, on the grid of the bucket sizes."""
+        grid = math.gcd(*(w.bucket_ms for w in self.windows.values()))
+        return (self.stream[partition] - self.lateness_ms) // grid * grid
+
     def totals(self, window: str, partition: int) -> dict[str, int]:
         w = self.windows[window]
-        watermark = self.stream.get(partition, -1) - self.lateness_ms
+        watermark = self.watermark(partition) if partition in self.stream else -1
         first = watermark // w.bucket_ms - w.length_ms // w.bucket_ms + 1
         out: dict[str, int] = {}
         for p, item, ms, delta in self.gained:
@@ -90,17 +98,18 @@ class TrendingOracle:
         """``[[item, likes], ...]``: most likes gained first, ties by item id, likes > 0.
 
         Over all partitions (or the given ones), leaving out a partition whose
-        stream time is a whole window behind the newest one.
+        watermark is a whole window behind the newest one.
         """
-        chosen = sorted(self.stream) if partitions is None else partitions
+        asked = sorted(self.stream) if partitions is None else partitions
+        chosen = [p for p in asked if p in self.stream]
         if not chosen:
             return []
-        newest = max(self.stream.get(p, -1) for p in chosen)
+        newest = max(self.watermark(p) for p in chosen)
         length = self.windows[window].length_ms
         pooled = [
             (-n, item)
             for p in chosen
-            if self.stream.get(p, -1) > newest - length
+            if self.watermark(p) > newest - length
             for item, n in self.totals(window, p).items()
             if n > 0
         ]

@@ -36,10 +36,10 @@ from likestream.tables._rows import (
     supersedes,
 )
 from likestream.tables._windows import (
-    decode_stream_time,
+    decode_watermark,
     decode_window_row,
     item_of_window_key,
-    stream_time_key,
+    watermark_key,
 )
 
 # Small windows, so that a few dozen events move buckets out and delete rows.
@@ -50,7 +50,7 @@ LATENESS = 1500
 def windows_of(state: dict[bytes, bytes]) -> PartitionTrending:
     """The trending index as a worker rebuilds it from the rows."""
     rows = {item_of_window_key(k): decode_window_row(v) for k, v in state.items() if k[:2] == b"w/"}
-    stream = decode_stream_time(state.get(stream_time_key(0)))
+    stream = decode_watermark(state.get(watermark_key(0)))
     return PartitionTrending(0, WINDOWS, LATENESS, stream, rows)
 
 

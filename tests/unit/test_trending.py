@@ -16,7 +16,7 @@ from likestream._window_spec import clamp_event_time, parse_windows
 from likestream.agents import _trending as trending_module
 from likestream.agents import fold
 from likestream.agents._trending import MAX_TOP, PartitionTrending
-from likestream.tables import NO_STREAM_TIME
+from likestream.tables import NO_WATERMARK
 from likestream.tables._rows import (
     count_key,
     decode_count,
@@ -25,10 +25,10 @@ from likestream.tables._rows import (
     member_key,
 )
 from likestream.tables._windows import (
-    decode_stream_time,
+    decode_watermark,
     decode_window_row,
     item_of_window_key,
-    stream_time_key,
+    watermark_key,
 )
 
 WINDOWS = parse_windows("1m:10s,10m:1m,1h:5m")
@@ -46,8 +46,8 @@ class Partition:
         self.trending = self.rebuilt()
 
     def rebuilt(self) -> PartitionTrending:
-        raw = self.store.get(stream_time_key(self.number))
-        stream = decode_stream_time(raw) if raw else NO_STREAM_TIME
+        raw = self.store.get(watermark_key(self.number))
+        stream = decode_watermark(raw) if raw else NO_WATERMARK
         rows = {
             item_of_window_key(k): decode_window_row(v)
             for k, v in self.store.items()
@@ -181,7 +181,7 @@ def test_top_records_round_trip() -> None:
     assert parse_top(b"{}") is None
     assert (
         parse_top(
-            b'{"window": "1h", "partition": 0, "stamp": 1, "stream_time": 1, '
+            b'{"window": "1h", "partition": 0, "stamp": 1, "watermark": 1, '
             b'"items": [["bad id!", 1]]}'
         )
         is None
