@@ -18,7 +18,7 @@ Why the windowed counts are exact when a worker is SIGKILLed at any moment
 * Whenever the fold writes the count and member rows (applied, or again on a
   replay), the item's window row is written between them too, so that in any
   prefix of the changelog a member row never implies more than its window row.
-  The replay of the event that set the stream time writes it again too.
+  The replay of the event that moved the watermark writes it again too.
 * The watermark (newest event time minus the lateness, on the grid of the
   bucket sizes: ``tables/_windows.py``) only grows, and a bucket leaves a window
   for good once the watermark passes it. What the windows show at the end

@@ -101,7 +101,7 @@ class LikeTables:
                 self.table[key] = value
 
     def window_rows(self, partition: int) -> tuple[Watermark, dict[str, WindowRow]]:
-        """The stream time and every window row of one partition, read from its database.
+        """The watermark and every window row of one partition, read from its database.
 
         A scan of the ``w/`` rows: for rebuilding the agent's in-memory index after an
         assignment, never per event or per request.
