@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import faust
 from faust.transport.consumer import Consumer
@@ -15,12 +15,15 @@ from likestream._metrics import DLQ_RECORDS, INVALID_EVENTS, event_folded
 from likestream._schema import InvalidEvent, LikeEvent, parse_event
 from likestream._sender import KafkaSender, Outgoing, Sender
 from likestream._settings import Settings
+from likestream._top import encode_top, top_key
+from likestream._window_spec import clamp_event_time
 from likestream.tables import LikeTables
 
 from ._confirm import Confirmer, Folded
 from ._fold import fold
 from ._holes import HoleFiller
 from ._positions import Positions, Verdict
+from ._trending import Trending
 
 __all__ = ["Topics", "define_agents"]
 
@@ -38,6 +41,8 @@ class Topics:
     events: faust.TopicT
     counts: str
     dlq: str
+    trending: str | None = None
+    """Where the top items of owned partitions go; None: not published (unit tests)."""
 
 
 class Record(Protocol):
@@ -69,6 +74,7 @@ def define_agents(
     sender = sender or KafkaSender(settings.kafka)
     confirmer = Confirmer(tables, positions, sender, topics.counts, topics.dlq)
     holes = HoleFiller(settings.kafka, settings.app_id)
+    trending = Trending(settings.windows, settings.trending_lateness_ms)
 
     def fold_record(
         record: Record,
@@ -76,7 +82,7 @@ def define_agents(
         event: EventT[bytes] | None = None,
         stream: StreamT[bytes] | None = None,
     ) -> None:
-        reason = _fold(record, tp.partition, tables)
+        reason = _fold(record, tp.partition, tables, trending)
         if reason is not None:
             confirmer.dead_letter(tp.partition, _dead_letter(record, reason))
         epoch = positions.folded(tp, record.offset)
@@ -114,6 +120,19 @@ def define_agents(
             if confirmer.pending >= MAX_PENDING:
                 await confirmer.confirm()
 
+    def forget_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        # A revoked partition's rows may change on another worker: rebuild when back.
+        revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
+        trending.forget(tp.partition for tp in revoked if tp.topic == settings.topic)
+
+    # mode types the handler as a union mypy cannot match a plain function against.
+    app.on_partitions_revoked.connect(cast(Any, forget_revoked))
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def publish_trending_forever() -> None:
+        if topics.trending is not None:
+            await _publish_trending(app, topics.trending, sender, tables, trending, settings)
+
     @app.task  # type: ignore[untyped-decorator]
     async def confirm_forever() -> None:
         # A plain loop rather than app.timer: a slow confirmation just delays the
@@ -135,28 +154,69 @@ def define_agents(
     return confirmer
 
 
-def _fold(record: Record, partition: int, tables: LikeTables) -> str | None:
+def _fold(record: Record, partition: int, tables: LikeTables, trending: Trending) -> str | None:
     """Fold one record into the tables' pending rows; the reason when it is invalid."""
     try:
         like = parse_event(record.key, record.value)
     except InvalidEvent as exc:
         return str(exc)
-    item, user = like.item_id, like.user_id
-    count, member = tables.count(item, partition), tables.member(item, user, partition)
-    result = fold(count, member, like.liked, record.offset)
-    event_folded(like.action, result.outcome, _event_time(like, record))
+    item, user, offset = like.item_id, like.user_id, record.offset
+    record_ms = _record_ms(record)
+    before = tables.member(item, user, partition)
+    result = fold(tables.count(item, partition), before, like.liked, offset)
+    event_folded(like.action, result.outcome, _event_time(like, record_ms))
+    # Count row, then trending rows, then member row: agents/_fold.py and
+    # agents/_trending.py say why the order matters.
     if result.count is not None:
         tables.put_count(partition, item, result.count)
+    # The event time the windows use: ts, bounded by the record's timestamp.
+    event_ms = clamp_event_time(like.ts, record_ms, trending.lateness_ms)
+    windows = trending.partition(partition, tables)
+    tables.put_window_rows(
+        partition, windows.apply(item, result, before, like.liked, offset, event_ms)
+    )
     if result.member is not None:
         tables.put_member(partition, item, user, result.member)
     return None
 
 
-def _event_time(like: LikeEvent, record: Record) -> float:
+def _record_ms(record: Record) -> int:
+    return int(record.timestamp * 1000 if isinstance(record, Message) else record.timestamp)
+
+
+def _event_time(like: LikeEvent, record_ms: int) -> float:
     """Epoch seconds for the latency metric: the event's ts, else the record's timestamp."""
-    if like.ts is not None:
-        return like.ts / 1000
-    return record.timestamp if isinstance(record, Message) else record.timestamp / 1000
+    return (like.ts if like.ts is not None else record_ms) / 1000
+
+
+async def _publish_trending(
+    app: faust.App,
+    topic: str,
+    sender: Sender,
+    tables: LikeTables,
+    trending: Trending,
+    settings: Settings,
+) -> None:
+    """Every interval, publish the top items of the owned partitions that changed.
+
+    Coalesced: at most one record per window and partition per interval. Derived
+    data, so not part of any event's acknowledgement: a crash loses at most what
+    the next change (or the rebuild after an assignment) publishes again.
+    """
+    while True:
+        await asyncio.sleep(settings.trending_interval_ms / 1000)
+        if not tables.ready():
+            continue
+        owned = {
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == settings.topic
+        }
+        trending.forget(set(trending.partitions) - owned)
+        for partition in owned:
+            trending.partition(partition, tables)  # built from the rows when missing
+        await sender.start()
+        for top in trending.changed():
+            record: Outgoing = (top_key(top.window, top.partition), encode_top(top), [])
+            await sender.send(topic, top.partition, [record])
 
 
 def _dead_letter(record: Record, reason: str) -> Outgoing:

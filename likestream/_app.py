@@ -8,7 +8,14 @@ import faust
 
 from likestream.agents import Topics, define_agents
 from likestream.tables import LikeTables
-from likestream.web import PushSettings, RateLimiter, WebServer, Writes, create_app
+from likestream.web import (
+    PushSettings,
+    RateLimiter,
+    TrendingSettings,
+    WebServer,
+    Writes,
+    create_app,
+)
 
 from ._sampler import Sampler
 from ._settings import Settings
@@ -82,6 +89,15 @@ def _push(settings: Settings) -> PushSettings:
     )
 
 
+def _trending(settings: Settings) -> TrendingSettings:
+    return TrendingSettings(
+        windows=settings.windows,
+        kafka=settings.kafka,
+        topic=settings.trending_topic,
+        partitions=settings.partitions,
+    )
+
+
 def build(settings: Settings, secret: str) -> Pipeline:
     """The worker's parts; ``secret`` verifies write tokens (see ``_secret.py``)."""
     app = _faust_app(settings)
@@ -89,6 +105,7 @@ def build(settings: Settings, secret: str) -> Pipeline:
         events=_raw_topic(app, settings.topic, settings),
         counts=settings.counts_topic,
         dlq=settings.dlq_topic,
+        trending=settings.trending_topic,
     )
     tables = LikeTables(app, settings)
     define_agents(app, topics, tables, settings)
@@ -100,6 +117,7 @@ def build(settings: Settings, secret: str) -> Pipeline:
         status=sampler,
         push=_push(settings),
         dev_tokens=bool(settings.dev_tokens),
+        trending=_trending(settings),
     )
     web = WebServer(api, settings.web_host, settings.web_port)
     return Pipeline(app, tables, web, sampler)

@@ -31,10 +31,12 @@ __all__ = [
     "SSE_CONNECTIONS",
     "SUBSCRIPTIONS",
     "TABLE_ROWS",
+    "TRENDING_LATE",
     "WS_CONNECTIONS",
     "agent_producer_error",
     "event_folded",
     "http_producer_error",
+    "trending_late",
 ]
 
 # -- events (agents) -------------------------------------------------------------
@@ -64,6 +66,22 @@ def event_folded(action: str, outcome: str, event_time: float) -> None:
     if outcome == "applied":
         # A clock behind the producer's would give a negative latency: count it as 0.
         EVENT_LATENCY.observe(max(0.0, time.time() - event_time))
+
+
+TRENDING_LATE = Counter(
+    "likestream_trending_late_events_total",
+    "Applied events left out of a trending window: their event time was older than the "
+    "window's oldest bucket (stream time minus window minus allowed lateness).",
+    ["window"],
+)
+_LATE: dict[str, Counter] = {}
+
+
+def trending_late(window: str) -> None:
+    child = _LATE.get(window)
+    if child is None:
+        child = _LATE[window] = TRENDING_LATE.labels(window)
+    child.inc()
 
 
 # -- Kafka and the state (sampled) --------------------------------------------------

@@ -44,8 +44,13 @@ class KafkaSender:
     def __init__(self, bootstrap: str) -> None:
         self._bootstrap = bootstrap
         self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
+        async with self._starting:  # the flush and the trending publisher both start it
+            await self._start()
+
+    async def _start(self) -> None:
         if self._producer is None:
             # Created here: aiokafka wants a running loop.
             producer = AIOKafkaProducer(

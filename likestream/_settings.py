@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._window_spec import DEFAULT_WINDOWS, Window, parse_windows
+
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
 
 ENV_PREFIX = "LIKESTREAM_"
@@ -127,6 +129,27 @@ class Settings(BaseSettings):
     Service). Declared for the Kubernetes manifests; the multi-worker code (issue 7)
     reads it and chooses the default when unset."""
 
+    trending_topic: str = "like-trending"
+    """Compacted topic where each worker publishes the top items of each partition it owns,
+    per window (key ``<window>/<partition>``); every process reads it to answer
+    ``GET /trending`` and the trending pushes."""
+
+    trending_windows: str = DEFAULT_WINDOWS
+    """Trending windows and their buckets, ``WINDOW:BUCKET`` comma separated (durations in
+    s, m, h or d): ``1m:10s`` is one minute of event time in six 10-second buckets, sliding
+    by a bucket. The bucket must divide the window in 1 to 120 parts; at most 8 windows."""
+
+    trending_lateness_ms: int = Field(10_000, ge=0, le=86_400_000)
+    """Allowed lateness of event time, milliseconds: a partition's windows end this much
+    behind the newest event time it has seen, so an event up to this late still lands in the
+    bucket it belongs to; an event older than the oldest bucket of a window is left out of
+    that window (``likestream_trending_late_events_total``). Also the most an event's ``ts``
+    may be ahead of its record's timestamp (a client clock running ahead)."""
+
+    trending_interval_ms: int = Field(1000, ge=10, le=60_000)
+    """How often a worker publishes changed top items of its partitions, milliseconds:
+    the staleness of ``GET /trending`` on top of reading the topic."""
+
     @field_validator("kafka")
     @classmethod
     def _check_kafka(cls, value: str) -> str:
@@ -135,7 +158,7 @@ class Settings(BaseSettings):
             raise ValueError("expected host:port[,host:port...]")
         return ",".join(servers)
 
-    @field_validator("topic", "counts_topic", "app_id")
+    @field_validator("topic", "counts_topic", "trending_topic", "app_id")
     @classmethod
     def _check_name(cls, value: str) -> str:
         if not _TOPIC_RE.fullmatch(value):
@@ -177,6 +200,16 @@ class Settings(BaseSettings):
         if value is not None and not _URL_RE.fullmatch(value):
             raise ValueError("expected http(s)://host[:port] with no path")
         return value
+
+    @field_validator("trending_windows")
+    @classmethod
+    def _check_windows(cls, value: str) -> str:
+        parse_windows(value)  # its ValueError names the fault
+        return value
+
+    @property
+    def windows(self) -> tuple[Window, ...]:
+        return parse_windows(self.trending_windows)
 
     @property
     def dlq_topic(self) -> str:

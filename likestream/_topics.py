@@ -41,6 +41,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.dlq_topic, n, {}),
         # Latest count per item is all downstream readers need: compact.
         TopicSpec(settings.counts_topic, n, {"cleanup.policy": "compact"}),
+        # Latest top items per window and partition (key <window>/<partition>): compact.
+        TopicSpec(settings.trending_topic, n, {"cleanup.policy": "compact"}),
     ]
 
 

@@ -3,10 +3,12 @@
 from ._rows import NO_COUNT, NO_MEMBER, CountRow, MemberRow
 from ._state import Flushed, LikeTables, NotServable, StateReader
 from ._table import StampedTable
+from ._windows import NO_WATERMARK, Watermark, WindowRow
 
 __all__ = [
     "NO_COUNT",
     "NO_MEMBER",
+    "NO_WATERMARK",
     "CountRow",
     "Flushed",
     "LikeTables",
@@ -14,4 +16,6 @@ __all__ = [
     "NotServable",
     "StampedTable",
     "StateReader",
+    "Watermark",
+    "WindowRow",
 ]

@@ -75,8 +75,9 @@ def decode_member(raw: bytes | None) -> MemberRow:
 
 
 def row_offset(raw: bytes) -> int:
-    """The source offset stamped on an encoded row of either kind."""
-    return _split(raw)[1]
+    """The source offset stamped on an encoded row of any kind (trending rows too:
+    ``tables/_windows.py``): whatever follows the last comma."""
+    return int(raw.rsplit(b",", 1)[1])
 
 
 def supersedes(incoming: bytes, current: bytes | None) -> bool:

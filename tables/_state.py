@@ -2,7 +2,8 @@
 
 The agent folds into rows pending in memory and :meth:`LikeTables.flush` writes
 them per batch: one RocksDB write batch and one run of changelog records per
-partition, counts before members (``agents/_fold.py`` says why), each key once.
+partition, counts, then trending rows, then members (``agents/_fold.py`` and
+``agents/_trending.py`` say why), each key once.
 Faust's per-key table writes cost more than the fold itself.
 """
 
@@ -32,6 +33,15 @@ from ._rows import (
     member_key,
 )
 from ._table import StampedTable
+from ._windows import (
+    WINDOW_PREFIX,
+    Watermark,
+    WindowRow,
+    decode_watermark,
+    decode_window_row,
+    item_of_window_key,
+    watermark_key,
+)
 
 __all__ = ["Flushed", "LikeTables", "NotServable", "StateReader"]
 
@@ -58,17 +68,20 @@ class Flushed:
     """One partition's rows of a flush, in changelog order, and its changed counts."""
 
     partition: int
-    rows: list[tuple[bytes, bytes]]
+    rows: list[tuple[bytes, bytes | None]]
     counts: dict[str, CountRow]
 
 
 @dataclass(slots=True)
 class _Pending:
     counts: dict[str, CountRow] = field(default_factory=dict)
+    windows: dict[bytes, bytes | None] = field(default_factory=dict)
     members: dict[bytes, MemberRow] = field(default_factory=dict)
 
     def flushed(self, partition: int) -> Flushed:
+        rows: list[tuple[bytes, bytes | None]]
         rows = [(count_key(item), encode_row(row)) for item, row in self.counts.items()]
+        rows += self.windows.items()
         rows += [(key, encode_row(row)) for key, row in self.members.items()]
         return Flushed(partition, rows, self.counts)
 
@@ -122,6 +135,35 @@ class LikeTables:
     def put_member(self, partition: int, item_id: str, user_id: str, row: MemberRow) -> None:
         self._pending_for(partition).members[member_key(item_id, user_id)] = row
 
+    def put_window_rows(self, partition: int, rows: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Trending rows (``tables/_windows.py``), flushed between counts and members;
+        None deletes one, which sends a tombstone to the changelog."""
+        pending = self._pending_for(partition).windows
+        for key, value in rows:
+            pending[key] = value
+
+    def window_rows(self, partition: int) -> tuple[Watermark, dict[str, WindowRow]]:
+        """The watermark and every window row of one partition, pending rows included.
+
+        A scan of the ``w/`` rows: for rebuilding the agent's in-memory index after an
+        assignment, never per event or per request.
+        """
+        db = self._db(partition)
+        raw: dict[bytes, bytes | None] = {}
+        for key, value in db.items(from_key=WINDOW_PREFIX):
+            if not key.startswith(WINDOW_PREFIX):
+                break  # keys are sorted: past the w/ rows
+            raw[key] = value
+        mark = watermark_key(partition)
+        raw[mark] = db.get(mark)
+        pending = self._pending.get(partition)
+        raw.update(pending.windows if pending is not None else {})
+        stream_raw = raw.pop(mark)
+        rows = {
+            item_of_window_key(k): decode_window_row(v) for k, v in raw.items() if v is not None
+        }
+        return decode_watermark(stream_raw), rows
+
     def flush(self) -> list[Flushed]:
         """Write the rows folded since the last flush to RocksDB; return them to send.
 
@@ -133,7 +175,10 @@ class LikeTables:
         for batch in flushed:
             write = rocksdict.WriteBatch(raw_mode=True)
             for key, value in batch.rows:
-                write.put(key, value)
+                if value is None:
+                    write.delete(key)
+                else:
+                    write.put(key, value)
             self._db(batch.partition).write(write)
         return flushed
 

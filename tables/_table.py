@@ -5,6 +5,10 @@ carries the later source offset. After a SIGKILL the local RocksDB can be ahead
 of the changelog; replaying an older changelog record over it would mix old and
 new rows and break the count/membership invariant that ``agents/_fold.py`` needs.
 
+Tombstones are not applied: they carry no stamp and could delete a newer local
+row. Only expired trending rows are ever deleted (``_windows.py``), and one
+brought back holds nothing inside a window; the agent deletes it again.
+
 The table is written around faust's per-key API (``_state.py`` flushes rows per
 batch); faust still owns its changelog topic, partition assignment and recovery.
 """
@@ -68,18 +72,15 @@ class StampedTable(faust.Table[bytes, bytes]):
     def merge(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
         """Write the changelog ``records`` that are newer than the local rows, in one batch."""
         db = self.partition_db(partition)
-        newest: dict[bytes, bytes | None] = {}
+        newest: dict[bytes, bytes] = {}
         write = rocksdict.WriteBatch(raw_mode=True)
         for key, value in records:
             if key is None:
                 continue
             current = newest[key] if key in newest else db.get(key)
-            if value is None:
-                write.delete(key)
-            elif supersedes(value, current):
-                write.put(key, value)
-            else:
-                continue
+            if value is None or not supersedes(value, current):
+                continue  # a tombstone has no stamp (see above)
+            write.put(key, value)
             newest[key] = value
         db.write(write)
 

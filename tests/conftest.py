@@ -157,6 +157,7 @@ class Cluster:
         self.partitions = partitions
         self.topic = f"likes-{tag}"
         self.counts_topic = f"like-counts-{tag}"
+        self.trending_topic = f"like-trending-{tag}"
         self.app_id = f"likestream-{tag}"
 
     @property
@@ -168,6 +169,7 @@ class Cluster:
             "LIKESTREAM_KAFKA": self.kafka,
             "LIKESTREAM_TOPIC": self.topic,
             "LIKESTREAM_COUNTS_TOPIC": self.counts_topic,
+            "LIKESTREAM_TRENDING_TOPIC": self.trending_topic,
             "LIKESTREAM_APP_ID": self.app_id,
             "LIKESTREAM_PARTITIONS": str(self.partitions),
             "LIKESTREAM_DATA_DIR": str(self.root / name / "data"),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 
 from likestream._schema import Action, LikeEvent
+from likestream._window_spec import Window
 from likestream.client import new_event
 
 
@@ -47,3 +49,68 @@ def mixed_events(
             event = new_event(f"u{rng.randrange(users)}", f"{prefix}:{item}", action)
         previous = event
         yield event
+
+
+class TrendingOracle:
+    """Likes gained per window, recomputed from every applied event (no buckets kept).
+
+    An event is applied when it changes the member's state; it gains +1 (like) or
+    -1 (unlike) in the window's bucket of its event time. At a partition's
+    watermark (its largest event time minus the lateness) a window holds the
+    bucket of the watermark, the ``n - 1`` before it and any later one. The watermark
+    is rounded down to the grid of the bucket sizes, which does not change which
+    buckets a window holds.
+    """
+
+    def __init__(self, windows: tuple[Window, ...], lateness_ms: int) -> None:
+        self.windows = {w.name: w for w in windows}
+        self.lateness_ms = lateness_ms
+        self.members: dict[tuple[str, str], bool] = {}
+        self.stream: dict[int, int] = {}
+        self.gained: list[tuple[int, str, int, int]] = []  # partition, item, ms, delta
+
+    def apply(self, partition: int, event: LikeEvent, event_ms: int) -> None:
+        key = (event.item_id, event.user_id)
+        before = self.members.get(key, False)
+        self.members[key] = event.liked
+        self.stream[partition] = max(self.stream.get(partition, event_ms), event_ms)
+        if before != event.liked:
+            self.gained.append((partition, event.item_id, event_ms, 1 if event.liked else -1))
+
+    def watermark(self, partition: int) -> int:
+        """Newest event time minus the lateness, on the grid of the bucket sizes."""
+        grid = math.gcd(*(w.bucket_ms for w in self.windows.values()))
+        return (self.stream[partition] - self.lateness_ms) // grid * grid
+
+    def totals(self, window: str, partition: int) -> dict[str, int]:
+        w = self.windows[window]
+        watermark = self.watermark(partition) if partition in self.stream else -1
+        first = watermark // w.bucket_ms - w.length_ms // w.bucket_ms + 1
+        out: dict[str, int] = {}
+        for p, item, ms, delta in self.gained:
+            if p == partition and ms // w.bucket_ms >= first:
+                out[item] = out.get(item, 0) + delta
+        return {item: n for item, n in out.items() if n}
+
+    def top(
+        self, window: str, limit: int, partitions: list[int] | None = None
+    ) -> list[list[object]]:
+        """``[[item, likes], ...]``: most likes gained first, ties by item id, likes > 0.
+
+        Over all partitions (or the given ones), leaving out a partition whose
+        watermark is a whole window behind the newest one.
+        """
+        asked = sorted(self.stream) if partitions is None else partitions
+        chosen = [p for p in asked if p in self.stream]
+        if not chosen:
+            return []
+        newest = max(self.watermark(p) for p in chosen)
+        length = self.windows[window].length_ms
+        pooled = [
+            (-n, item)
+            for p in chosen
+            if self.watermark(p) > newest - length
+            for item, n in self.totals(window, p).items()
+            if n > 0
+        ]
+        return [[item, -neg] for neg, item in sorted(pooled)[:limit]]

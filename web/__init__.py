@@ -7,6 +7,7 @@ from ._hub import Hub, Stamp
 from ._limits import RateLimiter
 from ._push import HUB, PushSettings
 from ._status import StatusSource
+from ._trending import TrendingSettings
 from ._writes import Publisher, Writes
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "RateLimiter",
     "Stamp",
     "StatusSource",
+    "TrendingSettings",
     "WebServer",
     "Writes",
     "create_app",

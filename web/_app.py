@@ -19,6 +19,8 @@ from ._hub import Hub
 from ._page import dev_routes, page_routes
 from ._push import PushSettings, install
 from ._status import STATUS, StatusSource, status_routes
+from ._trending import TrendingSettings
+from ._trending import install as install_trending
 from ._views import STATE, routes
 from ._writes import WRITES, Writes, publisher_ctx, write_routes
 
@@ -47,9 +49,11 @@ def create_app(
     status: StatusSource | None = None,
     push: PushSettings | None = None,
     dev_tokens: bool = False,
+    trending: TrendingSettings | None = None,
 ) -> web.Application:
     """The HTTP API and the page; the write routes only when ``writes`` is given, the
-    pushes when ``push`` is, ``POST /dev/token`` only with ``writes`` and ``dev_tokens``."""
+    pushes when ``push`` is, ``POST /dev/token`` only with ``writes`` and ``dev_tokens``,
+    ``GET /trending`` (and its pushes) when ``trending`` is."""
     app = web.Application(
         middlewares=[access_log, metrics_middleware, cors_preflight, errors_middleware]
     )
@@ -68,6 +72,8 @@ def create_app(
         app.cleanup_ctx.append(publisher_ctx)
         if dev_tokens:
             app.add_routes(dev_routes)
+    if trending is not None:
+        install_trending(app, trending)
     if push is not None:
         install(app, push, Hub(state))
     return app

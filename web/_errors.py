@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-__all__ = ["ApiError", "error_response", "errors_middleware"]
+__all__ = ["ApiError", "error_frame", "error_response", "errors_middleware"]
 
 
 class ApiError(Exception):
@@ -24,6 +25,11 @@ def error_response(
 ) -> web.Response:
     body = {"error": {"code": code, "message": message}}
     return web.json_response(body, status=status, headers=headers)
+
+
+def error_frame(code: str, message: str) -> str:
+    """The same error as a push frame (WebSocket)."""
+    return orjson.dumps({"type": "error", "code": code, "message": message}).decode()
 
 
 _CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}

@@ -23,9 +23,11 @@ from aiohttp import WSMsgType, web
 from likestream._metrics import DROPPED_CLIENTS, PUSHES, SSE_CONNECTIONS, WS_CONNECTIONS
 from likestream._schema import is_valid_id
 
+from ._errors import error_frame as _error
 from ._hub import Hub, Stamp, Subscriber
 from ._limits import RateLimiter
 from ._tail import tail_counts
+from ._trending import TRENDING, ClientTrending
 from ._views import _id
 
 __all__ = ["HUB", "PUSH", "PushSettings", "push_ctx", "push_routes"]
@@ -113,10 +115,6 @@ def _sse_frame(item: str, stamp: Stamp) -> str:
     return f"id: {stamp.offset}\nevent: likes\ndata: {data}\n\n"
 
 
-def _error(code: str, message: str) -> str:
-    return orjson.dumps({"type": "error", "code": code, "message": message}).decode()
-
-
 def _small_send_buffer(request: web.Request) -> None:
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None:
@@ -158,10 +156,14 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     _small_send_buffer(request)
     sub = Subscriber(_ws_frame, push.interval, push.queue)
+    board = request.app.get(TRENDING)
+    trends = ClientTrending(board, sub, push.interval) if board is not None else None
     try:
-        await _tracked(request, "ws", _serve_ws(ws, sub, hub, push))
+        await _tracked(request, "ws", _serve_ws(ws, sub, hub, push, trends))
     finally:
         hub.drop(sub)
+        if trends is not None:
+            trends.close()
     if sub.overflow.is_set():
         DROPPED_CLIENTS.inc()
         log.info("push client too slow: closing with 1013")
@@ -170,9 +172,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _serve_ws(
-    ws: web.WebSocketResponse, sub: Subscriber, hub: Hub, push: PushSettings
+    ws: web.WebSocketResponse,
+    sub: Subscriber,
+    hub: Hub,
+    push: PushSettings,
+    trends: ClientTrending | None,
 ) -> None:
-    await _first_done(_read_ws(ws, sub, hub, push), _write_ws(ws, sub), sub.overflow.wait())
+    await _first_done(_read_ws(ws, sub, hub, push, trends), _write_ws(ws, sub), sub.overflow.wait())
 
 
 async def _close_slow(request: web.Request, ws: web.WebSocketResponse, grace: float) -> None:
@@ -194,7 +200,11 @@ async def _write_ws(ws: web.WebSocketResponse, sub: Subscriber) -> None:
 
 
 async def _read_ws(
-    ws: web.WebSocketResponse, sub: Subscriber, hub: Hub, push: PushSettings
+    ws: web.WebSocketResponse,
+    sub: Subscriber,
+    hub: Hub,
+    push: PushSettings,
+    trends: ClientTrending | None,
 ) -> None:
     limiter = RateLimiter(CLIENT_RATE, CLIENT_BURST)
     async for msg in ws:
@@ -207,17 +217,31 @@ async def _read_ws(
         elif len(msg.data) > MAX_FRAME:
             sub.put(_error("frame_too_large", f"frames are at most {MAX_FRAME} bytes"))
         else:
-            _handle(msg.data, sub, hub, push.max_items)
+            _handle(msg.data, sub, hub, push.max_items, trends)
 
 
-def _handle(data: str, sub: Subscriber, hub: Hub, max_items: int) -> None:
+TRENDING_OPS = ("subscribe_trending", "unsubscribe_trending")
+
+
+def _handle(
+    data: str, sub: Subscriber, hub: Hub, max_items: int, trends: ClientTrending | None = None
+) -> None:
     try:
         frame = orjson.loads(data)
     except orjson.JSONDecodeError:
         sub.put(_error("invalid_json", "frames must be JSON objects"))
         return
+    if isinstance(frame, dict) and frame.get("op") in TRENDING_OPS and trends is not None:
+        trends.handle(frame)
+        return
     if not isinstance(frame, dict) or frame.get("op") not in ("subscribe", "unsubscribe"):
-        sub.put(_error("invalid_op", 'expected {"op": "subscribe"|"unsubscribe", "items": [...]}'))
+        sub.put(
+            _error(
+                "invalid_op",
+                'expected {"op": "subscribe"|"unsubscribe", "items": [...]} or '
+                '{"op": "subscribe_trending"|"unsubscribe_trending", "window": "1h"}',
+            )
+        )
         return
     items = frame.get("items")
     if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):

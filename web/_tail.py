@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -19,7 +20,7 @@ from likestream._schema import is_valid_id
 
 from ._hub import Hub, Stamp
 
-__all__ = ["parse_count", "tail_counts"]
+__all__ = ["parse_count", "tail_counts", "tail_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,23 @@ def parse_count(record: ConsumerRecord[bytes, bytes]) -> tuple[str, Stamp] | Non
 
 async def tail_counts(kafka: str, topic: str, partitions: int, hub: Hub) -> None:
     """Feed ``hub`` from ``topic`` until cancelled; reconnects when Kafka goes away."""
+
+    def handle(record: ConsumerRecord[bytes, bytes]) -> None:
+        parsed = parse_count(record)
+        if parsed is not None:
+            hub.update(*parsed)
+
+    await tail_topic(kafka, topic, partitions, handle)
+
+
+async def tail_topic(
+    kafka: str, topic: str, partitions: int, handle: Callable[[ConsumerRecord[bytes, bytes]], None]
+) -> None:
+    """Every record of ``topic`` from its beginning, then as they come, to ``handle``;
+    until cancelled, reconnecting when Kafka goes away."""
     while True:
         try:
-            await _tail_once(kafka, topic, partitions, hub)
+            await _tail_once(kafka, topic, partitions, handle)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a broken tail must not end pushes for good
@@ -52,7 +67,9 @@ async def tail_counts(kafka: str, topic: str, partitions: int, hub: Hub) -> None
             await asyncio.sleep(RETRY_SECONDS)
 
 
-async def _tail_once(kafka: str, topic: str, partitions: int, hub: Hub) -> None:
+async def _tail_once(
+    kafka: str, topic: str, partitions: int, handle: Callable[[ConsumerRecord[bytes, bytes]], None]
+) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -64,8 +81,6 @@ async def _tail_once(kafka: str, topic: str, partitions: int, hub: Hub) -> None:
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for records in batches.values():
                 for record in records:
-                    parsed = parse_count(record)
-                    if parsed is not None:
-                        hub.update(*parsed)
+                    handle(record)
     finally:
         await consumer.stop()

@@ -5,7 +5,8 @@ without disturbing other tests). Events are produced while they run; at random
 moments a worker is SIGKILLed and started again, and once, mid-way, the broker
 is stopped and started. When the producer is done and the workers caught up,
 every count and membership must equal the oracle and ``like-counts`` must hold
-every item's final count.
+every item's final count; every worker's ``GET /trending`` must equal the oracle's
+top items of every window (events carry controlled event times, some late).
 
 The short plan runs in ``make test``; ``make chaos`` runs the long one
 (``pytest --chaos=long``).
@@ -18,18 +19,19 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
 from conftest import Cluster, Worker, free_port_pair, read_topic, report
-from oracle import Oracle
+from oracle import Oracle, TrendingOracle
 
 from likestream._broker import Broker, default_cache_dir
 from likestream._partition import partition_for
 from likestream._schema import Action, LikeEvent
+from likestream._settings import load_settings
 from likestream.client import LikeClient, new_event
 
 pytestmark = pytest.mark.integration
@@ -49,6 +51,21 @@ PLANS = {
     "short": Plan(events=20_000, items=500, users=3_000, kills=3, workers=2, seconds=30),
     "long": Plan(events=200_000, items=5_000, users=50_000, kills=12, workers=2, seconds=240),
 }
+
+
+T0 = 1_750_000_000_000  # event times: fixed, 50 ms apart, some up to 2 hours late
+
+
+def timed(events: list[LikeEvent], rng: random.Random) -> list[LikeEvent]:
+    """The events with controlled event times; a duplicate keeps its original's."""
+    stamped: dict[int, LikeEvent] = {}
+    out = []
+    for n, event in enumerate(events):
+        if id(event) not in stamped:
+            late = rng.randint(0, 2 * 3_600_000) if rng.random() < 0.05 else 0
+            stamped[id(event)] = replace(event, ts=T0 + 50 * n - late)
+        out.append(stamped[id(event)])
+    return out
 
 
 def chaos_events(plan: Plan, seed: int) -> Iterator[LikeEvent]:
@@ -92,6 +109,8 @@ class Chaos:
         self.plan = plan
         self.rng = random.Random(seed)
         self.oracle = Oracle()
+        defaults = load_settings()
+        self.trending = TrendingOracle(defaults.windows, defaults.trending_lateness_ms)
         self.produced = 0
         self.kills = 0
         self.broker_restarts = 0
@@ -103,7 +122,7 @@ class Chaos:
         """Send in batches at a steady rate, each batch fully acknowledged; pausable."""
         batch_size = 200
         pause = self.plan.seconds * batch_size / self.plan.events
-        events = list(chaos_events(self.plan, seed=self.rng.randrange(1 << 30)))
+        events = timed(list(chaos_events(self.plan, seed=self.rng.randrange(1 << 30))), self.rng)
         async with LikeClient(self.cluster.kafka, self.cluster.topic) as client:
             for start in range(0, len(events), batch_size):
                 if not self.producing.is_set():
@@ -114,6 +133,9 @@ class Chaos:
                 await asyncio.gather(*[await client.send(event) for event in batch])
                 for event in batch:
                     self.oracle.apply(event)
+                    partition = partition_for(event.item_id.encode(), self.cluster.partitions)
+                    assert event.ts is not None
+                    self.trending.apply(partition, event, event.ts)
                 self.produced += len(batch)
                 await asyncio.sleep(pause)
         self.idle.set()
@@ -200,7 +222,31 @@ async def mismatches(http: aiohttp.ClientSession, chaos: Chaos) -> list[str]:
         got = published.get(item, 0)
         if got != want:
             wrong.append(f"like-counts {item}: {got} != {want}")
+    for worker in chaos.workers:
+        for window in chaos.trending.windows:
+            want_top = chaos.trending.top(window, 100)
+            got_top = await trending_of(http, worker, window, want_top)
+            if got_top != want_top:
+                wrong.append(f"trending {window} on {worker.url}: {got_top} != {want_top}")
     return wrong
+
+
+async def trending_of(
+    http: aiohttp.ClientSession, worker: Worker, window: str, want: list[list[object]]
+) -> list[list[object]]:
+    """``GET /trending`` once it equals ``want``, or what it says after a minute: the top
+    items are published every second, so they can trail the counts a little."""
+    got: list[list[object]] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        url = f"{worker.url}/trending"
+        async with http.get(url, params={"window": window, "limit": "100"}) as resp:
+            assert resp.status == 200, await resp.text()
+            got = [[i["item_id"], i["likes"]] for i in (await resp.json())["items"]]
+        if got == want:
+            break
+        await asyncio.sleep(0.5)
+    return got
 
 
 @pytest.fixture

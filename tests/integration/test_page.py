@@ -173,3 +173,26 @@ async def test_the_page_reconnects_and_resubscribes(
     async with LikeClient(cluster.kafka, cluster.topic) as client:
         await client.like("frank", "page:3")
     await expect(count(page, "page:3")).to_have_text("1", timeout=WAIT_MS)
+
+
+async def test_the_trending_panel_shows_the_hot_items(
+    browser: Browser, worker: Worker, cluster: Cluster
+) -> None:
+    page = await open_as(browser, worker, "gina")
+    async with LikeClient(cluster.kafka, cluster.topic) as client:
+        for user in ("h1", "h2", "h3"):
+            await client.like(user, "page:hot")
+        await client.like("h1", "page:warm")
+    hot = page.locator('#trending-items li[data-item="page:hot"] .gained')
+    await expect(hot).to_have_text("+3", timeout=WAIT_MS)
+    await expect(page.locator("#trending-items li").first).to_have_attribute(
+        "data-item", "page:hot"
+    )
+    await page.click('#trending .windows button[data-window="1m"]')
+    await expect(page.locator("#trending")).to_have_attribute("data-window", "1m")
+    await expect(hot).to_have_text("+3", timeout=WAIT_MS)
+    await expect(page.locator('#trending-items li[data-item="page:warm"] .gained')).to_have_text(
+        "+1", timeout=WAIT_MS
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "page-trending.png"), full_page=True)

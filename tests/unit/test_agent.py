@@ -91,7 +91,8 @@ async def test_flush_writes_counts_before_members_once_per_key(pipeline: Pipelin
         await pipeline.confirmer.confirm()
     changelog = next(rows for topic, rows in pipeline.sent.items() if "changelog" in topic)
     keys = [key for key, _, _ in changelog]
-    assert keys == [b"c/p:3", b"m/p:3/a", b"m/p:3/b"]
+    # Count, then trending rows (the watermark, the item's windows), then members.
+    assert keys == [b"c/p:3", b"t/0", b"w/p:3", b"m/p:3/a", b"m/p:3/b"]
     assert changelog[0][1].split(b",")[0] == b"2"
     # Flushed rows are in RocksDB: a fresh read path (no pending rows) sees them.
     assert pipeline.tables.count("p:3").likes == 2

@@ -380,6 +380,7 @@ def test_topics_are_the_settings_topics(target: str, defaults: Settings) -> None
     config = r.config()
     assert config["LIKESTREAM_TOPIC"] == defaults.topic
     assert config["LIKESTREAM_COUNTS_TOPIC"] == defaults.counts_topic
+    assert config["LIKESTREAM_TRENDING_TOPIC"] == defaults.trending_topic
     assert config["LIKESTREAM_PARTITIONS"] == str(defaults.partitions)
     assert config["LIKESTREAM_APP_ID"] == defaults.app_id
     topics = _topics(r)

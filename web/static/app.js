@@ -120,13 +120,48 @@ async function signIn(event) {
   document.body.dataset.signedIn = "true";
 }
 
+// The trending panel: the top items of the chosen window, as the server pushes them.
+function onTrending(window, items) {
+  const panel = document.getElementById("trending");
+  if (panel.dataset.window !== window) return; // a frame of the window we just left
+  const list = document.getElementById("trending-items");
+  list.replaceChildren(
+    ...items.map(({ item_id: itemId, likes }) => {
+      const li = document.createElement("li");
+      li.dataset.item = itemId;
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = itemId;
+      const gained = document.createElement("span");
+      gained.className = "gained";
+      gained.textContent = `+${likes}`;
+      li.append(name, gained);
+      return li;
+    }),
+  );
+}
+
+function showWindow(feed, window) {
+  document.getElementById("trending").dataset.window = window;
+  for (const button of document.querySelectorAll("#trending .windows button")) {
+    button.setAttribute("aria-pressed", String(button.dataset.window === window));
+  }
+  document.getElementById("trending-items").replaceChildren();
+  feed.trending(window);
+}
+
 function main() {
   const list = document.getElementById("items");
   const template = document.getElementById("item-template");
   const items = pageItems();
   for (const itemId of items) addItem(list, template, itemId);
   document.getElementById("signin").addEventListener("submit", signIn);
-  new Feed(items, onCount, onConnection).start();
+  const feed = new Feed(items, onCount, onConnection, onTrending);
+  for (const button of document.querySelectorAll("#trending .windows button")) {
+    button.addEventListener("click", () => showWindow(feed, button.dataset.window));
+  }
+  showWindow(feed, "1h");
+  feed.start();
 }
 
 main();

@@ -1,4 +1,5 @@
-// The live feed: one WebSocket, every item subscribed, reconnect with backoff.
+// The live feed: one WebSocket, every item subscribed (and one trending window),
+// reconnect with backoff.
 
 const MAX_ITEMS_PER_FRAME = 100;
 const FIRST_DELAY_MS = 250;
@@ -8,12 +9,26 @@ export class Feed {
   #items;
   #onCount;
   #onState;
+  #onTrending;
   #attempt = 0;
+  #ws = null;
+  #window = null;
 
-  constructor(items, onCount, onState) {
+  constructor(items, onCount, onState, onTrending = () => {}) {
     this.#items = items;
     this.#onCount = onCount;
     this.#onState = onState;
+    this.#onTrending = onTrending;
+  }
+
+  // Follow the top items of another window (one at a time); survives reconnections.
+  trending(window, limit = 10) {
+    const open = this.#ws !== null && this.#ws.readyState === WebSocket.OPEN;
+    if (open && this.#window !== null) {
+      this.#ws.send(JSON.stringify({ op: "unsubscribe_trending", window: this.#window.window }));
+    }
+    this.#window = { window, limit };
+    if (open) this.#ws.send(JSON.stringify({ op: "subscribe_trending", ...this.#window }));
   }
 
   start() {
@@ -23,6 +38,7 @@ export class Feed {
   #connect() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = new WebSocket(`${scheme}//${location.host}/ws`);
+    this.#ws = ws;
     ws.addEventListener("open", () => {
       this.#attempt = 0;
       this.#onState("live");
@@ -31,10 +47,14 @@ export class Feed {
         const items = this.#items.slice(i, i + MAX_ITEMS_PER_FRAME);
         ws.send(JSON.stringify({ op: "subscribe", items }));
       }
+      if (this.#window !== null) {
+        ws.send(JSON.stringify({ op: "subscribe_trending", ...this.#window }));
+      }
     });
     ws.addEventListener("message", (event) => {
       const frame = JSON.parse(event.data);
       if (frame.type === "likes") this.#onCount(frame.item_id, frame.likes);
+      else if (frame.type === "trending") this.#onTrending(frame.window, frame.items);
       else if (frame.type === "error") console.warn("feed:", frame.code, frame.message);
     });
     ws.addEventListener("close", () => {
