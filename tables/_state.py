@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import faust
 from faust.types import TP
@@ -95,6 +95,15 @@ class LikeTables:
         self._check_servable(item_id)
         return decode_member(self.table.get(member_key(item_id, user_id))).liked
 
+    def held_count(self, item_id: str) -> CountRow:
+        """The count row of this process's copy of the item's partition, whatever its role
+        (active, standby, recovering, mid-rebalance): possibly behind. Compare its stamp."""
+        return decode_count(self._held(item_id).get(count_key(item_id)))
+
+    def held_member(self, item_id: str, user_id: str) -> MemberRow:
+        """Like :meth:`held_count`, for a membership."""
+        return decode_member(self._held(item_id).get(member_key(item_id, user_id)))
+
     def ready(self) -> bool:
         recovery = self.app.tables.recovery  # type: ignore[attr-defined]
         return bool(
@@ -114,9 +123,21 @@ class LikeTables:
             if p in dbs
         }
 
+    def _held(self, item_id: str) -> Any:
+        # The store's open databases are private API; faust offers no other. A database
+        # is open while this process holds the partition (active or standby); faust's
+        # own lookup would open a missing one, so it is not used here.
+        db = self.table.data._dbs.get(self._partition(item_id))  # type: ignore[attr-defined]
+        if db is None:
+            raise NotServable("no copy of the item's partition here")
+        return db
+
+    def _partition(self, item_id: str) -> int:
+        return partition_for(item_id.encode(), self.partitions)
+
     def _check_servable(self, item_id: str) -> None:
         if not self.ready():
             raise NotServable("recovering: tables are being restored from their changelogs")
-        tp = TP(self.topic, partition_for(item_id.encode(), self.partitions))
+        tp = TP(self.topic, self._partition(item_id))
         if tp not in self.app.assignor.assigned_actives():
             raise NotServable(f"partition {tp.partition} is served by another worker")
