@@ -104,6 +104,20 @@ class LikeTables:
         """Like :meth:`held_count`, for a membership."""
         return decode_member(self._held(item_id).get(member_key(item_id, user_id)))
 
+    def held_changelog(self, item_id: str) -> tuple[str, int, int]:
+        """The changelog topic and partition behind this process's copy of the item's
+        partition, and the offset the copy has applied up to (-1: none yet)."""
+        self._held(item_id)
+        partition = self._partition(item_id)
+        topic: str = self.table.changelog_topic.get_topic_name()
+        applied = self.table.data.persisted_offset(TP(topic, partition))
+        return topic, partition, -1 if applied is None else int(applied)
+
+    def held_changelogs(self) -> list[tuple[str, int]]:
+        """The changelog partitions of the copies this process holds."""
+        topic: str = self.table.changelog_topic.get_topic_name()
+        return [(topic, p) for p in sorted(self.table.data._dbs)]  # type: ignore[attr-defined]
+
     def ready(self) -> bool:
         recovery = self.app.tables.recovery  # type: ignore[attr-defined]
         return bool(

@@ -49,8 +49,8 @@ def _member(assignment: bytes, topic: str) -> tuple[str, list[int], list[int]] |
         doc = orjson.loads(zlib.decompress(decoded.user_data))
         url = str(doc["url"]).rstrip("/")
         actives = [int(p) for p in doc["assignment"]["actives"].get(topic, [])]
-        # One table, so one changelog topic holds every standby partition.
-        standbys = [int(p) for ps in doc["assignment"]["standbys"].values() for p in ps]
+        # Faust lists a standby under each topic of the co-partitioned group.
+        standbys = sorted({int(p) for ps in doc["assignment"]["standbys"].values() for p in ps})
     except (ValueError, KeyError, TypeError, AttributeError, zlib.error) as exc:
         log.debug("unreadable group member assignment: %r", exc)
         return None

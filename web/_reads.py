@@ -36,6 +36,7 @@ from aiohttp import web
 from likestream._metrics import READS
 from likestream.tables import CountRow, MemberRow, NotServable, StateReader
 
+from ._copies import CopyClock, sample_forever
 from ._owners import Owners, watch_owners
 from ._replica import Replica
 
@@ -81,6 +82,10 @@ class HeldState(Protocol):
 
     def held_member(self, item_id: str, user_id: str) -> MemberRow: ...
 
+    def held_changelog(self, item_id: str) -> tuple[str, int, int]: ...
+
+    def held_changelogs(self) -> list[tuple[str, int]]: ...
+
 
 def _worst(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
@@ -107,6 +112,7 @@ class Reader:
         self.owners = owners
         self.settings = settings
         self.http: aiohttp.ClientSession | None = None
+        self.copies = CopyClock(settings.stale_max)
         self._down: dict[str, float] = {}
 
     # -- counts --------------------------------------------------------------------
@@ -192,18 +198,33 @@ class Reader:
         return liked, age
 
     def _stale_liked(self, item: str, user: str) -> tuple[bool, float]:
-        if not isinstance(self.state, HeldState):
+        state = self.state
+        if not isinstance(state, HeldState):
             raise NotServable("memberships are kept only by the workers that hold the partition")
-        replica, age = self._replica_count(item)
         try:
-            count = self.state.held_count(item)
+            count = state.held_count(item)
         except NotServable:
             raise NotServable(
                 "the item's owner and standbys are unreachable and there is no copy here"
             ) from None
-        if count.offset < replica.offset:
+        ages = []
+        try:
+            replica, age = self._replica_count(item)
+        except NotServable:
+            pass
+        else:
+            if count.offset >= replica.offset:
+                ages.append(age)  # at least as new as the replica, so at most as old
+        # Otherwise (or also), the copy's own age from its changelog position: e.g. a
+        # standby that lags, or one whose owner died after publishing counts whose
+        # changelog records never became durable (not committed: folded again later).
+        topic, partition, applied = state.held_changelog(item)
+        copy_age = self.copies.age((topic, partition), applied)
+        if copy_age is not None:
+            ages.append(copy_age)
+        if not ages or min(ages) > self.settings.stale_max:
             raise NotServable("this process's copy of the item's partition is behind")
-        return self.state.held_member(item, user).liked, age
+        return state.held_member(item, user).liked, min(ages)
 
     # -- shared --------------------------------------------------------------------
 
@@ -244,9 +265,11 @@ class Reader:
             ) as response:
                 if response.status == 200:
                     return await response.json(), _stale_of(response)
-                reason = f"HTTP {response.status}"
+                # It cannot answer this item now; that says nothing about other items.
+                log.debug("forwarded read to %s: HTTP %d", url, response.status)
+                return None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            reason = repr(exc)
+            reason = f"{type(exc).__name__}: {exc}"
         log.info("forwarded read to %s failed (%s): answering without it", url, reason)
         self._down[url] = time.monotonic() + DOWN_SECONDS
         return None
@@ -283,6 +306,9 @@ async def reads_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.kafka is not None:
         watch = watch_owners(settings.kafka, settings.group, settings.topic, reader.owners)
         tasks.append(asyncio.create_task(watch))
+        if isinstance(reader.state, HeldState):
+            sample = sample_forever(settings.kafka, reader.state.held_changelogs, reader.copies)
+            tasks.append(asyncio.create_task(sample))
     yield
     for task in tasks:
         task.cancel()

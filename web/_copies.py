@@ -1,0 +1,76 @@
+"""How current this process's copies of table partitions are (standbys, mid-rebalance).
+
+A copy applies its changelog partition in order, so it holds every change the
+changelog had when its end offset was no further than what the copy has applied.
+Every :data:`SAMPLE_SECONDS` the end offsets of the held changelog partitions are
+read from Kafka and kept with the time they were read; the age of a copy that has
+applied up to offset ``a`` is then the time since the last sample whose end was at
+most ``a + 1``. That is the changelog's counterpart of the ``like-counts`` replica's
+age (``_replica.py``): an event is committed only once its changelog records are
+durable, so a copy of that age holds every event committed up to then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+__all__ = ["SAMPLE_SECONDS", "CopyClock", "sample_forever"]
+
+log = logging.getLogger(__name__)
+
+SAMPLE_SECONDS = 0.25
+
+
+class CopyClock:
+    def __init__(self, keep_seconds: float) -> None:
+        self._keep = max(1, round(keep_seconds / SAMPLE_SECONDS) + 1)
+        self._ends: dict[tuple[str, int], deque[tuple[float, int]]] = {}
+
+    def sampled(self, changelog: tuple[str, int], at: float, end: int) -> None:
+        samples = self._ends.setdefault(changelog, deque(maxlen=self._keep))
+        samples.append((at, end))
+
+    def age(
+        self, changelog: tuple[str, int], applied: int, now: float | None = None
+    ) -> float | None:
+        """Seconds since the copy that applied up to ``applied`` was complete; None when
+        that is longer ago than the samples kept."""
+        for at, end in reversed(self._ends.get(changelog, ())):
+            if end <= applied + 1:
+                return max(0.0, (time.time() if now is None else now) - at)
+        return None
+
+
+async def sample_forever(
+    kafka: str, held: Callable[[], list[tuple[str, int]]], clock: CopyClock
+) -> None:
+    """Sample the end offsets of the ``held()`` changelog partitions until cancelled."""
+    consumer: AIOKafkaConsumer | None = None
+    try:
+        while True:
+            try:
+                if consumer is None:
+                    consumer = AIOKafkaConsumer(bootstrap_servers=kafka)
+                    await consumer.start()
+                tps = [TopicPartition(t, p) for t, p in held()]
+                if tps:
+                    at = time.time()
+                    ends = await consumer.end_offsets(tps)
+                    for tp, end in ends.items():
+                        clock.sampled((tp.topic, tp.partition), at, end)
+            except KafkaError as exc:
+                log.warning("changelog end offsets: %r; retrying", exc)
+                if consumer is not None:
+                    await consumer.stop()
+                    consumer = None
+            await asyncio.sleep(SAMPLE_SECONDS)
+    finally:
+        if consumer is not None:
+            await consumer.stop()
