@@ -252,8 +252,8 @@ class Reader:
     async def _get(
         self, url: str, path: str, params: dict[str, str]
     ) -> tuple[Any, float | None] | None:
-        """A forwarded read's JSON body and staleness; None (and the peer skipped for a
-        moment) when it failed."""
+        """A forwarded read's JSON body and staleness; None when it failed (and the peer
+        is skipped for a moment when it could not be reached)."""
         if self.http is None:
             return None
         try:
