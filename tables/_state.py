@@ -64,6 +64,10 @@ class LikeTables:
                 "max_write_buffer_number": 2,
             },
             help="Like counts and memberships, stamped with source offsets.",
+            # A standby applies each changelog record as it arrives: faust's default
+            # buffers 1000, so a standby could sit up to 999 records behind for good,
+            # and it answers reads while its owner is away (web/_reads.py).
+            standby_buffer_size=1,
         )
         app.tables.add(table)
         self.table = table
