@@ -12,18 +12,15 @@ durable, so a copy of that age holds every event committed up to then.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections import deque
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+
+from ._polling import poll_forever
 
 __all__ = ["SAMPLE_SECONDS", "CopyClock", "sample_forever"]
-
-log = logging.getLogger(__name__)
 
 SAMPLE_SECONDS = 0.25
 
@@ -52,25 +49,20 @@ async def sample_forever(
     kafka: str, held: Callable[[], list[tuple[str, int]]], clock: CopyClock
 ) -> None:
     """Sample the end offsets of the ``held()`` changelog partitions until cancelled."""
-    consumer: AIOKafkaConsumer | None = None
-    try:
-        while True:
-            try:
-                if consumer is None:
-                    consumer = AIOKafkaConsumer(bootstrap_servers=kafka)
-                    await consumer.start()
-                tps = [TopicPartition(t, p) for t, p in held()]
-                if tps:
-                    at = time.time()
-                    ends = await consumer.end_offsets(tps)
-                    for tp, end in ends.items():
-                        clock.sampled((tp.topic, tp.partition), at, end)
-            except KafkaError as exc:
-                log.warning("changelog end offsets: %r; retrying", exc)
-                if consumer is not None:
-                    await consumer.stop()
-                    consumer = None
-            await asyncio.sleep(SAMPLE_SECONDS)
-    finally:
-        if consumer is not None:
-            await consumer.stop()
+
+    async def connect() -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka)
+        await consumer.start()
+        return consumer
+
+    async def step(consumer: AIOKafkaConsumer) -> None:
+        tps = [TopicPartition(t, p) for t, p in held()]
+        if tps:
+            at = time.time()
+            ends = await consumer.end_offsets(tps)
+            for tp, end in ends.items():
+                clock.sampled((tp.topic, tp.partition), at, end)
+
+    await poll_forever(
+        "changelog end offsets", SAMPLE_SECONDS, connect, AIOKafkaConsumer.stop, step
+    )

@@ -14,7 +14,6 @@ a read it cannot answer fresh falls back to a replica anyway (``_reads.py``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import zlib
 from collections.abc import Iterable
@@ -24,6 +23,8 @@ from typing import Any
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+from ._polling import poll_forever
 
 __all__ = ["POLL_SECONDS", "Owners", "Placement", "parse_members", "watch_owners"]
 
@@ -106,27 +107,15 @@ async def _describe(admin: AIOKafkaAdminClient, group: str, topic: str) -> tuple
 
 async def watch_owners(kafka: str, group: str, topic: str, owners: Owners) -> None:
     """Keep ``owners`` current until cancelled; Kafka going away only pauses it."""
-    admin: AIOKafkaAdminClient | None = None
-    failing = False
-    try:
-        while True:
-            try:
-                if admin is None:
-                    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-                    await admin.start()
-                owners.update(*await _describe(admin, group, topic))
-                failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.log(
-                    logging.DEBUG if failing else logging.WARNING, "describing %s: %r", group, exc
-                )
-                failing = True
-                if admin is not None:
-                    await admin.close()
-                    admin = None
-            await asyncio.sleep(POLL_SECONDS)
-    finally:
-        if admin is not None:
-            await admin.close()
+
+    async def connect() -> AIOKafkaAdminClient:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+        await admin.start()
+        return admin
+
+    async def step(admin: AIOKafkaAdminClient) -> None:
+        owners.update(*await _describe(admin, group, topic))
+
+    await poll_forever(
+        f"describing group {group}", POLL_SECONDS, connect, AIOKafkaAdminClient.close, step
+    )
