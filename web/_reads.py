@@ -8,17 +8,15 @@ For each item, in order:
    items of one owner in one request and the owners in parallel; membership reads
    then try the standbys. A forwarded request carries :data:`FORWARDED` and is never
    forwarded again, so requests cannot loop;
-3. **stale, here**: otherwise the newest copy this process has: the ``like-counts``
-   replica (``_replica.py``), or this process's own copy of the partition (a standby,
-   or the owner while it recovers or rebalances) when that is at least as new. Only a
-   replica caught up within ``stale_max`` seconds answers, and the answer says so:
-   :data:`STALE` ``true`` and :data:`STALE_MS`, the most its counts can lag behind
-   what the owners have published;
-4. otherwise 503 (a replica not caught up within the bound, or a membership whose
-   partition has no copy here and no reachable owner or standby).
-
-A membership is answered from a local copy only when that copy's count row is at
-least as new as the replica's count of the item, so its staleness has the same bound.
+3. **stale, here**: otherwise from a replica: for counts the ``like-counts`` replica
+   (``_replica.py``) or this process's own copy of the partition when that is newer;
+   for memberships the copy (a standby, or the owner while it recovers or
+   rebalances). The answer says :data:`STALE` ``true`` and :data:`STALE_MS` N: it
+   includes every event committed more than N ms before it. N is the replica's age,
+   or the copy's own (``_copies.py``) when its count row is older than the replica's;
+   a replica or copy older than ``stale_max`` does not answer;
+4. otherwise 503 (no replica within the bound, or a membership whose partition has no
+   copy here and no reachable owner or standby).
 """
 
 from __future__ import annotations
