@@ -65,6 +65,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="short",
         help="chaos test plan (make chaos: long)",
     )
+    parser.addoption(
+        "--scale-events",
+        type=int,
+        default=16_000,
+        help="events of the multi-worker failover test (tests/integration/test_scale.py)",
+    )
 
 
 @pytest.fixture(scope="session")

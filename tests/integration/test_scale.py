@@ -32,7 +32,7 @@ from likestream.web import STALE, STALE_MS
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 6
-EVENTS, ITEMS, USERS = 16_000, 300, 2_000
+ITEMS = 300  # events (--scale-events, 16,000 by default) and users (events / 8) vary
 STALE_MAX_MS = 5000  # the default LIKESTREAM_STALE_MAX_MS
 READY_LIMIT = 180.0  # three workers starting on two shared cores
 
@@ -148,11 +148,22 @@ async def read_forever(
 
 
 async def time_to_fresh(
-    http: aiohttp.ClientSession, reader: Worker, probes: list[str], killed_at: float
-) -> float:
-    """Seconds from the kill until each probe item is answered fresh (no stale header)."""
+    http: aiohttp.ClientSession,
+    reader: Worker,
+    victim: Worker,
+    probes: list[str],
+    killed_at: float,
+) -> tuple[float, float]:
+    """Seconds from the kill until the group gave the victim's partitions to others
+    (``reader``'s view of the owners), and until each probe item is answered fresh."""
     pending = set(probes)
+    moved: float | None = None
     while pending:
+        if moved is None:
+            owners = (await _status(http, reader))["owners"]
+            assert isinstance(owners, dict)
+            if f"http://127.0.0.1:{victim.port}" not in owners.values():
+                moved = time.monotonic() - killed_at
         for item in sorted(pending):
             async with http.get(f"{reader.url}/items/{item}/likes") as resp:
                 if resp.status == 200 and STALE_MS not in resp.headers:
@@ -160,7 +171,8 @@ async def time_to_fresh(
         if time.monotonic() - killed_at > READY_LIMIT:
             pytest.fail(f"{pending} not served fresh within {READY_LIMIT}s of the kill")
         await asyncio.sleep(0.1)
-    return time.monotonic() - killed_at
+    fresh = time.monotonic() - killed_at
+    return (fresh if moved is None else moved), fresh
 
 
 @asynccontextmanager
@@ -192,8 +204,9 @@ async def failover(
     gateway = [cluster.worker("gw", command="gateway")] if with_gateway else []
     processes = workers + gateway
     oracle = Oracle()
-    events = list(mixed_events(EVENTS, ITEMS, USERS, seed=17, prefix="s"))
-    first, second = events[: EVENTS // 2], events[EVENTS // 2 :]
+    count: int = request.config.getoption("scale_events")
+    events = list(mixed_events(count, ITEMS, count // 8, seed=17, prefix="s"))
+    first, second = events[: count // 2], events[count // 2 :]
     async with running(*processes), aiohttp.ClientSession() as http:
         await wait_settled(http, workers, processes)
         await produce_paced(cluster, first, oracle, seconds=5)
@@ -213,7 +226,7 @@ async def failover(
             await asyncio.sleep(3)  # under load, before the kill
             victim.kill()
             killed_at = seen.began = time.monotonic()
-            took = await time_to_fresh(http, workers[0], probes, killed_at)
+            moved, took = await time_to_fresh(http, workers[0], victim, probes, killed_at)
             await loader
             await cluster.wait_caught_up(limit=READY_LIMIT)
             await wait_settled(http, [w for w in workers if w is not victim], live)
@@ -231,7 +244,9 @@ async def failover(
         report(
             request.config,
             f"scale: {standbys} standby replica(s): SIGKILLed worker's {len(lost)} partitions "
-            f"served fresh again after {took:.1f}s (session timeout 10s); "
+            f"served fresh again after {took:.1f}s (owners moved after {moved:.1f}s: "
+            f"session timeout 10s, then the rebalance; restored in {took - moved:.1f}s), "
+            f"{len(oracle.members)} memberships; "
             f"{seen.reads} reads during the failover on {len(live)} processes, 0 failed, "
             f"{seen.stale} stale (max {seen.max_stale_ms} ms, bound {STALE_MAX_MS} ms)"
             + (
