@@ -53,7 +53,7 @@ clean:
 	rm -rf $(VENV) data build *.egg-info test-artifacts bench-results
 
 chaos: install                ## the long chaos test: 200k events, 12 SIGKILLs, a broker restart
-	$(BIN)/pytest -ra tests/integration/test_chaos.py --chaos=long $(PYTEST_ARGS)
+	$(BIN)/pytest -ra tests/integration/test_chaos.py --chaos=long --timeout=1800 $(PYTEST_ARGS)
 
 bench: kafka                  ## the standard benchmarks (at most 15 min on 2 cores), BENCHMARKS.md
 	$(BIN)/likestream bench --out bench-results --report BENCHMARKS.md $(BENCH_ARGS)

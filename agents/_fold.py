@@ -5,11 +5,12 @@ Why this is exact when a worker is SIGKILLed at any moment:
 * Every row carries the source offset of the last event that changed it, and an
   event at offset ``o`` is folded into a count only while ``count.offset < o``.
   Replays (the offset was not committed yet) therefore never count twice.
-* An event writes the count row first, then the member row, to one table, so the
-  two records go to one changelog partition in that order. Whatever prefix of
-  the writes survives a crash, locally or in the changelog, keeps
-  ``count.offset >= member.offset`` for every member of the item: a member row
-  never knows more than its count.
+* Rows are flushed per batch (``tables/_state.py``): one atomic local write
+  batch, then every count row before every member row to one changelog
+  partition. A member row's stamp is never newer than its item's count row in the
+  same batch, so whatever prefix of the writes survives a crash, locally or in
+  the changelog, keeps ``count.offset >= member.offset`` for every member of the
+  item: a member row never knows more than its count.
 * Hence on replay: if the count already holds the event, only the member row may
   need finishing; otherwise the member row is exactly the state before the event.
 * Events are acknowledged only after their writes are durable (``_confirm.py``),

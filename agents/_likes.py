@@ -1,20 +1,19 @@
-"""The likes agent: validates events, folds them into the state, publishes counts."""
+"""The likes agent: validates events and folds them into the state; counts go out per flush."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
 import faust
-import orjson
 from faust.transport.consumer import Consumer
 from faust.types import TP, EventT, Message, StreamT
 
 from likestream._metrics import DLQ_RECORDS, INVALID_EVENTS, event_folded
 from likestream._schema import InvalidEvent, LikeEvent, parse_event
+from likestream._sender import KafkaSender, Outgoing, Sender
 from likestream._settings import Settings
 from likestream.tables import LikeTables
 
@@ -27,16 +26,18 @@ __all__ = ["Topics", "define_agents"]
 
 log = logging.getLogger(__name__)
 
-# Past this many unconfirmed events the agent waits for confirmation itself,
-# which bounds memory and the replay after a crash.
-MAX_PENDING = 5000
+# Past this many unconfirmed events the agent flushes and waits for confirmation
+# itself, which bounds memory and the replay after a crash.
+MAX_PENDING = 20_000
+# How long a stopping worker waits for its last flush to be confirmed.
+FINAL_FLUSH_S = 5.0
 
 
 @dataclass(frozen=True)
 class Topics:
     events: faust.TopicT
-    counts: faust.TopicT
-    dlq: faust.TopicT
+    counts: str
+    dlq: str
 
 
 class Record(Protocol):
@@ -51,22 +52,35 @@ class Record(Protocol):
     """Seconds for faust's Message; milliseconds for aiokafka's ConsumerRecord (hole reads)."""
 
 
-def define_agents(app: faust.App, topics: Topics, tables: LikeTables, settings: Settings) -> None:
-    """Register the likes agent and its confirmation loop on ``app``."""
+def define_agents(
+    app: faust.App,
+    topics: Topics,
+    tables: LikeTables,
+    settings: Settings,
+    sender: Sender | None = None,
+) -> Confirmer:
+    """Register the likes agent and its confirmation loop on ``app``.
+
+    ``sender`` writes the changelog, counts and dead letters (tests pass their own).
+    Returns the confirmer, whose :meth:`~Confirmer.confirm` flushes what was folded.
+    """
     positions = Positions(settings.topic)
     positions.install(cast(Consumer, app.consumer))
-    confirmer = Confirmer(tables, positions)
+    sender = sender or KafkaSender(settings.kafka)
+    confirmer = Confirmer(tables, positions, sender, topics.counts, topics.dlq)
     holes = HoleFiller(settings.kafka, settings.app_id)
 
-    async def fold_record(
+    def fold_record(
         record: Record,
         tp: TP,
         event: EventT[bytes] | None = None,
         stream: StreamT[bytes] | None = None,
     ) -> None:
-        futures = await _handle(record, topics, tables)
+        reason = _fold(record, tp.partition, tables)
+        if reason is not None:
+            confirmer.dead_letter(tp.partition, _dead_letter(record, reason))
         epoch = positions.folded(tp, record.offset)
-        confirmer.add(Folded(tp, record.offset, epoch, stream, event), futures)
+        confirmer.add(Folded(tp, record.offset, epoch, stream, event))
 
     async def verdict_for(msg: Message) -> Verdict:
         verdict = positions.check(msg.tp, msg.offset)
@@ -80,7 +94,7 @@ def define_agents(app: faust.App, topics: Topics, tables: LikeTables, settings: 
         start = positions.next_offset(msg.tp)
         log.warning("faust skipped %s [%d, %d): reading it", msg.tp, start, msg.offset)
         for missing in await holes.read(msg.tp, start, msg.offset):
-            await fold_record(missing, msg.tp)
+            fold_record(missing, msg.tp)
 
     # One actor folds all of this worker's partitions, each in partition order;
     # faust's isolated_partitions crashes on rebalance (faust issues 181, 529).
@@ -96,7 +110,7 @@ def define_agents(app: faust.App, topics: Topics, tables: LikeTables, settings: 
                 continue
             if verdict == "hole":
                 await fill_hole(event.message)
-            await fold_record(event.message, event.message.tp, event, acking)
+            fold_record(event.message, event.message.tp, event, acking)
             if confirmer.pending >= MAX_PENDING:
                 await confirmer.confirm()
 
@@ -109,15 +123,33 @@ def define_agents(app: faust.App, topics: Topics, tables: LikeTables, settings: 
                 await asyncio.sleep(settings.commit_interval_ms / 1000)
                 await confirmer.confirm()
         finally:
-            await holes.close()
+            try:
+                # A clean stop commits what was folded, so a restart replays nothing.
+                await asyncio.wait_for(confirmer.confirm(), FINAL_FLUSH_S)
+            except Exception as exc:
+                log.warning("last flush on stop failed (%r): a restart replays it", exc)
+            finally:
+                await sender.stop()
+                await holes.close()
+
+    return confirmer
 
 
-async def _handle(record: Record, topics: Topics, tables: LikeTables) -> list[Awaitable[object]]:
+def _fold(record: Record, partition: int, tables: LikeTables) -> str | None:
+    """Fold one record into the tables' pending rows; the reason when it is invalid."""
     try:
         like = parse_event(record.key, record.value)
     except InvalidEvent as exc:
-        return [await _dead_letter(record, topics, str(exc))]
-    return await _apply(like, record.offset, topics, tables, _event_time(like, record))
+        return str(exc)
+    item, user = like.item_id, like.user_id
+    count, member = tables.count(item, partition), tables.member(item, user, partition)
+    result = fold(count, member, like.liked, record.offset)
+    event_folded(like.action, result.outcome, _event_time(like, record))
+    if result.count is not None:
+        tables.put_count(partition, item, result.count)
+    if result.member is not None:
+        tables.put_member(partition, item, user, result.member)
+    return None
 
 
 def _event_time(like: LikeEvent, record: Record) -> float:
@@ -127,35 +159,9 @@ def _event_time(like: LikeEvent, record: Record) -> float:
     return record.timestamp if isinstance(record, Message) else record.timestamp / 1000
 
 
-async def _apply(
-    like: LikeEvent, offset: int, topics: Topics, tables: LikeTables, event_time: float
-) -> list[Awaitable[object]]:
-    item, user = like.item_id, like.user_id
-    result = fold(tables.count(item), tables.member(item, user), like.liked, offset)
-    event_folded(like.action, result.outcome, event_time)
-    # Count row first, then member row: agents/_fold.py says why the order matters.
-    if result.count is not None:
-        tables.put_count(item, result.count)
-    if result.member is not None:
-        tables.put_member(item, user, result.member)
-    if result.count is None:
-        return []
-    sent = await topics.counts.send(
-        key=item.encode(),
-        value=orjson.dumps({"item_id": item, "likes": result.count.likes}),
-        headers=[("source-offset", str(result.count.offset).encode())],
-    )
-    return [sent]
-
-
-async def _dead_letter(record: Record, topics: Topics, reason: str) -> Awaitable[object]:
+def _dead_letter(record: Record, reason: str) -> Outgoing:
     source = f"{record.topic}/{record.partition}/{record.offset}"
     log.warning("invalid record %s to DLQ: %s", source, reason)
     INVALID_EVENTS.inc()
     DLQ_RECORDS.inc()
-    sent: Awaitable[object] = await topics.dlq.send(
-        key=record.key,
-        value=record.value,
-        headers=[("error", reason.encode()), ("source", source.encode())],
-    )
-    return sent
+    return record.key, record.value, [("error", reason.encode()), ("source", source.encode())]

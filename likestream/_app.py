@@ -110,8 +110,8 @@ def build(settings: Settings, secret: str) -> Pipeline:
     app = _faust_app(settings)
     topics = Topics(
         events=_raw_topic(app, settings.topic, settings),
-        counts=_raw_topic(app, settings.counts_topic, settings),
-        dlq=_raw_topic(app, settings.dlq_topic, settings),
+        counts=settings.counts_topic,
+        dlq=settings.dlq_topic,
     )
     tables = LikeTables(app, settings)
     define_agents(app, topics, tables, settings)

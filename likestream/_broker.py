@@ -236,7 +236,7 @@ class Broker:
     def _format(self, java: str, config: Path) -> None:
         if (self.state_dir / "data" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = _cluster_id()
         cmd = [
             java,
             *self._jvm_args(),
@@ -328,3 +328,11 @@ def _accepts(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("localhost", port)) == 0
+
+
+def _cluster_id() -> str:
+    """A random KRaft cluster id (a base64 UUID) that the storage tool won't read as an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):  # about 1 in 64 would
+            return cluster_id

@@ -138,12 +138,13 @@ class Sampler(Service):
         return self.app.tables.recovery  # type: ignore[attr-defined]
 
     def _in_recovery(self) -> bool:
-        return bool(self._recovery().in_recovery)
+        return bool(self._recovery().in_recovery) or self.tables.restoring is not None
 
     def _remaining(self) -> int:
         """Changelog records the active partitions still have to restore."""
         recovery = self._recovery()
-        return int(recovery.active_remaining_total()) if recovery.in_recovery else 0
+        remaining = int(recovery.active_remaining_total()) if recovery.in_recovery else 0
+        return remaining + (self.tables.restoring or 0)
 
     def _sample_rates(self) -> None:
         now = time.monotonic()

@@ -1,15 +1,25 @@
-"""The like state: one stamped table holding counts and memberships, and its reads."""
+"""The like state: one stamped table holding counts and memberships, and its reads.
+
+The agent folds into rows pending in memory and :meth:`LikeTables.flush` writes
+them per batch: one RocksDB write batch and one run of changelog records per
+partition, counts before members (``agents/_fold.py`` says why), each key once.
+Faust's per-key table writes cost more than the fold itself.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import faust
+import rocksdict
+from aiokafka.structs import RecordMetadata
 from faust.types import TP
-from faust.types.tuples import FutureMessage
 
 from likestream._partition import partition_for
+from likestream._sender import Outgoing, Sender
 from likestream._settings import Settings
 
 from ._rows import (
@@ -23,7 +33,7 @@ from ._rows import (
 )
 from ._table import StampedTable
 
-__all__ = ["LikeTables", "NotServable", "StateReader"]
+__all__ = ["Flushed", "LikeTables", "NotServable", "StateReader"]
 
 TABLE_NAME = "state"
 MiB = 1 << 20
@@ -41,6 +51,26 @@ class StateReader(Protocol):
     def liked(self, item_id: str, user_id: str) -> bool: ...
 
     def ready(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """One partition's rows of a flush, in changelog order, and its changed counts."""
+
+    partition: int
+    rows: list[tuple[bytes, bytes]]
+    counts: dict[str, CountRow]
+
+
+@dataclass(slots=True)
+class _Pending:
+    counts: dict[str, CountRow] = field(default_factory=dict)
+    members: dict[bytes, MemberRow] = field(default_factory=dict)
+
+    def flushed(self, partition: int) -> Flushed:
+        rows = [(count_key(item), encode_row(row)) for item, row in self.counts.items()]
+        rows += [(key, encode_row(row)) for key, row in self.members.items()]
+        return Flushed(partition, rows, self.counts)
 
 
 class LikeTables:
@@ -69,50 +99,114 @@ class LikeTables:
             # and it answers reads while its owner is away (web/_reads.py).
             standby_buffer_size=1,
         )
+        table.bootstrap, table.source_topic = settings.kafka, settings.topic
         app.tables.add(table)
         self.table = table
+        self._pending: dict[int, _Pending] = {}
 
-    # -- writes (agents only, inside the event's processing) ------------------
+    # -- writes (agents only) ----------------------------------------------------
 
-    def count(self, item_id: str) -> CountRow:
-        return decode_count(self.table.get(count_key(item_id)))
+    def count(self, item_id: str, partition: int | None = None) -> CountRow:
+        """The newest count row, folded or flushed; ``partition`` defaults to the item's."""
+        partition = self._partition(item_id, partition)
+        pending = self._pending.get(partition)
+        row = pending.counts.get(item_id) if pending is not None else None
+        return row or decode_count(self._db(partition).get(count_key(item_id)))
 
-    def member(self, item_id: str, user_id: str) -> MemberRow:
-        return decode_member(self.table.get(member_key(item_id, user_id)))
+    def member(self, item_id: str, user_id: str, partition: int | None = None) -> MemberRow:
+        partition = self._partition(item_id, partition)
+        key = member_key(item_id, user_id)
+        pending = self._pending.get(partition)
+        row = pending.members.get(key) if pending is not None else None
+        return row or decode_member(self._db(partition).get(key))
 
-    def put_count(self, item_id: str, row: CountRow) -> None:
-        self.table[count_key(item_id)] = encode_row(row)
+    def put_count(self, partition: int, item_id: str, row: CountRow) -> None:
+        self._pending_for(partition).counts[item_id] = row
 
-    def put_member(self, item_id: str, user_id: str, row: MemberRow) -> None:
-        self.table[member_key(item_id, user_id)] = encode_row(row)
+    def put_member(self, partition: int, item_id: str, user_id: str, row: MemberRow) -> None:
+        self._pending_for(partition).members[member_key(item_id, user_id)] = row
 
-    def take_unconfirmed(self) -> list[FutureMessage]:
-        return self.table.take_unconfirmed()
+    def flush(self) -> list[Flushed]:
+        """Write the rows folded since the last flush to RocksDB; return them to send.
+
+        Synchronous on purpose: the caller takes the folded events in the same
+        step, so every event taken has all its rows in what this returns.
+        """
+        pending, self._pending = self._pending, {}
+        flushed = [rows.flushed(partition) for partition, rows in pending.items()]
+        for batch in flushed:
+            write = rocksdict.WriteBatch(raw_mode=True)
+            for key, value in batch.rows:
+                write.put(key, value)
+            self._db(batch.partition).write(write)
+        return flushed
+
+    async def send_changelog(
+        self, sender: Sender, flushed: list[Flushed]
+    ) -> list[asyncio.Future[RecordMetadata]]:
+        """Send flushed rows to the changelog in their order; futures per batch."""
+        topic = self.table.changelog_topic.get_topic_name()
+        futures: list[asyncio.Future[RecordMetadata]] = []
+        for batch in flushed:
+            records: list[Outgoing] = [(key, value, []) for key, value in batch.rows]
+            sent = await sender.send(topic, batch.partition, records)
+            if sent:
+                sent[-1].add_done_callback(self._persisted)
+            futures += sent
+        return futures
+
+    def _persisted(self, sent: asyncio.Future[RecordMetadata]) -> None:
+        # Recovery starts reading the changelog after this offset. The first
+        # offset of the last batch: re-reading a few rows is harmless (stamps).
+        if sent.cancelled() or sent.exception() is not None:
+            return
+        meta = sent.result()
+        if meta.partition in self._open_dbs():
+            self.table.data.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)
+
+    def _pending_for(self, partition: int) -> _Pending:
+        rows = self._pending.get(partition)
+        if rows is None:
+            rows = self._pending[partition] = _Pending()
+        return rows
+
+    def _partition(self, item_id: str, partition: int | None) -> int:
+        return partition_for(item_id.encode(), self.partitions) if partition is None else partition
+
+    def _db(self, partition: int) -> Any:
+        return self.table.partition_db(partition)
+
+    def _open_dbs(self) -> dict[int, Any]:
+        return dict(self.table.data._dbs)  # type: ignore[attr-defined]
 
     # -- reads (StateReader) ---------------------------------------------------
 
     def likes(self, item_id: str) -> int:
         self._check_servable(item_id)
-        return decode_count(self.table.get(count_key(item_id))).likes
+        return self.count(item_id).likes
 
     def liked(self, item_id: str, user_id: str) -> bool:
         self._check_servable(item_id)
-        return decode_member(self.table.get(member_key(item_id, user_id))).liked
+        return self.member(item_id, user_id).liked
+
+    @property
+    def restoring(self) -> int | None:
+        """Records the bulk restore still has to read (``_restore.py``); None when idle."""
+        return self.table.restoring
 
     def held_count(self, item_id: str) -> CountRow:
         """The count row of this process's copy of the item's partition, whatever its role
         (active, standby, recovering, mid-rebalance): possibly behind. Compare its stamp."""
-        return decode_count(self._held(item_id).get(count_key(item_id)))
+        return self.count(item_id, self._held(item_id))
 
     def held_member(self, item_id: str, user_id: str) -> MemberRow:
         """Like :meth:`held_count`, for a membership."""
-        return decode_member(self._held(item_id).get(member_key(item_id, user_id)))
+        return self.member(item_id, user_id, self._held(item_id))
 
     def held_changelog(self, item_id: str) -> tuple[str, int, int]:
         """The changelog topic and partition behind this process's copy of the item's
         partition, and the offset the copy has applied up to (-1: none yet)."""
-        self._held(item_id)
-        partition = self._partition(item_id)
+        partition = self._held(item_id)
         topic: str = self.table.changelog_topic.get_topic_name()
         applied = self.table.data.persisted_offset(TP(topic, partition))
         return topic, partition, -1 if applied is None else int(applied)
@@ -120,12 +214,15 @@ class LikeTables:
     def held_changelogs(self) -> list[tuple[str, int]]:
         """The changelog partitions of the copies this process holds."""
         topic: str = self.table.changelog_topic.get_topic_name()
-        return [(topic, p) for p in sorted(self.table.data._dbs)]  # type: ignore[attr-defined]
+        return [(topic, p) for p in sorted(self._open_dbs())]
 
     def ready(self) -> bool:
         recovery = self.app.tables.recovery  # type: ignore[attr-defined]
         return bool(
-            recovery.completed.is_set() and not recovery.in_recovery and not self.app.rebalancing
+            recovery.completed.is_set()
+            and not recovery.in_recovery
+            and not self.app.rebalancing
+            and self.table.restoring is None
         )
 
     def estimated_rows(self, partitions: Iterable[int]) -> dict[int, int]:
@@ -133,29 +230,24 @@ class LikeTables:
 
         An estimate (``rocksdb.estimate-num-keys``): cheap, without scanning. For metrics.
         """
-        # The store's per-partition databases are private API; faust offers no other.
-        dbs = dict(self.table.data._dbs)  # type: ignore[attr-defined]
+        dbs = self._open_dbs()
         return {
             p: int(dbs[p].property_int_value("rocksdb.estimate-num-keys") or 0)
             for p in partitions
             if p in dbs
         }
 
-    def _held(self, item_id: str) -> Any:
-        # The store's open databases are private API; faust offers no other. A database
-        # is open while this process holds the partition (active or standby); faust's
-        # own lookup would open a missing one, so it is not used here.
-        db = self.table.data._dbs.get(self._partition(item_id))  # type: ignore[attr-defined]
-        if db is None:
+    def _held(self, item_id: str) -> int:
+        """The item's partition, if this process holds a copy of it (active or standby:
+        its database is open); faust's own lookup would open a missing one."""
+        partition = self._partition(item_id, None)
+        if partition not in self._open_dbs():
             raise NotServable("no copy of the item's partition here")
-        return db
-
-    def _partition(self, item_id: str) -> int:
-        return partition_for(item_id.encode(), self.partitions)
+        return partition
 
     def _check_servable(self, item_id: str) -> None:
         if not self.ready():
             raise NotServable("recovering: tables are being restored from their changelogs")
-        tp = TP(self.topic, self._partition(item_id))
+        tp = TP(self.topic, partition_for(item_id.encode(), self.partitions))
         if tp not in self.app.assignor.assigned_actives():
             raise NotServable(f"partition {tp.partition} is served by another worker")

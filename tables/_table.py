@@ -1,71 +1,89 @@
-"""A Faust table that reports its changelog writes and never lets recovery go back.
+"""A Faust table whose recovery never goes back.
 
-Two changes to faust's ``Table``:
+Recovery keeps, per key, whichever of the local row and the changelog record
+carries the later source offset. After a SIGKILL the local RocksDB can be ahead
+of the changelog; replaying an older changelog record over it would mix old and
+new rows and break the count/membership invariant that ``agents/_fold.py`` needs.
 
-* every changelog write's delivery future is kept until the agent takes it with
-  :meth:`StampedTable.take_unconfirmed`, so that an event is acknowledged (and its
-  offset committed) only after all it wrote is durable in Kafka. Faust's own
-  flush-before-commit returns early when the producer stalls for 0.1 s.
-* recovery keeps, per key, whichever of the local row and the changelog record
-  carries the later source offset. After a SIGKILL the local RocksDB can be ahead
-  of the changelog; replaying an older changelog record over it would mix old and
-  new rows and break the count/membership invariant that ``agents/_fold.py`` needs.
+The table is written around faust's per-key API (``_state.py`` flushes rows per
+batch); faust still owns its changelog topic, partition assignment and recovery.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 import faust
+import rocksdict
+from aiokafka.errors import KafkaError
 from faust.types import TP, EventT
-from faust.types.tuples import FutureMessage
 
+from ._restore import restore
 from ._rows import supersedes
 
 __all__ = ["StampedTable"]
 
+log = logging.getLogger(__name__)
+
 
 class StampedTable(faust.Table[bytes, bytes]):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._unconfirmed: list[FutureMessage] = []
+    # Set by the owner: where to restore owned partitions from (``_restore.py``).
+    bootstrap: str | None = None
+    source_topic: str | None = None
+    # Records the bulk restore still has to read; None when it is not running.
+    restoring: int | None = None
 
-    def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
-        fut: FutureMessage = super().send_changelog(*args, **kwargs)
-        self._unconfirmed.append(fut)
-        return fut
-
-    def take_unconfirmed(self) -> list[FutureMessage]:
-        """The delivery futures of the writes made since the last call."""
-        taken, self._unconfirmed = self._unconfirmed, []
-        return taken
+    async def on_rebalance(
+        self,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly_assigned: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        owned = sorted(tp.partition for tp in assigned if tp.topic == self.source_topic)
+        if self.bootstrap is not None and owned:
+            try:
+                await restore(self, self.bootstrap, owned)
+            except KafkaError as exc:
+                # Faust's own recovery still runs and gets there, only slower.
+                log.warning("bulk restore of %s failed (%r)", self.name, exc)
 
     def apply_changelog_batch(self, batch: Iterable[EventT[bytes]]) -> None:
-        events = list(batch)
-        newest: dict[tuple[int, bytes], bytes] = {}
-        keep = [event for event in events if self._is_newer(event, newest)]
-        self.data.apply_changelog_batch(keep, to_key=self._to_key, to_value=self._to_value)
-        # Skipped records still count as read, or recovery would start over.
+        by_partition: defaultdict[int, list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
         last: dict[TP, int] = {}
-        for event in events:
-            tp = event.message.tp
-            last[tp] = max(last.get(tp, -1), event.message.offset)
+        for event in batch:
+            msg = event.message
+            by_partition[msg.partition].append((msg.key, msg.value))
+            last[msg.tp] = max(last.get(msg.tp, -1), msg.offset)
+        for partition, records in by_partition.items():
+            self.merge(partition, records)
+        # Skipped records still count as read, or recovery would start over.
         for tp, offset in last.items():
             self.data.set_persisted_offset(tp, offset)
 
-    def _is_newer(self, event: EventT[bytes], newest: dict[tuple[int, bytes], bytes]) -> bool:
-        msg = event.message
-        if msg.value is None or msg.key is None:
-            return True
-        slot = (msg.partition, msg.key)
-        if slot not in newest:
-            # The store's per-partition handle is private API; faust offers no other.
-            db = self.data._db_for_partition(msg.partition)  # type: ignore[attr-defined]
-            local = db.get(msg.key)
-            if local is not None:
-                newest[slot] = local
-        if not supersedes(msg.value, newest.get(slot)):
-            return False
-        newest[slot] = msg.value
-        return True
+    def merge(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+        """Write the changelog ``records`` that are newer than the local rows, in one batch."""
+        db = self.partition_db(partition)
+        newest: dict[bytes, bytes | None] = {}
+        write = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in records:
+            if key is None:
+                continue
+            current = newest[key] if key in newest else db.get(key)
+            if value is None:
+                write.delete(key)
+            elif supersedes(value, current):
+                write.put(key, value)
+            else:
+                continue
+            newest[key] = value
+        db.write(write)
+
+    def partition_db(self, partition: int) -> Any:
+        """The partition's RocksDB (rocksdict ``Rdict``), opened on first use."""
+        # The store's per-partition handle is private API; faust offers no other.
+        return self.data._db_for_partition(partition)  # type: ignore[attr-defined]

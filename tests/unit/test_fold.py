@@ -1,10 +1,13 @@
 """The fold is exact under crashes: a model of the worker, its RocksDB and its changelog.
 
-Each run folds random events (likes, unlikes, duplicates) of one partition and
-crashes at random points: the local store keeps every write made (SIGKILL
-does not lose the page cache), the changelog keeps a prefix of the writes in
-send order, at least the writes of acknowledged events, and the committed
-offset is at most the first unacknowledged event. A restart either keeps the
+Each run folds random events (likes, unlikes, duplicates) of one partition in
+random batches, as the agent does: rows pending in memory, then per flush one
+atomic local write batch and the changelog records, counts before members,
+each key once. It crashes at random points: pending rows are lost, the local
+store keeps every flushed batch (SIGKILL does not lose the page cache), the
+changelog keeps a prefix of the writes in send order, at least the writes of
+acknowledged events, and the committed offset is at most the first
+unacknowledged event. A restart either keeps the
 data dir (recovery merges the changelog tail from the persisted offset) or loses
 it (recovery replays the whole changelog), then replays from the committed
 offset. Afterwards both the local state and a state rebuilt from the changelog
@@ -33,38 +36,51 @@ from likestream.tables._rows import (
 @dataclass
 class Model:
     local: dict[bytes, bytes] = field(default_factory=dict)
+    counts: dict[bytes, CountRow] = field(default_factory=dict)  # folded, not flushed
+    members: dict[bytes, MemberRow] = field(default_factory=dict)
     changelog: list[tuple[bytes, bytes]] = field(default_factory=list)
     durable: int = 0  # how much of the changelog Kafka holds
     persisted: int = 0  # how much of it the local store knows it has
     committed: int = 0  # next source offset to read after a restart
-    ends: list[int] = field(default_factory=list)  # changelog length after each event
+    ends: list[int] = field(default_factory=list)  # changelog length once each event is sent
 
-    def write(self, key: bytes, row: CountRow | MemberRow) -> None:
-        self.local[key] = encode_row(row)
-        self.changelog.append((key, encode_row(row)))
+    def read(self, key: bytes) -> bytes | None:
+        row = self.counts.get(key) or self.members.get(key)
+        return encode_row(row) if row is not None else self.local.get(key)
 
-    def process(self, offset: int, item: str, user: str, liked: bool, budget: int) -> bool:
-        """Fold one event, killed after ``budget`` writes. True if it finished."""
+    def process(self, offset: int, item: str, user: str, liked: bool) -> None:
+        """Fold one event into the pending rows, as LikeTables does."""
         result = fold(
-            decode_count(self.local.get(count_key(item))),
-            decode_member(self.local.get(member_key(item, user))),
+            decode_count(self.read(count_key(item))),
+            decode_member(self.read(member_key(item, user))),
             liked,
             offset,
         )
-        writes = [
-            (key, row)
-            for key, row in (
-                (count_key(item), result.count),
-                (member_key(item, user), result.member),
-            )
-            if row is not None
+        if result.count is not None:
+            self.counts[count_key(item)] = result.count
+        if result.member is not None:
+            self.members[member_key(item, user)] = result.member
+
+    def flush(self, events: int, budget: int) -> bool:
+        """Write pending rows locally (one atomic batch), then send ``budget`` of them.
+
+        True if every row was sent: the ``events`` folded since the last flush
+        may then be acknowledged.
+        """
+        rows = [
+            (key, encode_row(row)) for key, row in [*self.counts.items(), *self.members.items()]
         ]
-        for key, row in writes[:budget]:
-            self.write(key, row)
-        return budget >= len(writes)
+        self.counts, self.members = {}, {}
+        self.local.update(rows)
+        self.changelog += rows[:budget]
+        if budget < len(rows):
+            return False
+        self.ends += [len(self.changelog)] * events
+        return True
 
     def crash(self, rng: random.Random, processed: int) -> None:
         """Kafka keeps a prefix with every acknowledged event's writes; commit lags acks."""
+        self.counts, self.members = {}, {}
         acked = rng.randint(self.committed, processed)
         floor = self.ends[acked - 1] if acked else 0
         self.durable = rng.randint(max(floor, self.durable), len(self.changelog))
@@ -81,11 +97,26 @@ class Model:
                 self.local[key] = value
         self.persisted = len(self.changelog)
 
+    def run_until_crash(self, rng: random.Random, events: list[tuple[str, str, bool]]) -> int:
+        """Fold and flush in random batches; returns how many events were sent in full."""
+        offset = self.committed
+        while offset < len(events):
+            batch = range(offset, min(len(events), offset + rng.choice([1, 1, 2, 3, 8])))
+            for at in batch:
+                self.process(at, *events[at])
+            if rng.random() < 0.15:
+                return offset  # killed before the flush: pending rows are lost
+            budget = rng.choice([0, 1, 2, 99, 99, 99, 99, 99])  # rows sent before a SIGKILL
+            if not self.flush(len(batch), budget):
+                return offset
+            offset = batch.stop
+        return offset
+
 
 def run(seed: int) -> None:
     rng = random.Random(seed)
     users, items = [f"u{i}" for i in range(4)], [f"i{i}" for i in range(3)]
-    events = []
+    events: list[tuple[str, str, bool]] = []
     for _ in range(rng.randint(1, 40)):
         if events and rng.random() < 0.2:
             events.append(events[-1])  # duplicate
@@ -96,18 +127,12 @@ def run(seed: int) -> None:
     model = Model()
     for _ in range(rng.randint(0, 4)):  # crashes, each followed by a restart
         model.ends = model.ends[: model.committed]
-        processed = model.committed
-        for offset in range(model.committed, len(events)):
-            budget = rng.choice([0, 1, 9, 9, 9, 9, 9, 9])  # writes before a SIGKILL
-            if not model.process(offset, *events[offset], budget=budget):
-                break
-            model.ends.append(len(model.changelog))
-            processed = offset + 1
-        model.crash(rng, processed)
+        model.crash(rng, model.run_until_crash(rng, events))
         model.recover(lose_data_dir=rng.random() < 0.4)
     model.ends = model.ends[: model.committed]
     for offset in range(model.committed, len(events)):
-        model.process(offset, *events[offset], budget=9)
+        model.process(offset, *events[offset])
+    model.flush(len(events) - model.committed, budget=len(events) * 2)
     model.durable = len(model.changelog)
 
     rebuilt: dict[bytes, bytes] = {}

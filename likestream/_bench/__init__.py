@@ -1,0 +1,29 @@
+"""``likestream bench``: throughput, latency, fan-out and state benchmarks against same-run
+baselines.
+
+Every scenario starts from nothing: the bench starts its own embedded broker (free ports,
+a temporary state dir) and its own ``likestream worker`` processes, and stops them. Each
+figure is reported beside a baseline measured in the same run on the same machine where
+there is one, since absolute figures on shared machines are noisy:
+
+* ``ingest`` (``_ingest``): N pre-produced Zipf-skewed events folded by one worker from a
+  cold start, against a bare aiokafka consumer that decodes the same JSON and counts in a
+  dict;
+* ``reads`` (``_reads``): ``GET /items/{id}/likes`` at maximum rate and at fixed rates,
+  against a bare aiohttp handler returning a dict lookup;
+* ``state`` (``_state``): M distinct memberships: worker RSS, disk use, and recovery from
+  the changelog after the data dir is deleted;
+* ``latency`` (``_latency``): load at 20% of the measured ingest rate, time from produce to
+  the WebSocket frame showing the change;
+* ``fanout`` (``_fanout``): the most WebSocket clients of one hot item whose p99 delivery
+  stays under 1 s.
+
+``_lab`` holds the broker and worker processes, ``_audience`` the WebSocket clients (in
+helper processes), ``_report`` the tables and BENCHMARKS.md, ``_cli`` the command. Progress
+goes to stderr; results to ``DIR/results.json`` and ``DIR/results.md``, and with
+``--report`` to a full BENCHMARKS.md.
+"""
+
+from ._cli import SCENARIOS, add_parser, run_bench
+
+__all__ = ["SCENARIOS", "add_parser", "run_bench"]

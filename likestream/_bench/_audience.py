@@ -1,0 +1,337 @@
+"""WebSocket clients of the push scenarios (latency, fanout) and the delay of each change.
+
+An :class:`Audience` is a set of ``/ws`` connections, each subscribed to some items, noting
+when each count arrives. A change is known by its count: every event of these scenarios is
+a like by a fresh user, so the n-th event produced on an item makes its count n, and change
+n is delivered by the first frame whose count is n or more (a coalesced frame delivers
+several). Its delay is that frame's receive time minus the event's produce time.
+
+Times are ``time.monotonic()``: CLOCK_MONOTONIC, one clock for every process on the
+machine, so the receive times of a helper process compare with the bench's produce times.
+The bench runs audiences in helper processes (:class:`Helpers`, ``serve_stdio``
+speaking JSON lines on stdin and stdout), so that reading
+frames and producing events do not delay each other in one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import aiohttp
+import orjson
+from aiohttp import WSMsgType
+
+from ._common import raise_open_files
+
+__all__ = [
+    "Audience",
+    "Client",
+    "Delays",
+    "Helpers",
+    "Sent",
+    "helpers",
+    "serve_stdio",
+    "wait_caught_up",
+]
+
+CONNECTING = 100  # handshakes in flight at once
+ACK_SECONDS = 30.0
+
+Sent = dict[str, tuple[int, list[float]]]
+"""Per item: the first count produced, and the produce times of that count and the next."""
+
+
+@dataclass
+class Delays:
+    """Delays as counts per 0.1 ms bucket, so that processes merge them; ``missing`` are
+    changes never delivered (dropped clients, or later than the wait), counted as late
+    beyond any bucket."""
+
+    buckets: dict[int, int] = field(default_factory=dict)
+    missing: int = 0
+
+    def add(self, ms: float) -> None:
+        key = max(0, int(ms * 10))
+        self.buckets[key] = self.buckets.get(key, 0) + 1
+
+    def merge(self, other: Delays) -> None:
+        for key, count in other.buckets.items():
+            self.buckets[key] = self.buckets.get(key, 0) + count
+        self.missing += other.missing
+
+    @property
+    def total(self) -> int:
+        return sum(self.buckets.values()) + self.missing
+
+    def percentile(self, pct: float) -> float:
+        """Milliseconds; inf when the rank falls among the missing, nan when empty."""
+        if not self.total:
+            return float("nan")
+        rank = round(pct / 100 * (self.total - 1))
+        for key in sorted(self.buckets):
+            rank -= self.buckets[key]
+            if rank < 0:
+                return key / 10
+        return float("inf")
+
+    def max(self) -> float:
+        if self.missing:
+            return float("inf")
+        return max(self.buckets, default=float("nan")) / 10
+
+    def to_json(self) -> dict[str, Any]:
+        return {"buckets": self.buckets, "missing": self.missing}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Delays:
+        return cls({int(k): v for k, v in doc["buckets"].items()}, doc["missing"])
+
+
+class Client:
+    """One connection: its items, the newest count of each, the frames since the mark."""
+
+    def __init__(self, items: list[str]) -> None:
+        self.items = items
+        self.latest: dict[str, int] = {}
+        self.base: dict[str, int] = {}
+        self.frames: list[tuple[float, str, int]] = []
+        self.acked = asyncio.Event()
+        self.closed = False
+
+    def note(self, at: float, item: str, likes: int) -> None:
+        self.frames.append((at, item, likes))
+        self.latest[item] = max(likes, self.latest.get(item, 0))
+
+    def mark(self) -> None:
+        self.base = dict(self.latest)
+        self.frames.clear()
+
+    def caught_up(self, final: dict[str, int]) -> bool:
+        return self.closed or all(self.latest.get(i, 0) >= final.get(i, 0) for i in self.items)
+
+    def delays(self, sent: Sent, into: Delays) -> None:
+        """Add the delay of every change in ``sent`` to this client's items."""
+        shown = dict(self.base)
+        for at, item, likes in self.frames:
+            entry = sent.get(item)
+            if entry is None:
+                continue
+            first, times = entry
+            before = max(shown.get(item, 0), first - 1)
+            for count in range(before + 1, min(likes, first + len(times) - 1) + 1):
+                into.add((at - times[count - first]) * 1000)
+            shown[item] = max(before, likes)
+        for item in self.items:
+            if item in sent:
+                first, times = sent[item]
+                into.missing += max(0, first + len(times) - 1 - max(shown.get(item, 0), first - 1))
+
+
+class Audience:
+    """WebSocket clients of one process, each subscribed to its items."""
+
+    def __init__(self) -> None:
+        self.clients: list[Client] = []
+        self._sockets: list[aiohttp.ClientWebSocketResponse] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: aiohttp.ClientSession | None = None
+
+    async def open(self, url: str, subscriptions: list[list[str]]) -> tuple[int, str]:
+        """One more client per list of items, subscribed (the server answered a ping after
+        the subscribe frame); returns how many failed and the first error."""
+        if self._http is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), timeout=timeout
+            )
+        gate = asyncio.Semaphore(CONNECTING)
+        outcomes = await asyncio.gather(
+            *(self._connect(url, items, gate) for items in subscriptions), return_exceptions=True
+        )
+        errors = [repr(o) for o in outcomes if isinstance(o, BaseException)]
+        return len(errors), errors[0] if errors else ""
+
+    async def _connect(self, url: str, items: list[str], gate: asyncio.Semaphore) -> None:
+        async with gate:
+            assert self._http is not None
+            ws = await self._http.ws_connect(url + "/ws", autoping=False)
+            client = Client(items)
+            self._sockets.append(ws)
+            self.clients.append(client)
+            self._tasks.append(asyncio.create_task(_listen(ws, client)))
+            await ws.send_str(orjson.dumps({"op": "subscribe", "items": items}).decode())
+            await ws.ping()
+            await asyncio.wait_for(client.acked.wait(), ACK_SECONDS)
+
+    def mark(self) -> None:
+        """From now on: frames count from the counts each client has now."""
+        for client in self.clients:
+            client.mark()
+
+    async def collect(self, sent: Sent, wait: float) -> tuple[Delays, int]:
+        """Wait up to ``wait`` s for every client to show the last change of ``sent``,
+        then the delays of its changes and how many clients were closed."""
+        await wait_caught_up(self.clients, sent, wait)
+        delays = Delays()
+        for client in self.clients:
+            client.delays(sent, delays)
+        return delays, sum(c.closed for c in self.clients)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for ws in self._sockets:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._http is not None:
+            await self._http.close()
+
+
+async def wait_caught_up(clients: list[Client], sent: Sent, wait: float) -> None:
+    """Wait up to ``wait`` s until every client shows the last change of ``sent``."""
+    final = {item: first + len(times) - 1 for item, (first, times) in sent.items()}
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if all(c.caught_up(final) for c in clients):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _listen(ws: aiohttp.ClientWebSocketResponse, client: Client) -> None:
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                at = time.monotonic()
+                frame = orjson.loads(msg.data)
+                if frame.get("type") == "likes":
+                    client.note(at, frame["item_id"], frame["likes"])
+            elif msg.type == WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type == WSMsgType.PONG:
+                client.acked.set()
+    finally:
+        client.closed = True
+
+
+# -- the helper process ------------------------------------------------------------------
+
+
+async def _serve(audience: Audience, request: dict[str, Any]) -> dict[str, Any]:
+    if request["op"] == "open":
+        failed, error = await audience.open(request["url"], request["subscriptions"])
+        return {"clients": len(audience.clients), "failed": failed, "error": error}
+    if request["op"] == "mark":
+        audience.mark()
+        return {"clients": len(audience.clients)}
+    sent = {item: (first, times) for item, (first, times) in request["sent"].items()}
+    delays, closed = await audience.collect(sent, request["wait"])
+    return {"delays": delays.to_json(), "closed": closed}
+
+
+def serve_stdio() -> None:
+    """The helper process: requests on stdin, one JSON line each; answers on stdout."""
+    asyncio.run(_serve_lines())
+
+
+async def _serve_lines() -> None:
+    raise_open_files()
+    audience = Audience()
+    try:
+        while line := await asyncio.to_thread(sys.stdin.readline):
+            answer = await _serve(audience, json.loads(line))
+            sys.stdout.write(json.dumps(answer) + "\n")
+            sys.stdout.flush()
+    finally:
+        await audience.close()
+
+
+class Helpers:
+    """Audiences in helper processes; subscriptions are dealt out in turn."""
+
+    def __init__(self, procs: list[asyncio.subprocess.Process]) -> None:
+        self._procs = procs
+        self._turn = 0
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self._procs]
+
+    async def _ask(self, proc: asyncio.subprocess.Process, request: dict[str, Any]) -> Any:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        proc.stdin.write(json.dumps(request).encode() + b"\n")
+        await proc.stdin.drain()
+        line = await proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"WebSocket helper exited with {await proc.wait()}")
+        return json.loads(line)
+
+    async def open(self, url: str, subscriptions: list[list[str]]) -> tuple[int, str]:
+        """As :meth:`Audience.open`, spread over the helpers."""
+        shares: list[list[list[str]]] = [[] for _ in self._procs]
+        for items in subscriptions:
+            shares[self._turn % len(shares)].append(items)
+            self._turn += 1
+        answers = await asyncio.gather(
+            *(
+                self._ask(p, {"op": "open", "url": url, "subscriptions": s})
+                for p, s in zip(self._procs, shares, strict=True)
+            )
+        )
+        errors = [a["error"] for a in answers if a["error"]]
+        return sum(a["failed"] for a in answers), errors[0] if errors else ""
+
+    async def mark(self) -> None:
+        await asyncio.gather(*(self._ask(p, {"op": "mark"}) for p in self._procs))
+
+    async def collect(self, sent: Sent, wait: float) -> tuple[Delays, int]:
+        request = {"op": "collect", "sent": sent, "wait": wait}
+        answers = await asyncio.gather(*(self._ask(p, request) for p in self._procs))
+        delays = Delays()
+        for answer in answers:
+            delays.merge(Delays.from_json(answer["delays"]))
+        return delays, sum(a["closed"] for a in answers)
+
+
+def _append(log: Path) -> BinaryIO:
+    return open(log, "ab")
+
+
+@contextlib.asynccontextmanager
+async def helpers(count: int, log: Path) -> AsyncIterator[Helpers]:
+    """``count`` helper processes, their stderr appended to ``log``; ended on exit."""
+    procs: list[asyncio.subprocess.Process] = []
+    with _append(log) as err:
+        try:
+            for _ in range(count):
+                procs.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-c",
+                        f"from {__name__} import serve_stdio; serve_stdio()",
+                        stdin=asyncio.subprocess.PIPE,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=err,
+                        limit=1 << 26,
+                    )
+                )
+            yield Helpers(procs)
+        finally:
+            for proc in procs:
+                if proc.stdin is not None:
+                    proc.stdin.close()
+            for proc in procs:
+                try:
+                    await asyncio.wait_for(proc.wait(), 30)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()

@@ -1,0 +1,127 @@
+"""What every scenario shares: the configuration, a result, progress lines, percentiles."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PUSH_INTERVAL_MS",
+    "BenchConfig",
+    "Result",
+    "command",
+    "cpu_seconds",
+    "free_port",
+    "free_port_pair",
+    "percentile",
+    "raise_open_files",
+    "say",
+]
+
+BEGAN = time.monotonic()
+PUSH_INTERVAL_MS = 100
+"""``LIKESTREAM_PUSH_INTERVAL_MS`` of the workers the WebSocket scenarios start."""
+
+
+def say(message: str) -> None:
+    """A progress line on stderr, with the seconds since the bench began."""
+    print(f"[bench {time.monotonic() - BEGAN:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    events: int = 200_000
+    items: int = 10_000
+    users: int = 100_000
+    memberships: int = 200_000
+    cap: float = 150.0
+    partitions: int = 8
+    duration: float = 15.0
+    clients: int = 32
+    rate: float | None = None
+    rates: tuple[int, ...] = (500, 1000, 2000)
+    fanout: tuple[int, ...] = (500, 1000, 2000, 5000, 10000)
+    fanout_budget: float = 100.0
+    ws_procs: int = 1
+    seed: int = 1
+    out: Path = Path("bench-results")
+    tool: str = "auto"
+
+
+@dataclass
+class Result:
+    scenario: str
+    command: str
+    figures: dict[str, float]
+    baseline: dict[str, float] = field(default_factory=dict)
+    ratio: float | None = None
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    limits: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def target(self, name: str, value: float | None, op: str, bound: float) -> None:
+        met = None if value is None else (value >= bound if op == ">=" else value < bound)
+        self.targets.append({"name": name, "value": value, "op": op, "bound": bound, "met": met})
+
+
+def _flag(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def command(scenario: str, cfg: BenchConfig, *names: str) -> str:
+    """The command line that repeats ``scenario`` with the flags ``names`` of ``cfg``."""
+    flags = " ".join(f"--{n.replace('_', '-')} {_flag(getattr(cfg, n))}" for n in names)
+    return f"likestream bench {scenario} {flags}".strip()
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_port_pair() -> int:
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as probe:
+            if port < 65000 and probe.connect_ex(("127.0.0.1", port + 1)) != 0:
+                return port
+    raise RuntimeError("no free port pair")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raise_open_files() -> int:
+    """Raise this process's RLIMIT_NOFILE soft limit to the hard one; returns the new limit.
+
+    Workers and helper processes started afterwards inherit it.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard

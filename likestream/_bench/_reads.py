@@ -1,0 +1,293 @@
+"""``reads``: ``GET /items/{id}/likes`` at maximum rate (wrk when installed, else aiohttp
+clients) and at fixed rates (``--rates``, an open-loop aiohttp generator), against a bare
+aiohttp handler returning a dict lookup under the same loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+
+from .._produce import produce, synthetic_events
+from ._common import BenchConfig, Result, command, free_port, percentile, say
+from ._lab import Lab, create_topics, wait_committed
+
+__all__ = ["open_loop", "reads", "wrk_ms"]
+
+RATE_SECONDS = 10.0  # each fixed-rate run, at most: --duration when shorter
+DRAIN_SECONDS = 5.0  # after a fixed-rate run, for the answers still due
+
+_BARE_SERVER = """
+import sys
+from aiohttp import web
+port, items = int(sys.argv[1]), int(sys.argv[2])
+counts = {f"item:{i}": i % 97 for i in range(items)}
+async def likes(request):
+    item = request.match_info["item_id"]
+    return web.json_response({"item_id": item, "likes": counts.get(item, 0)})
+app = web.Application()
+app.router.add_get("/items/{item_id}/likes", likes)
+web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+"""
+
+_WRK_SCRIPT = """
+math.randomseed(1)
+request = function()
+  return wrk.format("GET", "/items/item:" .. math.random(0, %d) .. "/likes")
+end
+"""
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def wrk_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        return float("nan")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _wrk(url: str, items: int, cfg: BenchConfig, script_dir: Path) -> dict[str, float]:
+    script = script_dir / "reads.lua"
+    script.write_text(_WRK_SCRIPT % (items - 1))
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{cfg.clients}",
+        f"-d{max(1, round(cfg.duration))}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    out = done.stdout
+    figures: dict[str, float] = {}
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    figures["requests_per_s"] = round(float(rps.group(1)) if rps else float("nan"))
+    for pct in ("50", "99"):
+        match = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.MULTILINE)
+        figures[f"p{pct}_ms"] = round(wrk_ms(match.group(1)) if match else float("nan"), 3)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    figures["errors"] = int(non2xx.group(1)) if non2xx else 0
+    return figures
+
+
+async def _aiohttp_load(url: str, items: int, cfg: BenchConfig) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + cfg.duration
+    connector = aiohttp.TCPConnector(limit=cfg.clients)
+
+    async def client(index: int, http: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        i = index
+        while time.monotonic() < deadline:
+            i = (i * 7919 + 1) % items
+            began = time.perf_counter()
+            async with http.get(f"{url}/items/item:{i}/likes") as resp:
+                await resp.read()
+                errors += resp.status != 200
+            latencies.append((time.perf_counter() - began) * 1000)
+
+    began = time.monotonic()
+    async with aiohttp.ClientSession(connector=connector) as http:
+        await asyncio.gather(*(client(n, http) for n in range(cfg.clients)))
+    return _figures(latencies, time.monotonic() - began, errors)
+
+
+def _figures(latencies: list[float], span: float, errors: int) -> dict[str, float]:
+    return {
+        "requests_per_s": round(len(latencies) / span),
+        "p50_ms": round(percentile(latencies, 50), 3),
+        "p99_ms": round(percentile(latencies, 99), 3),
+        "errors": errors,
+    }
+
+
+async def open_loop(
+    url: str, items: int, rate: float, duration: float, connections: int
+) -> dict[str, float]:
+    """GETs at ``rate``/s on schedule whatever the answers (open loop, like wrk2): each
+    latency counts from the request's scheduled time, so a slow answer also counts the
+    wait of the requests queued behind it (no coordinated omission)."""
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(http: aiohttp.ClientSession, index: int, due: float) -> None:
+        nonlocal errors
+        try:
+            async with http.get(f"{url}/items/item:{index * 7919 % items}/likes") as resp:
+                await resp.read()
+                errors += resp.status != 200
+        except aiohttp.ClientError:
+            errors += 1
+            return
+        latencies.append((time.monotonic() - due) * 1000)
+
+    tasks: list[asyncio.Task[None]] = []
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        began = time.monotonic()
+        while (elapsed := time.monotonic() - began) < duration:
+            for index in range(len(tasks), int(elapsed * rate) + 1):
+                tasks.append(asyncio.create_task(one(http, index, began + index / rate)))
+            await asyncio.sleep(0.001)
+        late = await _drain(tasks, DRAIN_SECONDS)
+    span = time.monotonic() - began
+    # The unanswered at the cut count as late as they were then: lower bounds.
+    waited = [(span - index / rate) * 1000 for index in late]
+    figures = _figures(latencies + waited, span, errors)
+    figures["requests_per_s"] = round(len(latencies) / span)
+    figures["unanswered"] = len(late)
+    return figures
+
+
+async def _drain(tasks: list[asyncio.Task[None]], limit: float) -> list[int]:
+    """Wait up to ``limit`` s for ``tasks``; cancel the rest and return their indexes."""
+    if tasks:
+        await asyncio.wait(tasks, timeout=limit)
+    late = [index for index, task in enumerate(tasks) if not task.done()]
+    for index in late:
+        tasks[index].cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return late
+
+
+async def _load(
+    url: str, items: int, cfg: BenchConfig, script_dir: Path, tool: str
+) -> dict[str, float]:
+    if tool == "wrk":
+        return await asyncio.to_thread(_wrk, url, items, cfg, script_dir)
+    return await _aiohttp_load(url, items, cfg)
+
+
+@contextlib.asynccontextmanager
+async def bare_server(items: int) -> AsyncIterator[str]:
+    """The baseline: a bare aiohttp handler returning a dict lookup; yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    bare = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _BARE_SERVER,
+        str(port),
+        str(items),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await _wait_answering(f"{url}/items/item:0/likes", limit=30)
+        yield url
+    finally:
+        bare.terminate()
+        await asyncio.wait_for(bare.wait(), 10)
+
+
+async def _wait_answering(url: str, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.1)
+
+
+def _rate_seconds(cfg: BenchConfig) -> float:
+    return min(cfg.duration, RATE_SECONDS)
+
+
+async def _measure(url: str, cfg: BenchConfig, script_dir: Path, tool: str) -> dict[str, float]:
+    """The maximum-rate run, then one open-loop run per fixed rate."""
+    figures = dict(await _load(url, cfg.items, cfg, script_dir, tool))
+    for rate in cfg.rates:
+        got = await open_loop(url, cfg.items, rate, _rate_seconds(cfg), cfg.clients)
+        say(f"reads:   at {rate:,} req/s: {got}")
+        figures |= {f"at_{rate}_p50_ms": got["p50_ms"], f"at_{rate}_p99_ms": got["p99_ms"]}
+        figures[f"at_{rate}_per_s"] = got["requests_per_s"]
+        figures["errors"] += got["errors"]
+        figures["unanswered"] = figures.get("unanswered", 0) + got["unanswered"]
+    return figures
+
+
+async def _preloaded_worker(lab: Lab, cfg: BenchConfig) -> str:
+    """A ready worker whose events are all folded; returns its URL."""
+    settings = lab.cluster("reads")
+    await create_topics(settings)
+    preload = min(cfg.events, 10_000)
+    say(f"reads: preloading {preload:,} events over {cfg.items:,} items")
+    events = synthetic_events(preload, cfg.items, cfg.users, seed=cfg.seed)
+    await produce(settings.kafka, settings.topic, events, preload)
+    worker = lab.worker(settings)
+    await worker.start_ready()
+    await wait_committed(settings, limit=300)
+    return worker.url
+
+
+async def reads(lab: Lab, cfg: BenchConfig) -> Result:
+    tool = cfg.tool if cfg.tool != "auto" else ("wrk" if shutil.which("wrk") else "aiohttp")
+    url = await _preloaded_worker(lab, cfg)
+    script_dir = lab.root
+    rates = ", ".join(f"{r:,}" for r in cfg.rates)
+    say(f"reads: {tool}, {cfg.clients} connections, {cfg.duration:.0f}s, then {rates} req/s")
+    got = await _measure(url, cfg, script_dir, tool)
+    lab.workers[-1].stop()
+    say(f"reads: worker {got}")
+    say("reads: the same loads against a bare aiohttp dict lookup")
+    async with bare_server(cfg.items) as bare_url:
+        base = await _measure(bare_url, cfg, script_dir, tool)
+    say(f"reads: bare {base}")
+    return _reads_result(cfg, tool, got, base)
+
+
+def _reads_result(
+    cfg: BenchConfig, tool: str, got: dict[str, float], base: dict[str, float]
+) -> Result:
+    ratio = got["requests_per_s"] / max(base["requests_per_s"], 1)
+    result = Result(
+        "reads",
+        command("reads", cfg, "items", "clients", "duration", "rates") + f" --tool {tool}",
+        got,
+        base,
+        ratio=float(f"{ratio:.3g}"),
+        limits=(
+            f"one worker process (one core for its event loop) while the load generator "
+            f"({tool} at maximum rate, a Python open-loop aiohttp generator at fixed rates, "
+            "whose own CPU use caps the rates it can hold) takes the other core; per "
+            "request: routing, id validation, a RocksDB get, JSON, the security-header and "
+            "metrics middleware, against the bare handler's dict lookup. Fixed-rate "
+            f"latencies count from each request's scheduled time ({_rate_seconds(cfg):.0f}s per "
+            "rate); wrk2 is not packaged for Debian, hence the aiohttp generator"
+        ),
+    )
+    result.target("ratio to bare aiohttp", result.ratio, ">=", 0.7)
+    for rate in cfg.rates:
+        worker, bare = got[f"at_{rate}_per_s"], base[f"at_{rate}_per_s"]
+        if min(worker, bare) < 0.95 * rate:
+            result.notes.append(
+                f"{rate:,} req/s not held: {worker:,.0f}/s answered by the worker, "
+                f"{bare:,.0f}/s by the bare handler (both short: the generator's limit)"
+            )
+    if got.get("errors"):
+        result.notes.append(f"{got['errors']:,.0f} non-200 answers from the worker")
+    if got.get("unanswered") or base.get("unanswered"):
+        result.notes.append(
+            f"unanswered {DRAIN_SECONDS:.0f}s after a fixed-rate run: "
+            f"{got['unanswered']:,.0f} (worker), {base['unanswered']:,.0f} (bare); they count "
+            "as late as they were then, so those percentiles are lower bounds"
+        )
+    return result

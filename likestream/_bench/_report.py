@@ -1,0 +1,107 @@
+"""Reporting: the machine, the results table (results.md) and BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .._broker import KAFKA_VERSION
+from ._common import Result
+
+__all__ = ["machine", "report", "table"]
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    versions = {"Python": platform.python_version(), "Kafka": KAFKA_VERSION}
+    for dist in ("faust-streaming", "aiokafka", "aiohttp", "rocksdict", "orjson"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "absent"
+    wrk = shutil.which("wrk")
+    if wrk:
+        out = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+        versions["wrk"] = (out.stdout + out.stderr).split()[1] if out.stdout + out.stderr else "?"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return {
+        "cores": str(os.cpu_count()),
+        "load average at the end (1, 5, 15 min)": load,
+        "memory": f"{mem_kb / 2**20:.1f} GiB",
+        "cpu": cpu,
+        "open files (RLIMIT_NOFILE of the bench and its workers)": str(
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        ),
+        "os": platform.platform(),
+        **versions,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| scenario | figure | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        figures = ", ".join(f"{k} {_fmt(v)}" for k, v in r.figures.items())
+        baseline = ", ".join(f"{k} {_fmt(v)}" for k, v in r.baseline.items()) or "-"
+        ratio = _fmt(r.ratio) if r.ratio is not None else "-"
+        targets = "<br>".join(f"{t['name']} {t['op']} {_fmt(t['bound'])}" for t in r.targets)
+        met = "<br>".join(
+            ("met" if t["met"] else "not met") if t["met"] is not None else "?" for t in r.targets
+        )
+        lines.append(f"| {r.scenario} | {figures} | {baseline} | {ratio} | {targets} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def report(results: list[Result], info: dict[str, str], invocation: str, took: float) -> str:
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Written by `{invocation}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+        f"in {took / 60:.1f} minutes. `make bench` runs the standard set and rewrites this "
+        "file; every scenario starts its own broker-side topics and worker processes on a "
+        "broker of its own, on the same machine as the load. Each figure sits beside a "
+        "baseline measured in the same run, since these machines are shared and noisy: "
+        "the ratio is the figure to compare across runs. 'What limits it' is reasoned from "
+        "the code path and the machine, not yet from a profile.",
+        "",
+        "## Machine",
+        "",
+        *(f"- {k}: {v}" for k, v in info.items()),
+        "",
+        "## Results",
+        "",
+        table(results),
+        "## Commands and limits",
+        "",
+    ]
+    for r in results:
+        parts += [f"### {r.scenario}", "", f"    {r.command}", "", f"What limits it: {r.limits}."]
+        parts += [f"- {note}" for note in r.notes]
+        parts.append("")
+    return "\n".join(parts)
