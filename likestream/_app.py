@@ -11,6 +11,7 @@ from likestream.tables import LikeTables
 from likestream.web import (
     PushSettings,
     RateLimiter,
+    ReadSettings,
     TrendingSettings,
     WebServer,
     Writes,
@@ -21,7 +22,14 @@ from ._sampler import Sampler
 from ._settings import Settings
 from .client import LikeClient
 
-__all__ = ["Pipeline", "build"]
+__all__ = [
+    "Pipeline",
+    "build",
+    "push_settings",
+    "read_settings",
+    "trending_settings",
+    "write_settings",
+]
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,11 @@ def _faust_app(settings: Settings) -> faust.App:
         producer_linger_ms=5,
         web_enabled=False,
         autodiscover=False,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
+        # Shared with the group through faust's assignor: how peers and gateways find
+        # the owner of a partition (web/_owners.py reads it from the group).
+        canonical_url=settings.url,
+        consumer_group_instance_id=settings.instance_id,
         # A SIGKILLed worker's partitions move on after this, not faust's 60 s.
         broker_session_timeout=10,
         broker_heartbeat_interval=3,
@@ -68,7 +80,7 @@ def _raw_topic(app: faust.App, name: str, settings: Settings) -> faust.TopicT:
     )
 
 
-def _writes(settings: Settings, secret: str) -> Writes:
+def write_settings(settings: Settings, secret: str) -> Writes:
     return Writes(
         publisher=LikeClient(settings.kafka, settings.topic, linger_ms=1),
         secret=secret,
@@ -77,7 +89,7 @@ def _writes(settings: Settings, secret: str) -> Writes:
     )
 
 
-def _push(settings: Settings) -> PushSettings:
+def push_settings(settings: Settings) -> PushSettings:
     return PushSettings(
         interval=settings.push_interval_ms / 1000,
         max_items=settings.push_max_items,
@@ -89,12 +101,24 @@ def _push(settings: Settings) -> PushSettings:
     )
 
 
-def _trending(settings: Settings) -> TrendingSettings:
+def trending_settings(settings: Settings) -> TrendingSettings:
     return TrendingSettings(
         windows=settings.windows,
         kafka=settings.kafka,
         topic=settings.trending_topic,
         partitions=settings.partitions,
+    )
+
+
+def read_settings(settings: Settings, url: str | None) -> ReadSettings:
+    """``url``: this process's advertised URL; None for a gateway (it owns nothing)."""
+    return ReadSettings(
+        stale_max=settings.stale_max_ms / 1000,
+        forward_timeout=settings.forward_timeout_ms / 1000,
+        url=url,
+        kafka=settings.kafka,
+        group=settings.app_id,
+        topic=settings.topic,
     )
 
 
@@ -112,12 +136,13 @@ def build(settings: Settings, secret: str) -> Pipeline:
     sampler = Sampler(app, tables, settings)
     api = create_app(
         tables,
-        _writes(settings, secret),
+        write_settings(settings, secret),
         settings.cors_origin_set,
         status=sampler,
-        push=_push(settings),
+        push=push_settings(settings),
         dev_tokens=bool(settings.dev_tokens),
-        trending=_trending(settings),
+        trending=trending_settings(settings),
+        reads=read_settings(settings, settings.url),
     )
     web = WebServer(api, settings.web_host, settings.web_port)
     return Pipeline(app, tables, web, sampler)

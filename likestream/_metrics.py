@@ -25,6 +25,7 @@ __all__ = [
     "PRODUCER_ERRORS",
     "PUSHES",
     "RATE_LIMITED",
+    "READS",
     "READY",
     "RECOVERY_IN_PROGRESS",
     "RECOVERY_REMAINING",
@@ -140,6 +141,14 @@ HTTP_REQUESTS = Counter(
 )
 HTTP_SECONDS = Histogram(
     "likestream_http_request_duration_seconds", "HTTP request latency by route.", ["route"]
+)
+
+READS = Counter(
+    "likestream_reads_total",
+    "Items read (counts and memberships) by where the answer came from: local (fresh, "
+    "this process owns the item), forwarded (from the owner or a standby), stale (this "
+    "process's replica or copy, answered with X-Likestream-Stale).",
+    ["source"],
 )
 
 # -- live feed (WebSocket and SSE); the feed's views update these -------------------

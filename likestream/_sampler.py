@@ -195,6 +195,8 @@ class Sampler(Service):
     def status(self) -> dict[str, Any]:
         """The summary ``GET /status`` serves; lag and rows are from the last sample."""
         return {
+            "role": "worker",
+            "url": self.settings.url,
             "pid": os.getpid(),
             "instance_id": self.settings.instance_id,
             "uptime_seconds": round(time.time() - self.born, 1),

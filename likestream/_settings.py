@@ -8,6 +8,7 @@ that names the variable (see :func:`load_settings`).
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,14 +121,33 @@ class Settings(BaseSettings):
     instance_id: str | None = None
     """Static consumer-group membership id (Kafka ``group.instance.id``), stable across
     restarts so a restarting worker gets its partitions back without a rebalance; in
-    Kubernetes the pod name. Unset: dynamic membership. Declared for the Kubernetes
-    manifests; the multi-worker code (issue 7) reads it."""
+    Kubernetes the pod name. Unset: dynamic membership. A static member that stops does
+    not leave the group: its partitions wait for it up to the session timeout (10 s)."""
 
     advertised_url: str | None = None
     """Base URL at which other processes reach this worker's HTTP server, e.g.
     ``http://likestream-worker-0.likestream-worker:6066`` (pod DNS through the headless
-    Service). Declared for the Kubernetes manifests; the multi-worker code (issue 7)
-    reads it and chooses the default when unset."""
+    Service). Every worker shares it with the consumer group (faust's ``canonical_url``),
+    which is how gateways and peers find the owner of an item. Unset:
+    ``http://<web host>:<web port>``, with the machine's host name when the web host is
+    a wildcard address (``0.0.0.0``)."""
+
+    standby_replicas: int = Field(1, ge=0, le=3)
+    """Standby copies of each table partition, kept by other workers from the changelog
+    (faust's ``table_standby_replicas``). A standby takes over a failed worker's partitions
+    without a full changelog replay and answers membership reads while the owner is away.
+    Each copy costs the disk and RocksDB memory of the partitions it holds; with fewer
+    workers than copies + 1, faust places what fits."""
+
+    stale_max_ms: int = Field(5000, ge=100, le=600_000)
+    """The staleness bound: a read that the item's owner cannot answer fresh is answered
+    from a replica only if that replica was complete (up to the end of ``like-counts``)
+    at most this long ago; otherwise 503. Stale answers say so in ``X-Likestream-Stale``
+    and ``X-Likestream-Stale-Ms``."""
+
+    forward_timeout_ms: int = Field(1000, ge=50, le=60_000)
+    """How long a read forwarded to the item's owner may take before this process answers
+    from its replica instead."""
 
     trending_topic: str = "like-trending"
     """Compacted topic where each worker publishes the top items of each partition it owns,
@@ -214,6 +234,19 @@ class Settings(BaseSettings):
     @property
     def dlq_topic(self) -> str:
         return f"{self.topic}.dlq"
+
+    @property
+    def url(self) -> str:
+        """The advertised URL, or the default one (see ``advertised_url``), without a
+        trailing slash."""
+        if self.advertised_url is not None:
+            return self.advertised_url.rstrip("/")
+        host = self.web_host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.web_port}"
 
     def masked(self) -> dict[str, str]:
         """Effective values as strings, secrets masked, keyed by environment variable."""

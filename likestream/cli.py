@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="agents + tables + web in one process")
     _add_setting_flags(worker)
 
+    gateway = sub.add_parser(
+        "gateway", help="reads, writes and pushes without partitions (forwards to the workers)"
+    )
+    _add_setting_flags(gateway)
+
     config = sub.add_parser("config", help="print the effective settings, secrets masked")
     _add_setting_flags(config)
 
@@ -175,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _token(args, settings)
         elif args.command == "status":
             _status(args, settings)
+        elif args.command == "gateway":
+            from ._gateway import run_gateway
+
+            run_gateway(settings)
         else:
             from ._worker import run_worker
 

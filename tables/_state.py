@@ -107,6 +107,10 @@ class LikeTables:
                 "max_write_buffer_number": 2,
             },
             help="Like counts and memberships, stamped with source offsets.",
+            # A standby applies each changelog record as it arrives: faust's default
+            # buffers 1000, so a standby could sit up to 999 records behind for good,
+            # and it answers reads while its owner is away (web/_reads.py).
+            standby_buffer_size=1,
         )
         table.bootstrap, table.source_topic = settings.kafka, settings.topic
         app.tables.add(table)
@@ -235,6 +239,28 @@ class LikeTables:
         """Records the bulk restore still has to read (``_restore.py``); None when idle."""
         return self.table.restoring
 
+    def held_count(self, item_id: str) -> CountRow:
+        """The count row of this process's copy of the item's partition, whatever its role
+        (active, standby, recovering, mid-rebalance): possibly behind. Compare its stamp."""
+        return self.count(item_id, self._held(item_id))
+
+    def held_member(self, item_id: str, user_id: str) -> MemberRow:
+        """Like :meth:`held_count`, for a membership."""
+        return self.member(item_id, user_id, self._held(item_id))
+
+    def held_changelog(self, item_id: str) -> tuple[str, int, int]:
+        """The changelog topic and partition behind this process's copy of the item's
+        partition, and the offset the copy has applied up to (-1: none yet)."""
+        partition = self._held(item_id)
+        topic: str = self.table.changelog_topic.get_topic_name()
+        applied = self.table.data.persisted_offset(TP(topic, partition))
+        return topic, partition, -1 if applied is None else int(applied)
+
+    def held_changelogs(self) -> list[tuple[str, int]]:
+        """The changelog partitions of the copies this process holds."""
+        topic: str = self.table.changelog_topic.get_topic_name()
+        return [(topic, p) for p in sorted(self._open_dbs())]
+
     def ready(self) -> bool:
         recovery = self.app.tables.recovery  # type: ignore[attr-defined]
         return bool(
@@ -255,6 +281,14 @@ class LikeTables:
             for p in partitions
             if p in dbs
         }
+
+    def _held(self, item_id: str) -> int:
+        """The item's partition, if this process holds a copy of it (active or standby:
+        its database is open); faust's own lookup would open a missing one."""
+        partition = self._partition(item_id, None)
+        if partition not in self._open_dbs():
+            raise NotServable("no copy of the item's partition here")
+        return partition
 
     def _check_servable(self, item_id: str) -> None:
         if not self.ready():

@@ -65,6 +65,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="short",
         help="chaos test plan (make chaos: long)",
     )
+    parser.addoption(
+        "--scale-events",
+        type=int,
+        default=16_000,
+        help="events of the multi-worker failover test (tests/integration/test_scale.py)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -78,11 +84,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 
 class Worker:
-    """One ``likestream worker`` OS process, with its own data dir and web port."""
+    """One ``likestream worker`` (or ``gateway``) OS process, with its own data dir and
+    web port."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, command: str = "worker") -> None:
         self.env = env
         self.log = log
+        self.command = command
         self.port = int(env["LIKESTREAM_WEB_PORT"])
         self.data_dir = Path(env["LIKESTREAM_DATA_DIR"])
         self.proc: subprocess.Popen[bytes] | None = None
@@ -94,7 +102,7 @@ class Worker:
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "likestream", "worker"],
+                [sys.executable, "-m", "likestream", self.command],
                 env={**os.environ, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -164,7 +172,8 @@ class Cluster:
     def kafka(self) -> str:
         return self.broker.bootstrap
 
-    def worker(self, name: str) -> Worker:
+    def worker(self, name: str, command: str = "worker", **settings: str) -> Worker:
+        """A worker (or ``command="gateway"``); ``settings`` adds LIKESTREAM_* variables."""
         env = {
             "LIKESTREAM_KAFKA": self.kafka,
             "LIKESTREAM_TOPIC": self.topic,
@@ -175,9 +184,10 @@ class Cluster:
             "LIKESTREAM_DATA_DIR": str(self.root / name / "data"),
             "LIKESTREAM_WEB_PORT": str(free_port()),
             "LIKESTREAM_WEB_HOST": "127.0.0.1",
+            **{f"LIKESTREAM_{k.upper()}": v for k, v in settings.items()},
         }
         (self.root / name).mkdir(parents=True, exist_ok=True)
-        return Worker(env, self.root / name / "worker.log")
+        return Worker(env, self.root / name / f"{command}.log", command)
 
     async def wait_caught_up(self, limit: float = 120.0) -> float:
         """Wait until the group's committed offsets reach the end of every partition.

@@ -6,17 +6,25 @@ from ._errors import ApiError
 from ._hub import Hub, Stamp
 from ._limits import RateLimiter
 from ._push import HUB, PushSettings
+from ._reads import FORWARDED, STALE, STALE_MS, NoTables, ReadSettings
+from ._replica import Replica
 from ._status import StatusSource
 from ._trending import TrendingSettings
 from ._writes import Publisher, Writes
 
 __all__ = [
+    "FORWARDED",
     "HUB",
+    "STALE",
+    "STALE_MS",
     "ApiError",
     "Hub",
+    "NoTables",
     "Publisher",
     "PushSettings",
     "RateLimiter",
+    "ReadSettings",
+    "Replica",
     "Stamp",
     "StatusSource",
     "TrendingSettings",

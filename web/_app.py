@@ -16,8 +16,11 @@ from ._access import access_log, add_request_id
 from ._errors import errors_middleware
 from ._headers import CORS_ORIGINS, add_headers, cors_preflight
 from ._hub import Hub
+from ._owners import Owners
 from ._page import dev_routes, page_routes
 from ._push import PushSettings, install
+from ._reads import READER, Reader, ReadSettings, reads_ctx
+from ._replica import Replica
 from ._status import STATUS, StatusSource, status_routes
 from ._trending import TrendingSettings
 from ._trending import install as install_trending
@@ -50,14 +53,24 @@ def create_app(
     push: PushSettings | None = None,
     dev_tokens: bool = False,
     trending: TrendingSettings | None = None,
+    reads: ReadSettings | None = None,
+    replica: Replica | None = None,
 ) -> web.Application:
     """The HTTP API and the page; the write routes only when ``writes`` is given, the
     pushes when ``push`` is, ``POST /dev/token`` only with ``writes`` and ``dev_tokens``,
-    ``GET /trending`` (and its pushes) when ``trending`` is."""
+    ``GET /trending`` (and its pushes) when ``trending`` is.
+
+    Reads go to other processes as ``reads`` says (default: none; only this process's
+    state and replica). ``replica`` is fed by the pushes' tail of ``like-counts``.
+    """
     app = web.Application(
         middlewares=[access_log, metrics_middleware, cors_preflight, errors_middleware]
     )
     app[STATE] = state
+    if replica is None:
+        replica = Replica(push.partitions if push is not None else 1)
+    app[READER] = Reader(state, replica, Owners(), reads or ReadSettings())
+    app.cleanup_ctx.append(reads_ctx)
     app[CORS_ORIGINS] = frozenset(cors_origins)
     if status is not None:
         app[STATUS] = status
@@ -75,7 +88,7 @@ def create_app(
     if trending is not None:
         install_trending(app, trending)
     if push is not None:
-        install(app, push, Hub(state))
+        install(app, push, Hub(state, replica))
     return app
 
 

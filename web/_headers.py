@@ -26,7 +26,8 @@ SECURITY_HEADERS = {
 }
 ALLOW_METHODS = "GET, POST, DELETE"
 ALLOW_HEADERS = "Authorization, Content-Type"
-EXPOSE_HEADERS = "Retry-After, WWW-Authenticate"
+# Browsers see these on cross-origin answers: why to wait, why a token failed, how stale.
+EXPOSE_HEADERS = "Retry-After, WWW-Authenticate, X-Likestream-Stale, X-Likestream-Stale-Ms"
 PREFLIGHT_MAX_AGE = "600"
 
 

@@ -16,27 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from likestream._metrics import SUBSCRIPTIONS
 from likestream.tables import CountRow, NotServable, StateReader
 
+from ._replica import Replica, Stamp
+
 __all__ = ["Hub", "Render", "Stamp", "Subscriber"]
 
 log = logging.getLogger(__name__)
-
-# Items whose newest count the hub remembers without anyone subscribed to them.
-REMEMBER = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class Stamp:
-    likes: int
-    offset: int
-    """Source offset of the event that made this count; -1 when unknown."""
 
 
 Render = Callable[[str, Stamp], str]
@@ -117,24 +107,19 @@ class Subscriber:
 
 
 class Hub:
-    """Newest stamped count per item, from table state and from ``like-counts``."""
+    """Newest stamped count per item (kept in a :class:`Replica`, which reads also use),
+    from table state and from ``like-counts``."""
 
-    def __init__(self, state: StateReader) -> None:
+    def __init__(self, state: StateReader, replica: Replica | None = None) -> None:
         self._state = state
-        self._latest: OrderedDict[str, Stamp] = OrderedDict()
+        self.replica = replica if replica is not None else Replica(1)
         self._subs: dict[str, set[Subscriber]] = {}
         self._unseeded: set[str] = set()
 
     def update(self, item: str, stamp: Stamp) -> None:
         """A count seen somewhere; fanned out when newer than any seen before."""
-        known = self._latest.get(item)
-        if known is not None and stamp.offset <= known.offset:
+        if not self.replica.update(item, stamp):
             return
-        self._latest[item] = stamp
-        self._latest.move_to_end(item)
-        if len(self._latest) > REMEMBER:
-            # Forgetting is safe: each subscriber keeps its own newest stamp.
-            self._latest.popitem(last=False)
         self._unseeded.discard(item)
         for sub in self._subs.get(item, ()):
             sub.offer(item, stamp)
@@ -144,7 +129,7 @@ class Hub:
         seeded = self._from_state(item)
         if seeded is not None:
             self.update(item, seeded)
-        return self._latest.get(item)
+        return self.replica.get(item)
 
     def subscribe(self, sub: Subscriber, items: Iterable[str]) -> None:
         for item in items:

@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from ._reads import READER
 from ._views import STATE
 
 __all__ = ["STATUS", "StatusSource", "status_routes"]
@@ -27,4 +28,9 @@ async def status(request: web.Request) -> web.Response:
     source = request.app.get(STATUS)
     ready = request.app[STATE].ready()
     body = source.status() if source is not None else {}
-    return web.json_response({**body, "ready": ready}, headers={"Cache-Control": "no-store"})
+    # Where this process sends reads it cannot answer itself (partition -> worker URL).
+    active = request.app[READER].owners.placement.active
+    owners = {str(p): url for p, url in sorted(active.items())}
+    return web.json_response(
+        {**body, "owners": owners, "ready": ready}, headers={"Cache-Control": "no-store"}
+    )

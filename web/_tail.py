@@ -4,7 +4,9 @@ The consumer has no group: each process reads every partition from its
 beginning (the topic is compacted, so that is about one record per item) and
 then follows it, so a client connected to any process gets the current count and
 the changes of items owned by any other. For owned items table state is newer
-still, and wins by its source offset.
+still, and wins by its source offset. The same copy is the read replica
+(``_replica.py``): after each fetch the tail notes which partitions it has read
+to their end, which is what bounds the age of a count read from it.
 """
 
 from __future__ import annotations
@@ -49,17 +51,22 @@ async def tail_counts(kafka: str, topic: str, partitions: int, hub: Hub) -> None
         if parsed is not None:
             hub.update(*parsed)
 
-    await tail_topic(kafka, topic, partitions, handle)
+    await tail_topic(kafka, topic, partitions, handle, hub.replica.caught_up)
+
+
+Handle = Callable[[ConsumerRecord[bytes, bytes]], None]
+CaughtUp = Callable[[int, float], None]
 
 
 async def tail_topic(
-    kafka: str, topic: str, partitions: int, handle: Callable[[ConsumerRecord[bytes, bytes]], None]
+    kafka: str, topic: str, partitions: int, handle: Handle, caught_up: CaughtUp | None = None
 ) -> None:
     """Every record of ``topic`` from its beginning, then as they come, to ``handle``;
-    until cancelled, reconnecting when Kafka goes away."""
+    until cancelled, reconnecting when Kafka goes away. ``caught_up(partition, at)``
+    after each fetch that reached a partition's end (``at``: the fetch's epoch seconds)."""
     while True:
         try:
-            await _tail_once(kafka, topic, partitions, handle)
+            await _tail_once(kafka, topic, partitions, handle, caught_up)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a broken tail must not end pushes for good
@@ -68,19 +75,29 @@ async def tail_topic(
 
 
 async def _tail_once(
-    kafka: str, topic: str, partitions: int, handle: Callable[[ConsumerRecord[bytes, bytes]], None]
+    kafka: str, topic: str, partitions: int, handle: Handle, caught_up: CaughtUp | None
 ) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka, enable_auto_commit=False, fetch_max_wait_ms=250
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        log.info("reading %s for pushes", topic)
+        log.info("reading %s for pushes and replica reads", topic)
         while True:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            # A short wait keeps the catch-up times (the replica's age) current when idle.
+            batches = await consumer.getmany(timeout_ms=250, max_records=5000)
             for records in batches.values():
                 for record in records:
                     handle(record)
+            if caught_up is None:
+                continue
+            for tp in tps:
+                # The high watermark and its time come from the same fetch response.
+                end, at = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+                if end is not None and at is not None and await consumer.position(tp) >= end:
+                    caught_up(tp.partition, at / 1000)
     finally:
         await consumer.stop()

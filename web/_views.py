@@ -1,4 +1,4 @@
-"""Read views: counts, memberships, health and metrics, all from table state."""
+"""Read views: counts and memberships (``_reads.py`` finds who answers), health, metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from likestream._schema import is_valid_id
 from likestream.tables import NotServable, StateReader
 
 from ._errors import ApiError
+from ._reads import FORWARDED, READER, stale_headers
 
 __all__ = ["STATE", "routes"]
 
@@ -32,24 +33,30 @@ def _unavailable(exc: NotServable) -> ApiError:
     return ApiError(503, "unavailable", str(exc), RETRY_AFTER)
 
 
+async def _likes(request: web.Request, items: list[str]) -> tuple[dict[str, int], float | None]:
+    try:
+        return await request.app[READER].likes(items, FORWARDED in request.headers)
+    except NotServable as exc:
+        raise _unavailable(exc) from None
+
+
 @routes.get("/items/{item_id}/likes")
 async def item_likes(request: web.Request) -> web.Response:
     item = _id(request, "item_id")
-    try:
-        likes = request.app[STATE].likes(item)
-    except NotServable as exc:
-        raise _unavailable(exc) from None
-    return web.json_response({"item_id": item, "likes": likes})
+    likes, stale = await _likes(request, [item])
+    return web.json_response({"item_id": item, "likes": likes[item]}, headers=stale_headers(stale))
 
 
 @routes.get("/items/{item_id}/likes/{user_id}")
 async def user_liked(request: web.Request) -> web.Response:
     item, user = _id(request, "item_id"), _id(request, "user_id")
     try:
-        liked = request.app[STATE].liked(item, user)
+        liked, stale = await request.app[READER].liked(item, user, FORWARDED in request.headers)
     except NotServable as exc:
         raise _unavailable(exc) from None
-    return web.json_response({"item_id": item, "user_id": user, "liked": liked})
+    return web.json_response(
+        {"item_id": item, "user_id": user, "liked": liked}, headers=stale_headers(stale)
+    )
 
 
 @routes.get("/likes")
@@ -63,12 +70,10 @@ async def batch_likes(request: web.Request) -> web.Response:
     bad = next((i for i in items if not is_valid_id(i)), None)
     if bad is not None:
         raise ApiError(400, "invalid_item_id", f"invalid item id {bad[:140]!r}")
-    state = request.app[STATE]
-    try:
-        likes = {item: state.likes(item) for item in items}
-    except NotServable as exc:
-        raise _unavailable(exc) from None
-    return web.json_response({"likes": likes})
+    likes, stale = await _likes(request, items)
+    return web.json_response(
+        {"likes": {item: likes[item] for item in items}}, headers=stale_headers(stale)
+    )
 
 
 @routes.get("/healthz")

@@ -78,7 +78,8 @@ async def test_not_ready_and_no_reads_until_recovered(
             ):
                 seen.append((ready.status, read.status))
                 if read.status == 200:
-                    # Never from half-restored state: any answer is already the final count.
+                    # Never from half-restored state: any answer is already the final count,
+                    # from the like-counts replica (said stale) until the tables are back.
                     assert (await read.json())["likes"] == oracle.likes(item)
                 else:
                     body = await read.json()

@@ -475,7 +475,7 @@ async def test_429s_and_producer_errors_are_counted(
 async def test_status_route_without_a_source(client: TestClient) -> None:
     resp = await client.get("/status")
     assert resp.status == 200
-    assert await resp.json() == {"ready": True}
+    assert await resp.json() == {"owners": {}, "ready": True}
 
 
 # -- likestream status -----------------------------------------------------------------------

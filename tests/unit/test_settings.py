@@ -38,6 +38,11 @@ def test_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         ("PUBLISH_TIMEOUT_MS", "0"),
         ("CORS_ORIGINS", "app.example"),
         ("CORS_ORIGINS", "https://a.example,javascript:alert(1)"),
+        ("STANDBY_REPLICAS", "-1"),
+        ("STANDBY_REPLICAS", "many"),
+        ("STALE_MAX_MS", "0"),
+        ("FORWARD_TIMEOUT_MS", "10"),
+        ("ADVERTISED_URL", "http://w-0:6066/some/path"),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -72,3 +77,11 @@ def test_dev_tokens_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("LIKESTREAM_ENV", "dev")
     monkeypatch.setenv("LIKESTREAM_DEV_TOKENS", "false")
     assert load_settings().dev_tokens is False
+
+
+def test_the_advertised_url_defaults_to_the_web_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(web_host="127.0.0.1", web_port="7001").url == "http://127.0.0.1:7001"
+    monkeypatch.setattr("socket.gethostname", lambda: "box")
+    assert load_settings().url == "http://box:6066"  # the wildcard address: the host name
+    monkeypatch.setenv("LIKESTREAM_ADVERTISED_URL", "http://w-0.likestream-worker:6066/")
+    assert load_settings().url == "http://w-0.likestream-worker:6066"
