@@ -61,23 +61,28 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
     finally:
         millis = (time.perf_counter() - start) * 1000
         level = logging.DEBUG if request.path in _QUIET else logging.INFO
-        log.log(
-            level,
-            '%s %s %d %.1fms "%s"',
-            request.method,
-            request.path_qs,
-            status,
-            millis,
-            request.headers.get("User-Agent", "-"),
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "duration_ms": round(millis, 3),
-                "remote": request.remote,
-            },
-        )
+        if log.isEnabledFor(level):  # its arguments cost more than the check
+            _log_access(request, level, status, millis)
         REQUEST_ID.reset(token)
+
+
+def _log_access(request: web.Request, level: int, status: int, millis: float) -> None:
+    log.log(
+        level,
+        '%s %s %d %.1fms "%s"',
+        request.method,
+        request.path_qs,
+        status,
+        millis,
+        request.headers.get("User-Agent", "-"),
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "duration_ms": round(millis, 3),
+            "remote": request.remote,
+        },
+    )
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:

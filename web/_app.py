@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -41,8 +43,19 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = response.status
         return response
     finally:
-        HTTP_SECONDS.labels(route=name).observe(time.perf_counter() - start)
-        HTTP_REQUESTS.labels(route=name, status=str(status)).inc()
+        _seconds(name).observe(time.perf_counter() - start)
+        _requests(name, status).inc()
+
+
+# Looking up a labelled child costs more than the update itself: on every request.
+@functools.cache
+def _seconds(route: str) -> Any:
+    return HTTP_SECONDS.labels(route=route)
+
+
+@functools.cache
+def _requests(route: str, status: int) -> Any:
+    return HTTP_REQUESTS.labels(route=route, status=str(status))
 
 
 def create_app(

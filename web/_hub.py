@@ -125,11 +125,12 @@ class Hub:
             sub.offer(item, stamp)
 
     def current(self, item: str) -> Stamp | None:
-        """The newest count known: table state when this process owns the item."""
+        """The newest count known: table state when this process owns the item, else the
+        replica's (0 for an item never liked once its partition was read to the end)."""
         seeded = self._from_state(item)
         if seeded is not None:
             self.update(item, seeded)
-        return self.replica.get(item)
+        return self.replica.get(item) or self.replica.count(item)
 
     def subscribe(self, sub: Subscriber, items: Iterable[str]) -> None:
         for item in items:
@@ -140,8 +141,9 @@ class Hub:
             sub.items.add(item)
             self._subs.setdefault(item, set()).add(sub)
             if stamp is None:
-                # Owned elsewhere (or recovering) and not seen yet: the next change,
-                # or table state once it is servable, gives the first frame.
+                # Owned elsewhere (or recovering) and its partition not read yet: the
+                # next change, table state once servable, or the replica once its
+                # partition is read to the end gives the first frame.
                 self._unseeded.add(item)
             elif again or stamp.offset > sub.newest(item):
                 sub.send_now(item, stamp)
@@ -170,7 +172,7 @@ class Hub:
             if item not in self._subs:
                 self._unseeded.discard(item)
                 continue
-            seeded = self._from_state(item)
+            seeded = self._from_state(item) or self.replica.count(item)
             if seeded is not None:
                 self.update(item, seeded)
 

@@ -99,7 +99,8 @@ def install(app: web.Application, push: PushSettings, hub: Hub) -> None:
 
 
 async def _reseed_forever(hub: Hub) -> None:
-    # Polls table state for subscribed items that had no count yet (recovering).
+    # Polls table state and the replica for subscribed items that had no count yet
+    # (recovering, or the partition not read to its end yet).
     while True:
         await asyncio.sleep(RESEED_SECONDS)
         hub.reseed()

@@ -1,9 +1,12 @@
-"""The hub keeps the subscriptions gauge right."""
+"""The hub keeps the subscriptions gauge right and seeds every subscription."""
+
+import asyncio
 
 from likestream._metrics import SUBSCRIPTIONS
 from likestream.tables import NotServable
 from likestream.web import Hub
 from likestream.web._hub import Subscriber
+from likestream.web._replica import Replica
 
 
 class NothingServable:
@@ -33,3 +36,17 @@ async def test_subscriptions_gauge_follows_subscribe_and_drop() -> None:
     assert gauge() == before + 1
     hub.drop(sub)
     assert gauge() == before
+
+
+async def test_an_item_never_liked_gets_0_once_its_partition_is_read() -> None:
+    replica = Replica(1)
+    hub = Hub(NothingServable(), replica)
+    sub = Subscriber(lambda item, stamp: f"{item}={stamp.likes}", interval=0.1, queue_size=8)
+    hub.subscribe(sub, ["early"])
+    assert sub.queue.empty()  # nothing read yet: no count to tell
+    replica.caught_up(0, 1.0)
+    hub.reseed()  # the waiting subscription gets its 0 with the next coalesced flush
+    assert await asyncio.wait_for(sub.queue.get(), 1) == "early=0"
+    hub.subscribe(sub, ["never"])  # a new one gets it at once
+    assert sub.queue.get_nowait() == "never=0"
+    hub.drop(sub)
