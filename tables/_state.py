@@ -10,7 +10,7 @@ Faust's per-key table writes cost more than the fold itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -221,8 +221,11 @@ class LikeTables:
     def _db(self, partition: int) -> Any:
         return self.table.partition_db(partition)
 
-    def _open_dbs(self) -> dict[int, Any]:
-        return dict(self.table.data._dbs)  # type: ignore[attr-defined]
+    def _open_dbs(self) -> Mapping[int, Any]:
+        # The store's open databases (private; faust offers no other); read, not copied:
+        # stale reads ask on every request.
+        dbs: Mapping[int, Any] = self.table.data._dbs  # type: ignore[attr-defined]
+        return dbs
 
     # -- reads (StateReader) ---------------------------------------------------
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
-import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -15,7 +13,7 @@ from likestream._window_spec import parse_windows
 from likestream.web import PushSettings, TrendingSettings, create_app
 from likestream.web._trending import TRENDING, Board
 
-from .test_push import LIMIT, State
+from .test_push import State, frame
 
 WINDOWS = parse_windows("1m:10s,1h:5m")
 T0 = 1_764_000_000_000
@@ -84,14 +82,6 @@ async def test_bad_queries_are_json_400s(client: TestClient, query: str, code: s
     status, body = await get(client, query)
     assert status == 400
     assert body["error"]["code"] == code  # type: ignore[index]
-
-
-async def frame(ws: aiohttp.ClientWebSocketResponse) -> dict[str, object]:
-    msg = await ws.receive(timeout=LIMIT)
-    assert msg.type == aiohttp.WSMsgType.TEXT, msg
-    body = orjson.loads(msg.data)
-    assert isinstance(body, dict)
-    return body
 
 
 def pushed(window: str, pairs: list[tuple[str, int]]) -> dict[str, object]:
