@@ -1,8 +1,8 @@
 """Stream processors: the likes agent and the logic it folds events with."""
 
-from ._confirm import Confirmer
+from ._confirm import Confirmer, DeliveryFailed
 from ._fold import Fold, fold
-from ._likes import Topics, define_agents
+from ._likes import LikesAgent, Topics
 from ._positions import Positions
 
-__all__ = ["Confirmer", "Fold", "Positions", "Topics", "define_agents", "fold"]
+__all__ = ["Confirmer", "DeliveryFailed", "Fold", "LikesAgent", "Positions", "Topics", "fold"]

@@ -1,45 +1,73 @@
-"""Flush folded rows in batches and acknowledge events only once all they wrote is durable."""
+"""Flush folded rows in batches; commit events only once all they wrote is durable.
+
+:meth:`Confirmer.flush` (on a short timer, and whenever too much is pending) takes,
+in one step with no await, every row folded so far and how far each partition was
+folded (its marks), writes the rows to RocksDB and hands them to the producer
+(changelog, then ``like-counts``, then dead letters) without waiting for Kafka: the
+fold goes on meanwhile, and several flushes can be in flight.
+
+:meth:`Confirmer.settle` confirms the flushes one at a time, in the order they were
+taken: once every delivery of the oldest one succeeded, the durable positions move
+to its marks, and what is durable is committed. A flush with a failed delivery
+confirms nothing, and neither does any flush after it: ``on_failure`` (the agent's
+rewind) drops every row folded since and reads the partitions again from their
+durable positions, as a restart would, and the flushes still in flight are
+forgotten (their marks belong to an older epoch, ``_positions.py``). So positions
+move only contiguously (``tests/unit/test_confirm.py``), and the replay rewrites
+whatever the failure lost: the fold writes a replayed event's rows again
+(``_fold.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import Awaitable
-from dataclasses import dataclass
+import logging
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 
 import orjson
-from faust.types import TP, EventT, StreamT
+from aiokafka.structs import RecordMetadata
+from faust.types import TP
 
 from likestream._metrics import agent_producer_error
 from likestream._sender import Outgoing, Sender
 from likestream.tables import Flushed, LikeTables
 
-from ._positions import Positions
+from ._positions import Mark, Positions
 
-__all__ = ["Confirmer", "Folded"]
+__all__ = ["MAX_IN_FLIGHT", "Confirmer", "DeliveryFailed"]
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 8
+"""Flushes handed to the producer and not yet confirmed; a flush past it waits."""
 
 
-@dataclass(frozen=True, slots=True)
-class Folded:
-    """A folded event. ``event`` is None for one read past faust to fill a hole."""
+class DeliveryFailed(Exception):
+    """A flush's writes did not all reach Kafka; its events are read again."""
 
-    tp: TP
-    offset: int
-    epoch: int
-    stream: StreamT[bytes] | None = None
-    event: EventT[bytes] | None = None
+
+@dataclass
+class _InFlight:
+    marks: dict[TP, Mark]
+    futures: list[asyncio.Future[RecordMetadata]] = field(default_factory=list)
+    error: BaseException | None = None
+    """Raised while handing the rows over (before any future existed)."""
+
+    async def wait(self) -> BaseException | None:
+        """Wait for every delivery; the first failure, if any."""
+        if self.futures:
+            await asyncio.wait(self.futures)
+        for future in self.futures:
+            if future.cancelled():
+                return asyncio.CancelledError("delivery cancelled")
+            if future.exception() is not None:
+                return future.exception()
+        return self.error
 
 
 class Confirmer:
-    """Holds folded events until their table, count and DLQ writes are acknowledged.
-
-    The stream runs with acks disabled; :meth:`confirm` (called on a short timer
-    and whenever too much is pending) flushes the rows folded so far to RocksDB
-    and Kafka (changelog, then ``like-counts``, then dead letters), waits for the
-    deliveries, then advances the durable positions, acks the events and commits.
-    Nothing is committed whose writes a crash could still lose.
-    """
-
     def __init__(
         self,
         tables: LikeTables,
@@ -47,53 +75,119 @@ class Confirmer:
         sender: Sender,
         counts_topic: str,
         dlq_topic: str,
+        commit: Callable[[Mapping[TP, int]], Awaitable[bool]],
+        seal: Callable[[], None] = lambda: None,
+        on_failure: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``commit``: commits offsets as the group member (False: refused);
+        ``seal``: puts the rows encoded once per flush (trending) to the tables;
+        ``on_failure``: after a failed delivery, drops what was folded since and
+        rewinds (the agent's)."""
         self._tables = tables
         self._positions = positions
         self._sender = sender
         self._counts_topic = counts_topic
         self._dlq_topic = dlq_topic
-        self._folded: list[Folded] = []
+        self._commit = commit
+        self._seal = seal
+        self._on_failure = on_failure
         self._dead: defaultdict[int, list[Outgoing]] = defaultdict(list)
-        self._lock = asyncio.Lock()
-
-    @property
-    def pending(self) -> int:
-        return len(self._folded)
-
-    def add(self, folded: Folded) -> None:
-        """Record a folded event; call after its rows were put to the tables."""
-        self._folded.append(folded)
+        self._in_flight: deque[_InFlight] = deque()
+        self._flushing = asyncio.Lock()
+        self._settling = asyncio.Lock()
+        self._flushed = asyncio.Event()
+        self._room = asyncio.Event()  # set whenever flushes leave the in-flight queue
+        self.pending = 0
+        """Events folded since the last flush was taken."""
 
     def dead_letter(self, partition: int, record: Outgoing) -> None:
         """Send ``record`` to the DLQ with the next flush."""
         self._dead[partition].append(record)
 
-    async def confirm(self) -> None:
-        async with self._lock:
-            await self._sender.start()
-            # Take events, rows and dead letters together, with no await in
-            # between, so every event taken has all its writes among them.
-            folded, self._folded = self._folded, []
+    def discard(self, partitions: set[int]) -> None:
+        """Drop the dead letters of ``partitions`` folded but not flushed."""
+        for partition in partitions:
+            self._dead.pop(partition, None)
+
+    async def flush(self) -> None:
+        """Take what was folded and hand it to Kafka; :meth:`settle` confirms it."""
+        while len(self._in_flight) >= MAX_IN_FLIGHT:
+            self._room.clear()
+            await self._room.wait()
+        async with self._flushing:
+            # Rows, dead letters and marks together, with no await in between, so
+            # that every event the marks cover has all its writes in this flush.
+            self._seal()
+            flight = _InFlight(self._positions.marks())
             dead, self._dead = self._dead, defaultdict(list)
+            self.pending = 0
             flushed = self._tables.flush()
-            futures = await self._send(flushed, dead)
-            if futures:
-                try:
-                    await asyncio.gather(*futures)
-                except Exception:
-                    agent_producer_error()
-                    raise
-            for item in folded:
-                self._positions.confirmed(item.tp, item.offset, item.epoch)
-                if item.stream is not None and item.event is not None:
-                    await item.stream.ack(item.event)
-            await self._positions.commit_durable()
+            try:
+                await self._sender.start()
+                await self._send(flushed, dead, flight.futures)
+            except Exception as exc:
+                flight.error = exc
+            # Queued once every record is handed over (flushes are taken one at a
+            # time, so the queue keeps their order).
+            self._in_flight.append(flight)
+            self._flushed.set()
+
+    async def settle(self) -> None:
+        """Confirm the flushes taken so far, oldest first, and commit what is durable;
+        raises :class:`DeliveryFailed` (after ``on_failure``) if one failed."""
+        async with self._settling:
+            confirmed = False
+            while self._in_flight:
+                flight = self._in_flight[0]
+                error = await flight.wait()
+                if error is not None:
+                    await self._failed(error)
+                    raise DeliveryFailed(str(error)) from error
+                self._in_flight.popleft()
+                self._room.set()
+                self._positions.confirmed(flight.marks)
+                confirmed = True
+            if confirmed:
+                offsets = self._positions.to_commit()
+                if offsets and await self._commit(offsets):
+                    self._positions.committed(offsets)
+
+    async def confirm(self) -> None:
+        """Flush, then wait until everything folded so far is confirmed and committed."""
+        await self.flush()
+        await self.settle()
+
+    async def settle_forever(self) -> None:
+        """Confirm flushes as they are taken (the agent runs this as a task)."""
+        while True:
+            await self._flushed.wait()
+            self._flushed.clear()
+            try:
+                await self.settle()
+            except DeliveryFailed:
+                await asyncio.sleep(1.0)  # rewound; Kafka may be away: not every flush
+
+    async def _failed(self, error: BaseException) -> None:
+        agent_producer_error()
+        log.warning("a flush's delivery failed (%r): reading its events again", error)
+        async with self._flushing:  # no flush is taken while the folded rows are dropped
+            for flight in self._in_flight:
+                for future in flight.futures:
+                    # Nobody waits for these any more; their outcome is moot.
+                    future.add_done_callback(_consume)
+            self._in_flight.clear()
+            self._room.set()
+            self._dead.clear()
+            self.pending = 0
+            if self._on_failure is not None:
+                await self._on_failure()
 
     async def _send(
-        self, flushed: list[Flushed], dead: dict[int, list[Outgoing]]
-    ) -> list[Awaitable[object]]:
-        futures: list[Awaitable[object]] = []
+        self,
+        flushed: list[Flushed],
+        dead: dict[int, list[Outgoing]],
+        futures: list[asyncio.Future[RecordMetadata]],
+    ) -> None:
         futures += await self._tables.send_changelog(self._sender, flushed)
         for batch in flushed:
             counts = [
@@ -102,7 +196,11 @@ class Confirmer:
             futures += await self._sender.send(self._counts_topic, batch.partition, counts)
         for partition, records in dead.items():
             futures += await self._sender.send(self._dlq_topic, partition, records)
-        return futures
+
+
+def _consume(future: asyncio.Future[RecordMetadata]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _count_record(item: str, likes: int, offset: int) -> Outgoing:

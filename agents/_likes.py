@@ -1,39 +1,63 @@
-"""The likes agent: validates events and folds them into the state; counts go out per flush."""
+"""The likes agent: folds whole fetched batches of the events partitions this worker owns.
+
+How an event travels (the guarantees are in ``_fold.py`` and ``_confirm.py``):
+
+1. Faust assigns the partitions. On every assignment, before faust's recovery can
+   resume them, the events partitions are paused in faust's own consumer
+   (``likestream/_internals.py``): faust never delivers them one by one.
+2. Once the tables are recovered, the feed (``_feed.py``) reads each owned partition
+   from the group's committed offset, in whole fetched batches.
+3. A batch is folded synchronously: decoded, its member rows read with one RocksDB
+   multi-get, counts kept in memory, rows put to the tables' pending batch. No task,
+   future or await per record; metrics are counted per batch.
+4. Every ``LIKESTREAM_COMMIT_INTERVAL_MS`` (and whenever too much is pending, on a
+   revocation and on stop) the confirmer flushes the rows, waits for Kafka, and only
+   then commits, through faust's group member.
+
+A failed delivery rewinds: what was folded since is dropped and the partitions are
+read again from their durable positions, as after a crash.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Protocol
 
 import faust
-from faust.transport.consumer import Consumer
-from faust.types import TP, EventT, Message, StreamT
+from aiokafka.errors import KafkaError
+from faust.types import TP, StreamT
 
-from likestream._metrics import DLQ_RECORDS, INVALID_EVENTS, event_folded
-from likestream._schema import InvalidEvent, LikeEvent, parse_event
+from likestream import _internals as internals
+from likestream._metrics import DLQ_RECORDS, INVALID_EVENTS, events_folded
+from likestream._schema import InvalidEvent, parse_event
 from likestream._sender import KafkaSender, Outgoing, Sender
 from likestream._settings import Settings
 from likestream._top import encode_top, top_key
 from likestream._window_spec import clamp_event_time
 from likestream.tables import LikeTables
+from likestream.tables._rows import member_key
 
-from ._confirm import Confirmer, Folded
+from ._confirm import Confirmer, DeliveryFailed
+from ._feed import EventsFeed
 from ._fold import fold
-from ._holes import HoleFiller
-from ._positions import Positions, Verdict
+from ._positions import Positions
 from ._trending import Trending
 
-__all__ = ["Topics", "define_agents"]
+__all__ = ["LikesAgent", "Record", "Topics"]
 
 log = logging.getLogger(__name__)
 
-# Past this many unconfirmed events the agent flushes and waits for confirmation
-# itself, which bounds memory and the replay after a crash.
-MAX_PENDING = 20_000
-# How long a stopping worker waits for its last flush to be confirmed.
+# Past this many events folded since the last flush the agent flushes at once: it
+# bounds memory, the replay after a crash, and the rows of one item in one flush,
+# which must fit in one record batch (likestream/_sender.py MAX_BATCH_BYTES).
+MAX_PENDING = 10_000
+# How long a revocation or a stop waits for the last flush to be confirmed.
 FINAL_FLUSH_S = 5.0
+FETCH_WAIT_MS = 100
 
 
 @dataclass(frozen=True)
@@ -46,177 +70,263 @@ class Topics:
 
 
 class Record(Protocol):
-    """What the fold needs of a record: faust's Message and aiokafka's ConsumerRecord."""
+    """What the fold needs of a record (aiokafka's ConsumerRecord)."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float
-    """Seconds for faust's Message; milliseconds for aiokafka's ConsumerRecord (hole reads)."""
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int:
+        """Milliseconds."""
+        ...
 
 
-def define_agents(
-    app: faust.App,
-    topics: Topics,
-    tables: LikeTables,
-    settings: Settings,
-    sender: Sender | None = None,
-) -> Confirmer:
-    """Register the likes agent and its confirmation loop on ``app``.
+class LikesAgent:
+    """The agent, its feed, its positions and its confirmer; :meth:`install` wires them
+    into the faust app."""
 
-    ``sender`` writes the changelog, counts and dead letters (tests pass their own).
-    Returns the confirmer, whose :meth:`~Confirmer.confirm` flushes what was folded.
-    """
-    positions = Positions(settings.topic)
-    positions.install(cast(Consumer, app.consumer))
-    sender = sender or KafkaSender(settings.kafka)
-    confirmer = Confirmer(tables, positions, sender, topics.counts, topics.dlq)
-    holes = HoleFiller(settings.kafka, settings.app_id)
-    trending = Trending(settings.windows, settings.trending_lateness_ms)
-
-    def fold_record(
-        record: Record,
-        tp: TP,
-        event: EventT[bytes] | None = None,
-        stream: StreamT[bytes] | None = None,
+    def __init__(
+        self,
+        app: faust.App,
+        topics: Topics,
+        tables: LikeTables,
+        settings: Settings,
+        sender: Sender | None = None,
+        commit: Callable[[Mapping[TP, int]], Awaitable[bool]] | None = None,
     ) -> None:
-        reason = _fold(record, tp.partition, tables, trending)
-        if reason is not None:
-            confirmer.dead_letter(tp.partition, _dead_letter(record, reason))
-        epoch = positions.folded(tp, record.offset)
-        confirmer.add(Folded(tp, record.offset, epoch, stream, event))
+        """``sender`` writes the changelog, counts and dead letters; ``commit`` commits
+        offsets (default: as faust's group member). Tests pass their own."""
+        self.app = app
+        self.topics = topics
+        self.tables = tables
+        self.settings = settings
+        self.sender = sender or KafkaSender(settings.kafka)
+        self.positions = Positions()
+        self.trending = Trending(settings.windows, settings.trending_lateness_ms)
+        self.feed = EventsFeed(settings.kafka, settings.app_id)
+        self.confirmer = Confirmer(
+            tables,
+            self.positions,
+            self.sender,
+            topics.counts,
+            topics.dlq,
+            commit=commit or self._commit,
+            seal=self._seal,
+            on_failure=self._rewind,
+        )
+        self._wanted: set[TP] | None = None  # assigned, not read from yet
+        self._generation = 0  # bumped by every assignment and revocation
 
-    async def verdict_for(msg: Message) -> Verdict:
-        verdict = positions.check(msg.tp, msg.offset)
-        if verdict == "unknown":
-            # Faust can deliver before it seeks to the committed offset.
-            positions.reset(msg.tp, await holes.start_offset(msg.tp))
-            verdict = positions.check(msg.tp, msg.offset)
-        return verdict
+    # -- wiring ------------------------------------------------------------------------
 
-    async def fill_hole(msg: Message) -> None:
-        start = positions.next_offset(msg.tp)
-        log.warning("faust skipped %s [%d, %d): reading it", msg.tp, start, msg.offset)
-        for missing in await holes.read(msg.tp, start, msg.offset):
-            fold_record(missing, msg.tp)
+    def install(self) -> None:
+        """Register the agent, its hooks and its timers on the app."""
+        self.tables.table.on_assigned = self._on_assigned
+        internals.on_partitions_revoked(self.app, self._on_revoked)
 
-    # One actor folds all of this worker's partitions, each in partition order;
-    # faust's isolated_partitions crashes on rebalance (faust issues 181, 529).
-    @app.agent(topics.events, name="likes", concurrency=1)
-    async def likes(stream: StreamT[bytes]) -> None:
-        # StreamT does not declare noack(); agents always receive a faust.Stream.
-        acking = cast(faust.Stream[bytes], stream).noack()
-        async for event in acking.events():
-            verdict = await verdict_for(event.message)
-            if verdict == "seen":
-                # Folded already; acking cannot commit anything: commits are clamped.
-                await acking.ack(event)
+        # One actor folds all of this worker's partitions, each in offset order.
+        @self.app.agent(self.topics.events, name="likes", concurrency=1)
+        async def likes(stream: StreamT[bytes]) -> None:
+            await asyncio.gather(self._fold_forever(), _refuse(stream))
+
+        @self.app.task  # type: ignore[untyped-decorator]
+        async def confirm_forever() -> None:
+            await self._confirm_forever()
+
+        @self.app.task  # type: ignore[untyped-decorator]
+        async def publish_trending_forever() -> None:
+            if self.topics.trending is not None:
+                await self._publish_trending(self.topics.trending)
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        return await internals.commit(self.app, offsets)
+
+    # -- assignment ----------------------------------------------------------------------
+
+    async def _on_assigned(self, assigned: set[TP]) -> None:
+        """First thing of every assignment, before faust's recovery."""
+        self._generation += 1
+        ours = {tp for tp in assigned if tp.topic == self.settings.topic}
+        await internals.pause_group_fetching(self.app, ours)
+        self._wanted = ours
+
+    async def _on_revoked(self, revoked: set[TP]) -> None:
+        """Flush and commit what was folded while the generation still allows it; then
+        forget the revoked partitions: their rows may change on another worker."""
+        self._generation += 1
+        self._wanted = None
+        self.feed.unassign()
+        try:
+            await asyncio.wait_for(self.confirmer.confirm(), FINAL_FLUSH_S)
+        except (DeliveryFailed, TimeoutError) as exc:
+            log.warning("flush on revocation failed (%r): the next owner replays it", exc)
+        ours = {tp for tp in revoked if tp.topic == self.settings.topic}
+        self._forget(ours)
+        remaining = set(self.positions.assigned)
+        if remaining:
+            self._wanted = remaining
+
+    def _forget(self, tps: set[TP]) -> None:
+        partitions = {tp.partition for tp in tps}
+        for tp in tps:
+            self.positions.stop(tp)
+        self.tables.discard(partitions)
+        self.confirmer.discard(partitions)
+        self.trending.forget(partitions)
+
+    async def _start_reading(self, wanted: set[TP]) -> None:
+        generation = self._generation
+        starts = await self.feed.assign(wanted)
+        if generation != self._generation:
+            return  # rebalanced meanwhile: the newer assignment starts over
+        self._wanted = None
+        for tp, offset in starts.items():
+            self.positions.start(tp, offset)
+        log.info("reading %s", ", ".join(f"{tp.partition}@{o}" for tp, o in sorted(starts.items())))
+
+    async def _rewind(self) -> None:
+        """After a failed delivery: drop what was folded, read again from what is durable."""
+        tps = set(self.positions.assigned)
+        partitions = {tp.partition for tp in tps}
+        self.tables.discard(partitions)
+        self.trending.forget(partitions)
+        self.feed.seek(self.positions.rewind(tps))
+        # A new producer: an idempotent one can stay unusable after a failed batch.
+        await self.sender.stop()
+
+    # -- folding ---------------------------------------------------------------------------
+
+    async def _fold_forever(self) -> None:
+        while True:
+            wanted = self._wanted
+            if wanted is not None and self.tables.ready():
+                await self._start_reading(wanted)
+            batches = await self.feed.fetch(FETCH_WAIT_MS)
+            for tp, records in batches.items():
+                if self.positions.next_offset(tp) is not None:
+                    self.fold(tp, records)
+            # A fetch that finds records buffered returns without suspending: let the
+            # flush, the web server and the timers run between two batches.
+            await asyncio.sleep(0)
+            if self.confirmer.pending >= MAX_PENDING:
+                await self.confirmer.flush()
+
+    def fold(self, tp: TP, records: Sequence[Record]) -> None:
+        """Fold one partition's fetched records, in offset order, into pending rows."""
+        start = self.positions.next_offset(tp)
+        if start is not None and records and records[0].offset < start:
+            records = [r for r in records if r.offset >= start]
+        if not records:
+            return
+        partition, tables, confirmer = tp.partition, self.tables, self.confirmer
+        windows = self.trending.partition(partition, tables)
+        likes = []
+        for record in records:
+            try:
+                like = parse_event(record.key, record.value)
+            except InvalidEvent as exc:
+                confirmer.dead_letter(partition, _dead_letter(record, str(exc)))
                 continue
-            if verdict == "hole":
-                await fill_hole(event.message)
-            fold_record(event.message, event.message.tp, event, acking)
-            if confirmer.pending >= MAX_PENDING:
-                await confirmer.confirm()
+            likes.append((record, like, member_key(like.item_id, like.user_id)))
+        members = tables.fold_members(partition, [(like.item_id, key) for _, like, key in likes])
+        tally: defaultdict[tuple[str, str], int] = defaultdict(int)
+        oldest: float | None = None
+        lateness = self.trending.lateness_ms
+        for record, like, key in likes:
+            item, offset, liked = like.item_id, record.offset, like.liked
+            before = members[key]
+            result = fold(tables.fold_count(partition, item), before, liked, offset)
+            tally[like.action, result.outcome] += 1
+            # Count row, then trending rows, then member row: _fold.py and
+            # _trending.py say why the order matters.
+            if result.count is not None:
+                tables.fold_put_count(partition, item, result.count)
+            event_ms = clamp_event_time(like.ts, record.timestamp, lateness)
+            rows = windows.apply(item, result, before, liked, offset, event_ms)
+            if rows:
+                tables.put_window_rows(partition, rows)
+            if result.member is not None:
+                tables.fold_put_member(partition, item, key, result.member)
+                members[key] = result.member
+            if oldest is None and result.outcome == "applied":
+                oldest = (like.ts if like.ts is not None else record.timestamp) / 1000
+        events_folded(tally, oldest)
+        self.positions.folded(tp, records[-1].offset + 1)
+        confirmer.pending += len(records)
 
-    def forget_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        # A revoked partition's rows may change on another worker: rebuild when back.
-        revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
-        trending.forget(tp.partition for tp in revoked if tp.topic == settings.topic)
+    def _seal(self) -> None:
+        for partition, windows in self.trending.partitions.items():
+            rows = windows.seal()
+            if rows:
+                self.tables.put_window_rows(partition, rows)
 
-    # mode types the handler as a union mypy cannot match a plain function against.
-    app.on_partitions_revoked.connect(cast(Any, forget_revoked))
-
-    @app.task  # type: ignore[untyped-decorator]
-    async def publish_trending_forever() -> None:
-        if topics.trending is not None:
-            await _publish_trending(app, topics.trending, sender, tables, trending, settings)
-
-    @app.task  # type: ignore[untyped-decorator]
-    async def confirm_forever() -> None:
+    async def _confirm_forever(self) -> None:
         # A plain loop rather than app.timer: a slow confirmation just delays the
         # next one instead of overlapping it.
+        settler = asyncio.ensure_future(self.confirmer.settle_forever())
         try:
             while True:
-                await asyncio.sleep(settings.commit_interval_ms / 1000)
-                await confirmer.confirm()
+                await asyncio.sleep(self.settings.commit_interval_ms / 1000)
+                await self.confirmer.flush()
         finally:
             try:
                 # A clean stop commits what was folded, so a restart replays nothing.
-                await asyncio.wait_for(confirmer.confirm(), FINAL_FLUSH_S)
+                await asyncio.wait_for(self.confirmer.confirm(), FINAL_FLUSH_S)
             except Exception as exc:
                 log.warning("last flush on stop failed (%r): a restart replays it", exc)
             finally:
-                await sender.stop()
-                await holes.close()
+                settler.cancel()
+                await self.sender.stop()
+                await self.feed.stop()
 
-    return confirmer
+    # -- trending ----------------------------------------------------------------------------
 
+    async def _publish_trending(self, topic: str) -> None:
+        """Every interval, publish the top items of the owned partitions that changed.
 
-def _fold(record: Record, partition: int, tables: LikeTables, trending: Trending) -> str | None:
-    """Fold one record into the tables' pending rows; the reason when it is invalid."""
-    try:
-        like = parse_event(record.key, record.value)
-    except InvalidEvent as exc:
-        return str(exc)
-    item, user, offset = like.item_id, like.user_id, record.offset
-    record_ms = _record_ms(record)
-    before = tables.member(item, user, partition)
-    result = fold(tables.count(item, partition), before, like.liked, offset)
-    event_folded(like.action, result.outcome, _event_time(like, record_ms))
-    # Count row, then trending rows, then member row: agents/_fold.py and
-    # agents/_trending.py say why the order matters.
-    if result.count is not None:
-        tables.put_count(partition, item, result.count)
-    # The event time the windows use: ts, bounded by the record's timestamp.
-    event_ms = clamp_event_time(like.ts, record_ms, trending.lateness_ms)
-    windows = trending.partition(partition, tables)
-    tables.put_window_rows(
-        partition, windows.apply(item, result, before, like.liked, offset, event_ms)
-    )
-    if result.member is not None:
-        tables.put_member(partition, item, user, result.member)
-    return None
-
-
-def _record_ms(record: Record) -> int:
-    return int(record.timestamp * 1000 if isinstance(record, Message) else record.timestamp)
-
-
-def _event_time(like: LikeEvent, record_ms: int) -> float:
-    """Epoch seconds for the latency metric: the event's ts, else the record's timestamp."""
-    return (like.ts if like.ts is not None else record_ms) / 1000
+        Coalesced: at most one record per window and partition per interval. Derived
+        data, so not part of any event's acknowledgement: a crash loses at most what
+        the next change (or the rebuild after an assignment) publishes again.
+        """
+        while True:
+            await asyncio.sleep(self.settings.trending_interval_ms / 1000)
+            if not self.tables.ready():
+                continue
+            owned = {
+                tp.partition
+                for tp in self.app.assignor.assigned_actives()
+                if tp.topic == self.settings.topic
+            }
+            self.trending.forget(set(self.trending.partitions) - owned)
+            for partition in owned:
+                self.trending.partition(partition, self.tables)  # built when missing
+            try:
+                await self.sender.start()
+                for top in self.trending.changed():
+                    record: Outgoing = (top_key(top.window, top.partition), encode_top(top), [])
+                    await self.sender.send(topic, top.partition, [record])
+            except (KafkaError, RuntimeError) as exc:
+                # The confirmer may restart the sender meanwhile; the next change
+                # (or rebuild) publishes again.
+                log.warning("publishing trending failed (%r)", exc)
 
 
-async def _publish_trending(
-    app: faust.App,
-    topic: str,
-    sender: Sender,
-    tables: LikeTables,
-    trending: Trending,
-    settings: Settings,
-) -> None:
-    """Every interval, publish the top items of the owned partitions that changed.
-
-    Coalesced: at most one record per window and partition per interval. Derived
-    data, so not part of any event's acknowledgement: a crash loses at most what
-    the next change (or the rebuild after an assignment) publishes again.
-    """
-    while True:
-        await asyncio.sleep(settings.trending_interval_ms / 1000)
-        if not tables.ready():
-            continue
-        owned = {
-            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == settings.topic
-        }
-        trending.forget(set(trending.partitions) - owned)
-        for partition in owned:
-            trending.partition(partition, tables)  # built from the rows when missing
-        await sender.start()
-        for top in trending.changed():
-            record: Outgoing = (top_key(top.window, top.partition), encode_top(top), [])
-            await sender.send(topic, top.partition, [record])
+async def _refuse(stream: StreamT[bytes]) -> None:
+    """Faust must never deliver the events topic itself (the partitions are paused in
+    its consumer): if it does, stop loudly rather than fold anything twice or block."""
+    async for event in stream.events():
+        raise internals.InternalsChanged(
+            f"faust delivered {event.message.tp} offset {event.message.offset} itself: "
+            "pausing the events partitions in its consumer no longer works "
+            "(likestream/_internals.py pause_group_fetching)"
+        )
 
 
 def _dead_letter(record: Record, reason: str) -> Outgoing:

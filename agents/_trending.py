@@ -55,7 +55,8 @@ from ._fold import Fold
 __all__ = ["KEEP", "MAX_TOP", "PartitionTrending", "Ranking", "Trending", "effective"]
 
 MAX_TOP = 100  # items published per window and partition: the largest ?limit=
-KEEP = 2 * MAX_TOP  # candidates kept per window, so most decrements need no re-ranking
+KEEP = 2 * MAX_TOP  # candidates kept per window (up to twice as many between two trims),
+# so that most decrements need no re-ranking
 
 Row = tuple[bytes, bytes | None]
 
@@ -124,11 +125,16 @@ class Ranking:
         if item in self._candidates or not self._above(item, self._bound):
             return
         self._candidates.add(item)
-        if len(self._candidates) > KEEP:
-            worst = max(self._candidates, key=lambda i: (-self.totals.get(i, 0), i))
-            self._candidates.discard(worst)
-            if self._above(worst, self._bound):
-                self._bound = (self.totals.get(worst, 0), worst)
+        if len(self._candidates) > 2 * KEEP:
+            # Trimmed back to KEEP in one sort once KEEP more came in, not one eviction
+            # (a scan of every candidate) per newcomer: while many items tie near the
+            # bound, that scan was the fold's largest cost.
+            totals = self.totals
+            ranked = sorted(self._candidates, key=lambda i: (-totals.get(i, 0), i))
+            self._candidates = set(ranked[:KEEP])
+            best_out = ranked[KEEP]
+            if self._above(best_out, self._bound):
+                self._bound = (totals.get(best_out, 0), best_out)
 
     def _rerank(self) -> None:
         best = heapq.nsmallest(KEEP + 1, self.totals.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -161,6 +167,7 @@ class PartitionTrending:
         self.dirty = True  # publish once after every (re)build
         self._next_slide = self._slide_at()
         self._stale: set[str] = set()  # rows with nothing left in any window: delete them
+        self._dirty: set[str] = set()  # rows to write with the next flush (seal)
         for item, row in rows.items():
             self.stamp = max(self.stamp, row.offset)
             self._load(item, row)
@@ -168,7 +175,8 @@ class PartitionTrending:
     def apply(
         self, item: str, result: Fold, before: MemberRow, liked: bool, offset: int, event_ms: int
     ) -> list[Row]:
-        """The rows one event writes, in order, between its count row and its member row."""
+        """The rows one event writes now (the watermark, deletes), in order, between its
+        count row and its member row; its own window row comes with :meth:`seal`."""
         writes: list[Row] = []
         if event_ms > self._newest:
             self._newest = event_ms
@@ -203,14 +211,27 @@ class PartitionTrending:
                 self._changed(offset)
         for gone in self._stale:
             self.rows.pop(gone, None)
+            self._dirty.discard(gone)
             writes.append((window_key(gone), None))
         self._stale.clear()
         if result.count is not None and item in self.rows:
             # Also on a replay that changes nothing: the fold writes the count and
             # member rows again, so the window row goes with them, or the changelog
-            # could hold a member row newer than the window row it implies.
-            writes.append((window_key(item), encode_window_row(self._pruned(self.rows[item]))))
+            # could hold a member row newer than the window row it implies. Encoded
+            # once per flush (:meth:`seal`), in the same flush as those rows.
+            self._dirty.add(item)
         return writes
+
+    def seal(self) -> list[Row]:
+        """The window rows changed since the last call, encoded: taken with each flush,
+        whose count and member rows they go between."""
+        rows: list[Row] = [
+            (window_key(item), encode_window_row(self._pruned(self.rows[item])))
+            for item in self._dirty
+            if item in self.rows
+        ]
+        self._dirty.clear()
+        return rows
 
     def tops(self, limit: int = MAX_TOP) -> list[PartitionTop]:
         """Each window's top items, as published (``likestream/_top.py``)."""

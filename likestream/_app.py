@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import faust
 
-from likestream.agents import Topics, define_agents
+from likestream.agents import LikesAgent, Topics
 from likestream.tables import LikeTables
 from likestream.web import (
     PushSettings,
@@ -18,6 +18,7 @@ from likestream.web import (
     create_app,
 )
 
+from . import _internals as internals
 from ._sampler import Sampler
 from ._settings import Settings
 from .client import LikeClient
@@ -67,16 +68,18 @@ def _faust_app(settings: Settings) -> faust.App:
     )
 
 
-def _raw_topic(app: faust.App, name: str, settings: Settings) -> faust.TopicT:
-    # Raw bytes in and out: the agent validates events itself, so that a bad
-    # record reaches the DLQ with its original bytes instead of crashing a codec.
+def _events_topic(app: faust.App, settings: Settings) -> faust.TopicT:
+    # Subscribed so that faust assigns its partitions (with the table's, co-partitioned);
+    # read by the agent's own feed in batches, never delivered by faust
+    # (agents/_likes.py). No acks: faust never commits it, nor checks its progress.
     return app.topic(
-        name,
+        settings.topic,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
+        acks=False,
     )
 
 
@@ -126,13 +129,15 @@ def build(settings: Settings, secret: str) -> Pipeline:
     """The worker's parts; ``secret`` verifies write tokens (see ``_secret.py``)."""
     app = _faust_app(settings)
     topics = Topics(
-        events=_raw_topic(app, settings.topic, settings),
+        events=_events_topic(app, settings),
         counts=settings.counts_topic,
         dlq=settings.dlq_topic,
         trending=settings.trending_topic,
     )
     tables = LikeTables(app, settings)
-    define_agents(app, topics, tables, settings)
+    # Before anything runs: a faust that changed what likestream reaches into stops here.
+    internals.check_app(app, tables.table.data)
+    LikesAgent(app, topics, tables, settings).install()
     sampler = Sampler(app, tables, settings)
     api = create_app(
         tables,

@@ -1,6 +1,6 @@
 """Prometheus metrics of every process: the agents, the web layer, the sampler.
 
-Hot paths use children bound once here (``event_folded``, ``INVALID_EVENTS``, the
+Hot paths use children bound once here (``events_folded``, once per batch; ``INVALID_EVENTS``, the
 producer-error children) so that counting an event never looks labels up.
 Gauges about Kafka and RocksDB (lag, rows, recovery) are set by the sampler
 (``likestream/_sampler.py``) every ``LIKESTREAM_METRICS_INTERVAL_MS``, not per event.
@@ -35,7 +35,7 @@ __all__ = [
     "TRENDING_LATE",
     "WS_CONNECTIONS",
     "agent_producer_error",
-    "event_folded",
+    "events_folded",
     "http_producer_error",
     "trending_late",
 ]
@@ -50,7 +50,8 @@ EVENTS = Counter(
 DLQ_RECORDS = Counter("likestream_dlq_records_total", "Invalid records sent to the DLQ.")
 EVENT_LATENCY = Histogram(
     "likestream_event_latency_seconds",
-    "Event time (the event's ts, else its record timestamp) to applied to the state.",
+    "Event time (the event's ts, else its record timestamp) to applied to the state; "
+    "sampled: the oldest applied event of each folded batch.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
@@ -61,12 +62,14 @@ _BY_ACTION = {
 INVALID_EVENTS = EVENTS.labels("invalid", "invalid")
 
 
-def event_folded(action: str, outcome: str, event_time: float) -> None:
-    """Count a folded event; ``event_time`` in epoch seconds, for the latency of applied ones."""
-    _BY_ACTION[action][outcome].inc()
-    if outcome == "applied":
+def events_folded(tally: dict[tuple[str, str], int], oldest_applied: float | None) -> None:
+    """Count a folded batch: events by (action, outcome), and, sampled once per batch,
+    the latency of its oldest applied event (epoch seconds), the batch's worst."""
+    for (action, outcome), n in tally.items():
+        _BY_ACTION[action][outcome].inc(n)
+    if oldest_applied is not None:
         # A clock behind the producer's would give a negative latency: count it as 0.
-        EVENT_LATENCY.observe(max(0.0, time.time() - event_time))
+        EVENT_LATENCY.observe(max(0.0, time.time() - oldest_applied))
 
 
 TRENDING_LATE = Counter(

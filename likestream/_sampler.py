@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge
 
 from likestream.tables import LikeTables
 
+from . import _internals as internals
 from ._metrics import (
     ASSIGNED_PARTITIONS,
     CONSUMER_LAG,
@@ -133,18 +134,14 @@ class Sampler(Service):
         actives = self.app.assignor.assigned_actives()
         return sorted(tp.partition for tp in actives if tp.topic == self.settings.topic)
 
-    def _recovery(self) -> Any:
-        # faust's Recovery service is not part of TableManagerT's declared interface.
-        return self.app.tables.recovery  # type: ignore[attr-defined]
-
     def _in_recovery(self) -> bool:
-        return bool(self._recovery().in_recovery) or self.tables.restoring is not None
+        return (
+            internals.recovery_remaining(self.app) is not None or self.tables.restoring is not None
+        )
 
     def _remaining(self) -> int:
         """Changelog records the active partitions still have to restore."""
-        recovery = self._recovery()
-        remaining = int(recovery.active_remaining_total()) if recovery.in_recovery else 0
-        return remaining + (self.tables.restoring or 0)
+        return (internals.recovery_remaining(self.app) or 0) + (self.tables.restoring or 0)
 
     def _sample_rates(self) -> None:
         now = time.monotonic()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Annotated, Literal, cast
 
+import msgspec
 import orjson
 
 __all__ = [
@@ -31,13 +32,20 @@ class InvalidEvent(ValueError):
     """A record that is not a valid like event; ``str(exc)`` says why."""
 
 
+# The validation rules once more, for msgspec's decoder (``parse_event``'s fast path):
+# the same as ``_event_from_doc``, which stays the definition and gives the reasons.
+_Id = Annotated[str, msgspec.Meta(pattern=r"\A[A-Za-z0-9._:@-]{1,128}\Z")]
+_EventId = Annotated[str, msgspec.Meta(max_length=MAX_EVENT_ID)]
+_Ts = Annotated[int, msgspec.Meta(ge=0)]
+
+
 @dataclass(frozen=True, slots=True)
 class LikeEvent:
-    user_id: str
-    item_id: str
+    user_id: _Id
+    item_id: _Id
     action: Action
-    event_id: str | None = None
-    ts: int | None = None
+    event_id: _EventId | None = None
+    ts: _Ts | None = None
 
     @property
     def liked(self) -> bool:
@@ -56,7 +64,12 @@ def parse_event(key: bytes | None, value: bytes | None) -> LikeEvent:
     size = len(value) + (len(key) if key else 0)
     if size > MAX_RECORD_BYTES:
         raise InvalidEvent(f"record is {size} bytes, over {MAX_RECORD_BYTES}")
-    event = event_from_json(value)
+    try:
+        # Decodes and validates in one pass, straight into the event, skipping fields
+        # the fold does not need; anything it refuses goes the slow way for the reason.
+        event = _DECODER.decode(value)
+    except msgspec.DecodeError:
+        event = event_from_json(value)
     if key is None or key != event.item_id.encode():
         raise InvalidEvent("record key does not equal item_id")
     return event
@@ -93,6 +106,9 @@ def _event_from_doc(doc: dict[str, object]) -> LikeEvent:
         event_id=event_id,
         ts=ts,
     )
+
+
+_DECODER = msgspec.json.Decoder(LikeEvent)
 
 
 def encode_event(event: LikeEvent) -> bytes:

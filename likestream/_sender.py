@@ -3,7 +3,8 @@
 The agent writes a few records per event (changelog rows, a count, rarely a dead
 letter). aiokafka's per-record ``send`` costs a future and a lookup per record;
 filling a :class:`BatchBuilder` per partition is several times cheaper and keeps
-the records' order, which the changelog relies on (``agents/_fold.py``).
+the records' order; and the changelog relies on groups of records never being cut
+between two batches (``tables/_state.py`` ``Flushed``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import RecordMetadata
 
-__all__ = ["KafkaSender", "Outgoing", "Sender"]
+__all__ = ["MAX_BATCH_BYTES", "KafkaSender", "Outgoing", "Sender"]
+
+size_of = DefaultRecordBatchBuilder.size_of
 
 Outgoing = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 """One record: key, value (None deletes under compaction), headers."""
@@ -29,13 +33,24 @@ class Sender(Protocol):
     async def stop(self) -> None: ...
 
     async def send(
-        self, topic: str, partition: int, records: Sequence[Outgoing]
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[Outgoing],
+        ends: Sequence[int] | None = None,
     ) -> list[asyncio.Future[RecordMetadata]]:
         """Queue ``records`` in order; one future per batch, resolved when Kafka has it.
 
+        ``ends``: where each group of records ends; a group is never split between
+        two batches (Kafka appends a batch whole). None: every record on its own.
         A batch's future gives the offset of its first record.
         """
         ...
+
+
+MAX_BATCH_BYTES = 1 << 20
+"""The producer's batch size, and so the largest group (the broker takes 1 MiB)."""
+_SLACK = 64  # bytes per record that ``size_of`` leaves out (varints, batch header share)
 
 
 class KafkaSender:
@@ -58,7 +73,7 @@ class KafkaSender:
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=0,  # callers hand over whole batches already
-                max_batch_size=1 << 20,
+                max_batch_size=MAX_BATCH_BYTES,
             )
             await producer.start()
             self._producer = producer
@@ -69,19 +84,37 @@ class KafkaSender:
             await producer.stop()
 
     async def send(
-        self, topic: str, partition: int, records: Sequence[Outgoing]
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[Outgoing],
+        ends: Sequence[int] | None = None,
     ) -> list[asyncio.Future[RecordMetadata]]:
         producer = self._producer
         if producer is None:
             raise RuntimeError("KafkaSender.send before start")
         futures: list[asyncio.Future[RecordMetadata]] = []
         batch = producer.create_batch()
-        for key, value, headers in records:
-            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
+        start = 0
+        for end in ends if ends is not None else range(1, len(records) + 1):
+            group = records[start:end]
+            if batch.record_count() and batch.size() > MAX_BATCH_BYTES // 2:
+                # Near full: cut before the group unless all of it surely fits.
+                need = sum(size_of(k, v, h) + _SLACK for k, v, h in group)
+                if batch.size() + need > MAX_BATCH_BYTES:
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+            for n, (key, value, headers) in enumerate(group):
                 if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    raise ValueError(f"a record for {topic} does not fit in one batch")
+                    if n:
+                        raise ValueError(
+                            f"a group of {len(group)} records for {topic} does not fit in one batch"
+                        )
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                        raise ValueError(f"a record for {topic} does not fit in one batch")
+            start = end
         if batch.record_count():
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures

@@ -2,8 +2,8 @@
 
 The agent folds into rows pending in memory and :meth:`LikeTables.flush` writes
 them per batch: one RocksDB write batch and one run of changelog records per
-partition, counts, then trending rows, then members (``agents/_fold.py`` and
-``agents/_trending.py`` say why), each key once.
+partition, grouped by item: its count row, then its window row, then its member
+rows (``agents/_fold.py`` and ``agents/_trending.py`` say why), each key once.
 Faust's per-key table writes cost more than the fold itself.
 """
 
@@ -19,6 +19,7 @@ import rocksdict
 from aiokafka.structs import RecordMetadata
 from faust.types import TP
 
+from likestream import _internals as internals
 from likestream._partition import partition_for
 from likestream._sender import Outgoing, Sender
 from likestream._settings import Settings
@@ -41,12 +42,15 @@ from ._windows import (
     decode_window_row,
     item_of_window_key,
     watermark_key,
+    window_key,
 )
 
 __all__ = ["Flushed", "LikeTables", "NotServable", "StateReader"]
 
 TABLE_NAME = "state"
 MiB = 1 << 20
+COUNT_CACHE_ROWS = 1 << 20
+"""Count rows the fold keeps in memory (about 150 B each); past it the cache starts over."""
 
 
 class NotServable(Exception):
@@ -63,12 +67,23 @@ class StateReader(Protocol):
     def ready(self) -> bool: ...
 
 
+Row = tuple[bytes, bytes | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Flushed:
-    """One partition's rows of a flush, in changelog order, and its changed counts."""
+    """One partition's rows of a flush, in changelog order, and its changed counts.
+
+    ``ends``: where each group of rows ends. A group is one item's count row, window
+    row and member rows (or a lone trending row); the sender never cuts a record
+    batch inside a group, and Kafka appends a batch whole, so every member row on
+    the changelog has its count and window rows, as new, beside it: whatever subset
+    of batches a failure keeps (``agents/_fold.py``).
+    """
 
     partition: int
-    rows: list[tuple[bytes, bytes | None]]
+    rows: list[Row]
+    ends: list[int]
     counts: dict[str, CountRow]
 
 
@@ -76,14 +91,33 @@ class Flushed:
 class _Pending:
     counts: dict[str, CountRow] = field(default_factory=dict)
     windows: dict[bytes, bytes | None] = field(default_factory=dict)
-    members: dict[bytes, MemberRow] = field(default_factory=dict)
+    """``w/<item>`` rows (None: delete) and the ``t/<partition>`` watermark."""
+    members: dict[str, dict[bytes, MemberRow]] = field(default_factory=dict)
+    """By item."""
+
+    def member(self, item_id: str, key: bytes) -> MemberRow | None:
+        rows = self.members.get(item_id)
+        return rows.get(key) if rows is not None else None
 
     def flushed(self, partition: int) -> Flushed:
-        rows: list[tuple[bytes, bytes | None]]
-        rows = [(count_key(item), encode_row(row)) for item, row in self.counts.items()]
-        rows += self.windows.items()
-        rows += [(key, encode_row(row)) for key, row in self.members.items()]
-        return Flushed(partition, rows, self.counts)
+        rows: list[Row] = []
+        ends: list[int] = []
+        windows = dict(self.windows)
+        members = self.members
+        for item in {**dict.fromkeys(self.counts), **dict.fromkeys(members)}:
+            count = self.counts.get(item)
+            if count is not None:
+                rows.append((count_key(item), encode_row(count)))
+            key = window_key(item)
+            if key in windows:
+                rows.append((key, windows.pop(key)))
+            for key, row in members.get(item, {}).items():
+                rows.append((key, encode_row(row)))
+            ends.append(len(rows))
+        for window in windows.items():  # the watermark, deletes of quiet items
+            rows.append(window)
+            ends.append(len(rows))
+        return Flushed(partition, rows, ends, self.counts)
 
 
 class LikeTables:
@@ -116,6 +150,7 @@ class LikeTables:
         app.tables.add(table)
         self.table = table
         self._pending: dict[int, _Pending] = {}
+        self._counts: dict[int, dict[str, CountRow]] = {}
 
     # -- writes (agents only) ----------------------------------------------------
 
@@ -130,14 +165,8 @@ class LikeTables:
         partition = self._partition(item_id, partition)
         key = member_key(item_id, user_id)
         pending = self._pending.get(partition)
-        row = pending.members.get(key) if pending is not None else None
+        row = pending.member(item_id, key) if pending is not None else None
         return row or decode_member(self._db(partition).get(key))
-
-    def put_count(self, partition: int, item_id: str, row: CountRow) -> None:
-        self._pending_for(partition).counts[item_id] = row
-
-    def put_member(self, partition: int, item_id: str, user_id: str, row: MemberRow) -> None:
-        self._pending_for(partition).members[member_key(item_id, user_id)] = row
 
     def put_window_rows(self, partition: int, rows: Iterable[tuple[bytes, bytes | None]]) -> None:
         """Trending rows (``tables/_windows.py``), flushed between counts and members;
@@ -145,6 +174,56 @@ class LikeTables:
         pending = self._pending_for(partition).windows
         for key, value in rows:
             pending[key] = value
+
+    # -- the fold's reads (agents only): whole batches, owned partitions ----------------
+
+    def fold_count(self, partition: int, item_id: str) -> CountRow:
+        """The newest count row of an owned partition, folded or flushed: kept in memory,
+        as the fold reads the same hot items again and again."""
+        cache = self._counts.get(partition)
+        if cache is None:
+            cache = self._counts[partition] = {}
+        row = cache.get(item_id)
+        if row is None:
+            row = cache[item_id] = decode_count(self._db(partition).get(count_key(item_id)))
+        return row
+
+    def fold_put_count(self, partition: int, item_id: str, row: CountRow) -> None:
+        self._pending_for(partition).counts[item_id] = row
+        self._counts[partition][item_id] = row  # fold_count filled it
+
+    def fold_members(
+        self, partition: int, keys: Iterable[tuple[str, bytes]]
+    ) -> dict[bytes, MemberRow]:
+        """The member rows behind ``keys`` (item, ``member_key``), folded or flushed: one
+        RocksDB multi-get for a whole batch."""
+        pending = self._pending_for(partition)
+        rows: dict[bytes, MemberRow] = {}
+        missing: list[bytes] = []
+        for item, key in keys:
+            row = pending.member(item, key)
+            if row is not None:
+                rows[key] = row
+            elif key not in rows:
+                missing.append(key)
+        if missing:
+            found = self._db(partition).get(missing)
+            rows.update(zip(missing, map(decode_member, found), strict=True))
+        return rows
+
+    def fold_put_member(self, partition: int, item_id: str, key: bytes, row: MemberRow) -> None:
+        members = self._pending_for(partition).members
+        rows = members.get(item_id)
+        if rows is None:
+            rows = members[item_id] = {}
+        rows[key] = row
+
+    def discard(self, partitions: Iterable[int]) -> None:
+        """Forget rows folded but not flushed, and what the fold keeps in memory, of
+        ``partitions``: after a failed delivery or a revocation they are read again."""
+        for partition in partitions:
+            self._pending.pop(partition, None)
+            self._counts.pop(partition, None)
 
     def window_rows(self, partition: int) -> tuple[Watermark, dict[str, WindowRow]]:
         """The watermark and every window row of one partition, pending rows included.
@@ -184,6 +263,8 @@ class LikeTables:
                 else:
                     write.put(key, value)
             self._db(batch.partition).write(write)
+        if sum(len(rows) for rows in self._counts.values()) > COUNT_CACHE_ROWS:
+            self._counts.clear()
         return flushed
 
     async def send_changelog(
@@ -194,7 +275,7 @@ class LikeTables:
         futures: list[asyncio.Future[RecordMetadata]] = []
         for batch in flushed:
             records: list[Outgoing] = [(key, value, []) for key, value in batch.rows]
-            sent = await sender.send(topic, batch.partition, records)
+            sent = await sender.send(topic, batch.partition, records, batch.ends)
             if sent:
                 sent[-1].add_done_callback(self._persisted)
             futures += sent
@@ -222,10 +303,7 @@ class LikeTables:
         return self.table.partition_db(partition)
 
     def _open_dbs(self) -> Mapping[int, Any]:
-        # The store's open databases (private; faust offers no other); read, not copied:
-        # stale reads ask on every request.
-        dbs: Mapping[int, Any] = self.table.data._dbs  # type: ignore[attr-defined]
-        return dbs
+        return internals.open_dbs(self.table.data)
 
     # -- reads (StateReader) ---------------------------------------------------
 
@@ -265,13 +343,7 @@ class LikeTables:
         return [(topic, p) for p in sorted(self._open_dbs())]
 
     def ready(self) -> bool:
-        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
-        return bool(
-            recovery.completed.is_set()
-            and not recovery.in_recovery
-            and not self.app.rebalancing
-            and self.table.restoring is None
-        )
+        return internals.recovery_settled(self.app) and self.table.restoring is None
 
     def estimated_rows(self, partitions: Iterable[int]) -> dict[int, int]:
         """RocksDB's estimate of the rows of each open partition database among ``partitions``.

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
 import rocksdict
 from aiokafka.errors import KafkaError
 from faust.types import TP, EventT
+
+from likestream import _internals as internals
 
 from ._restore import restore
 from ._rows import supersedes
@@ -39,6 +41,9 @@ class StampedTable(faust.Table[bytes, bytes]):
     source_topic: str | None = None
     # Records the bulk restore still has to read; None when it is not running.
     restoring: int | None = None
+    # Called first on every assignment, before faust's recovery can resume the flow
+    # of the assigned partitions (the agent pauses the events partitions in it).
+    on_assigned: Callable[[set[TP]], Awaitable[None]] | None = None
 
     async def on_rebalance(
         self,
@@ -47,6 +52,8 @@ class StampedTable(faust.Table[bytes, bytes]):
         newly_assigned: set[TP],
         generation_id: int = 0,
     ) -> None:
+        if self.on_assigned is not None:
+            await self.on_assigned(assigned)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         owned = sorted(tp.partition for tp in assigned if tp.topic == self.source_topic)
         if self.bootstrap is not None and owned:
@@ -86,5 +93,4 @@ class StampedTable(faust.Table[bytes, bytes]):
 
     def partition_db(self, partition: int) -> Any:
         """The partition's RocksDB (rocksdict ``Rdict``), opened on first use."""
-        # The store's per-partition handle is private API; faust offers no other.
-        return self.data._db_for_partition(partition)  # type: ignore[attr-defined]
+        return internals.partition_db(self.data, partition)

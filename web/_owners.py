@@ -15,14 +15,13 @@ a read it cannot answer fresh falls back to a replica anyway (``_reads.py``).
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+from likestream._internals import MemberAssignment, decode_member_assignment
 
 from ._polling import poll_forever
 
@@ -41,21 +40,16 @@ class Placement:
     """Partition -> URLs of the workers that keep a standby copy of it."""
 
 
-def _member(assignment: bytes, topic: str) -> tuple[str, list[int], list[int]] | None:
-    """URL, active partitions of ``topic`` and standby partitions of one member."""
+def _member(assignment: bytes, topic: str) -> MemberAssignment | None:
+    """One member's URL, active partitions of ``topic`` and standby partitions."""
     if not assignment:
         return None  # joined, not yet assigned
     try:
-        decoded = ConsumerProtocolMemberAssignment.decode(assignment)
-        doc = orjson.loads(zlib.decompress(decoded.user_data))
-        url = str(doc["url"]).rstrip("/")
-        actives = [int(p) for p in doc["assignment"]["actives"].get(topic, [])]
-        # Faust lists a standby under each topic of the co-partitioned group.
-        standbys = sorted({int(p) for ps in doc["assignment"]["standbys"].values() for p in ps})
-    except (ValueError, KeyError, TypeError, AttributeError, zlib.error) as exc:
-        log.debug("unreadable group member assignment: %r", exc)
+        return decode_member_assignment(assignment, topic)
+    except ValueError as exc:
+        # A member on another faust version, or faust's format changed: say so.
+        log.warning("unreadable group member assignment: %s", exc)
         return None
-    return url, actives, standbys
 
 
 def parse_members(assignments: Iterable[bytes], topic: str) -> Placement:
@@ -66,11 +60,10 @@ def parse_members(assignments: Iterable[bytes], topic: str) -> Placement:
         member = _member(raw, topic)
         if member is None:
             continue
-        url, actives, backups = member
-        for p in actives:
-            active[p] = url
-        for p in backups:
-            standbys.setdefault(p, []).append(url)
+        for p in member.actives:
+            active[p] = member.url
+        for p in member.standbys:
+            standbys.setdefault(p, []).append(member.url)
     return Placement(active, {p: tuple(sorted(urls)) for p, urls in standbys.items()})
 
 

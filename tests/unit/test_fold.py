@@ -93,6 +93,7 @@ class Model:
         True if every row was sent: the ``events`` folded since the last flush
         may then be acknowledged.
         """
+        self.windows_rows.update(self.windows.seal())
         rows: list[tuple[bytes, bytes | None]]
         rows = [(key, encode_row(row)) for key, row in self.counts.items()]
         rows += self.windows_rows.items()

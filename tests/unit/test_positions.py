@@ -1,40 +1,58 @@
-"""Positions: strict offset order, holes, and commits clamped to what is durable."""
+"""Positions: durable only by whole confirmed flushes, never across an epoch."""
 
 from faust.types import TP
 
 from likestream.agents import Positions
 
 P0 = TP("likes", 0)
+P1 = TP("likes", 1)
 
 
-def test_folds_in_order_and_flags_holes_and_repeats() -> None:
-    positions = Positions("likes")
-    assert positions.check(P0, 5) == "unknown"
-    positions.reset(P0, 5)
-    assert positions.check(P0, 5) == "fold"
-    positions.folded(P0, 5)
-    assert positions.check(P0, 5) == "seen"
-    assert positions.check(P0, 7) == "hole"
-    assert positions.next_offset(P0) == 6
-    assert positions.check(TP("other", 0), 99) == "fold"
+def test_durable_moves_only_to_confirmed_marks() -> None:
+    positions = Positions()
+    positions.start(P0, 10)
+    positions.folded(P0, 12)
+    marks = positions.marks()
+    positions.folded(P0, 15)  # folded after the flush was taken
+    assert positions.to_commit() == {}
+    positions.confirmed(marks)
+    assert positions.to_commit() == {P0: 12}
+    positions.committed({P0: 12})
+    assert positions.to_commit() == {}
 
 
-def test_commits_never_pass_the_durable_position() -> None:
-    positions = Positions("likes")
-    positions.reset(P0, 10)
-    epoch = positions.folded(P0, 10)
-    positions.folded(P0, 11)
-    # faust wants to commit 12; only offset 10 is durable so far.
-    positions.confirmed(P0, 10, epoch)
-    assert positions.clamp({P0: 12}) == {P0: 11}
-    positions.confirmed(P0, 11, epoch)
-    assert positions.clamp({P0: 12}) == {P0: 12}
+def test_a_mark_of_an_earlier_epoch_moves_nothing() -> None:
+    positions = Positions()
+    positions.start(P0, 10)
+    positions.folded(P0, 12)
+    old = positions.marks()
+    positions.start(P0, 10)  # rebalanced back to the same committed offset
+    positions.confirmed(old)
+    assert positions.to_commit() == {}
 
 
-def test_an_older_assignment_does_not_move_a_newer_one() -> None:
-    positions = Positions("likes")
-    positions.reset(P0, 10)
-    old = positions.folded(P0, 10)
-    positions.reset(P0, 10)  # rebalanced back to the same committed offset
-    positions.confirmed(P0, 10, old)
-    assert positions.clamp({P0: 11}) == {}
+def test_rewind_reads_again_from_what_is_durable() -> None:
+    positions = Positions()
+    positions.start(P0, 0)
+    positions.start(P1, 5)
+    positions.folded(P0, 4)
+    positions.folded(P1, 9)
+    positions.confirmed(positions.marks())
+    positions.folded(P0, 8)
+    in_flight = positions.marks()
+    assert positions.rewind([P0, P1]) == {P0: 4, P1: 9}
+    assert positions.next_offset(P0) == 4
+    positions.confirmed(in_flight)  # a flush taken before the rewind
+    assert positions.to_commit() == {P0: 4, P1: 9}
+
+
+def test_a_revoked_partition_is_neither_read_nor_committed() -> None:
+    positions = Positions()
+    positions.start(P0, 3)
+    positions.folded(P0, 7)
+    marks = positions.marks()
+    positions.stop(P0)
+    positions.confirmed(marks)
+    assert positions.next_offset(P0) is None
+    assert positions.to_commit() == {}
+    assert positions.assigned == []

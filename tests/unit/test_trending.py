@@ -64,6 +64,7 @@ class Partition:
         if result.count is not None:
             self.store[count_key(item)] = encode_row(result.count)
         rows = self.trending.apply(item, result, before, event.liked, self.offset, event_ms)
+        rows += self.trending.seal()
         for key, value in rows:
             if value is None:
                 del self.store[key]

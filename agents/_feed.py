@@ -1,0 +1,100 @@
+"""The events partitions this worker owns, read in whole fetched batches.
+
+Faust assigns the partitions (its group member, assignor, standbys and recovery
+stay as they are) but no longer delivers the events topic message by message:
+its member's consumer has those partitions paused (``likestream/_internals.py``)
+and this feed reads them with a plain aiokafka consumer outside the group,
+``getmany`` batches straight to the fold. Commits still go through the member.
+
+Every change of what is read (an assignment, a revocation, a rewind after a failed
+delivery) bumps :attr:`EventsFeed.epoch`; a fetch that was under way across one
+is dropped, so records read before a seek never reach the fold after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from faust.types import TP
+
+__all__ = ["Batches", "EventsFeed"]
+
+log = logging.getLogger(__name__)
+
+Batches = dict[TP, list[ConsumerRecord[bytes, bytes]]]
+
+FETCH_MAX_RECORDS = 4_000
+"""Records folded between two yields to the event loop (web requests wait that long)."""
+
+
+class EventsFeed:
+    def __init__(self, bootstrap: str, group: str) -> None:
+        self._bootstrap = bootstrap
+        self._group = group
+        self._consumer: AIOKafkaConsumer | None = None
+        self.epoch = 0
+
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            # The group id only reads the group's committed offsets (never joins:
+            # partitions are assigned by hand); an unknown one starts at the earliest.
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                group_id=self._group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                max_partition_fetch_bytes=4 << 20,
+                fetch_max_bytes=32 << 20,
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def assign(self, tps: set[TP]) -> dict[TP, int]:
+        """Read ``tps`` (and only them) from the group's committed offsets; returns those
+        offsets (the earliest where none is committed)."""
+        self.epoch += 1
+        consumer = await self._started()
+        parts = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
+        consumer.assign(list(parts))
+        starts: dict[TP, int] = {}
+        for part, tp in parts.items():
+            # The committed offset, or the reset one: aiokafka looks it up on assign.
+            starts[tp] = await consumer.position(part)
+        self.epoch += 1
+        return starts
+
+    def unassign(self) -> None:
+        self.epoch += 1
+        if self._consumer is not None:
+            self._consumer.assign([])
+
+    def seek(self, offsets: Mapping[TP, int]) -> None:
+        """Read the partitions again from ``offsets``; anything fetched before is dropped."""
+        self.epoch += 1
+        if self._consumer is None:
+            return
+        for tp, offset in offsets.items():
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
+
+    async def fetch(self, timeout_ms: int) -> Batches:
+        """The next fetched records of every assigned partition, in offset order; empty
+        if the assignment or positions changed meanwhile (see the module docstring)."""
+        consumer = self._consumer
+        if consumer is None or not consumer.assignment():
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        epoch = self.epoch
+        fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=FETCH_MAX_RECORDS)
+        if epoch != self.epoch:
+            return {}
+        return {TP(part.topic, part.partition): records for part, records in fetched.items()}
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
