@@ -250,8 +250,9 @@ async def ingest(lab: Lab, cfg: BenchConfig) -> Result:
             f"exactly-once, commit interval {QUIX_COMMIT_S:g} s, its default; "
             "likestream/_bench/peers/quix_peer.py in a venv of its own). Their events/s "
             "run from their first record processed to their last, by their own clocks, "
-            "start-up and group join excluded, as for the worker; likestream commits "
-            "every 50 ms and coalesces count records per batch"
+            "start-up and group join excluded, as for the worker (the JVM's JIT warm-up "
+            "and Kafka Streams' tasks coming online one by one fall inside its window); "
+            "likestream commits every 50 ms and coalesces count records per batch"
         ),
         notes=notes,
     )

@@ -135,7 +135,7 @@ def report(results: list[Result], info: dict[str, str], invocation: str, took: f
         "## Results",
         "",
         table(results),
-        *(["## Ingest beside its peers", "", peers, ""] if (peers := peer_table(results)) else []),
+        *(["## Ingest beside its peers", "", peers] if (peers := peer_table(results)) else []),
         "## Commands and limits",
         "",
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from likestream._bench._report import peer_table, report
 from likestream._bench.peers import quix_peer
 from likestream._broker import KAFKA_VERSION
 from likestream._schema import InvalidEvent, LikeEvent, parse_event
+from likestream._settings import load_settings
 
 
 def ev(user: str, item: str, action: str) -> LikeEvent:
@@ -254,3 +256,42 @@ def test_peer_table_in_the_report() -> None:
 def test_tuning_args() -> None:
     assert _peers.tuning_args("kstreams") == ["commit.interval.ms=100", "num.stream.threads=1"]
     assert _peers.tuning_args("quix") == ["5"]
+
+
+def test_no_maven_is_a_reason_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_peers.shutil, "which", lambda _name: None)
+    ready = _peers.prepare(["kstreams"], tmp_path)
+    assert isinstance(ready["kstreams"], str)
+    assert "needs java and mvn" in ready["kstreams"]
+
+
+def fake_peer(body: str) -> list[str]:
+    """A stand-in peer program: ``body`` runs after ``import json, sys, time``."""
+    return [sys.executable, "-c", "import json, sys, time\n" + body]
+
+
+async def test_a_crashing_peer_is_reported_with_its_log(tmp_path: Path) -> None:
+    argv = fake_peer("print(json.dumps({'processed': 3}), flush=True)\nsys.exit(3)")
+    settings = load_settings(kafka="localhost:1", data_dir=tmp_path)
+    with pytest.raises(_peers.PeerUnavailable, match="exited with 3 at 3/10"):
+        await _peers.run_peer("quix", argv, settings, "g", 10, 60.0, tmp_path / "peer.log")
+
+
+async def test_a_peer_past_the_cap_is_stopped_and_marked_capped(tmp_path: Path) -> None:
+    # Its first record was 100 s ago: past a 10 s cap at once; it then waits for SIGTERM.
+    body = (
+        "import signal\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+        "now = time.time()\n"
+        "line = {'state': 'RUNNING', 'processed': 500, 'first': now - 100, 'last': now}\n"
+        "print(json.dumps(line), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    settings = load_settings(kafka="localhost:1", data_dir=tmp_path)
+    run = await _peers.run_peer(
+        "kstreams", fake_peer(body), settings, "g", 1000, 10.0, tmp_path / "peer.log"
+    )
+    assert run.capped
+    assert run.progress.processed == 500
+    assert run.progress.rate == pytest.approx(5, rel=0.01)
+    assert run.committed_s is None
