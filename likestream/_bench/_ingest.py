@@ -174,7 +174,7 @@ async def ingest(lab: Lab, cfg: BenchConfig) -> Result:
     settings = lab.cluster("ingest")
     await create_topics(settings)
     # Built or installed before anything is measured (a no-op once cached).
-    ready = await asyncio.to_thread(prepare, cfg.peers) if cfg.peers else {}
+    ready = await asyncio.to_thread(prepare, cfg.peers, None, False) if cfg.peers else {}
     say(f"ingest: producing {cfg.events:,} events ({cfg.items:,} items, {cfg.users:,} users)")
     events = list(synthetic_events(cfg.events, cfg.items, cfg.users, seed=cfg.seed))
     expected = expected_counts(events)

@@ -88,8 +88,11 @@ KSTREAMS_THREADS = 1
 KSTREAMS_HEAP = ["-Xms256m", "-Xmx1g"]
 QUIX_COMMIT_S = 5.0
 """Quix Streams' own default commit interval (``Application(commit_interval=5.0)``)."""
-BUILD_TIMEOUT = 600.0
+BUILD_TIMEOUT = 300.0
+"""Longest mvn package or pip install; a first build here takes well under a minute."""
 COMPLETE = ".complete"
+FAILED = ".failed"
+"""Why the last build or install in a cache dir failed; the bench does not try it again."""
 
 
 class PeerUnavailable(RuntimeError):
@@ -125,12 +128,41 @@ def _tail(text: str, lines: int = 20) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def build_kstreams(cache: Path | None = None) -> Path:
+def _failed_before(home: Path, retry: bool) -> None:
+    """Raise the failure recorded in ``home`` unless ``retry``.
+
+    So a Maven or pip that fails (or hangs until the timeout) in ``make peers`` does not
+    cost the bench that follows the same minutes again.
+    """
+    failed = home / FAILED
+    if not retry and failed.exists():
+        raise PeerUnavailable(
+            f"{failed.read_text().strip()}\n(failed before; `make peers` tries again)"
+        )
+
+
+def _remember(home: Path, exc: PeerUnavailable) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / FAILED).write_text(str(exc))
+
+
+def build_kstreams(cache: Path | None = None, retry: bool = True) -> Path:
     """The peer's fat jar, built once per source hash (offline first, then online)."""
     home = (cache or peers_cache()) / f"kstreams-{source_hash(KSTREAMS_SOURCES)}"
     jar = home / KSTREAMS_JAR
     if (home / COMPLETE).exists() and jar.exists():
         return jar
+    _failed_before(home, retry)
+    try:
+        _build(home, jar)
+    except PeerUnavailable as exc:
+        _remember(home, exc)
+        raise
+    (home / FAILED).unlink(missing_ok=True)
+    return jar
+
+
+def _build(home: Path, jar: Path) -> None:
     java, mvn = shutil.which("java"), shutil.which("mvn")
     if java is None or mvn is None:
         raise PeerUnavailable("Kafka Streams: needs java and mvn on PATH (apt-get install maven)")
@@ -157,7 +189,6 @@ def build_kstreams(cache: Path | None = None) -> Path:
     shutil.move(build / "target" / KSTREAMS_JAR, jar)
     shutil.rmtree(build, ignore_errors=True)  # the shaded jar alone is kept
     (home / COMPLETE).write_text(kstreams_version())
-    return jar
 
 
 def quix_requirement() -> str:
@@ -174,7 +205,7 @@ def quix_requirement() -> str:
     raise PeerUnavailable("Quix Streams: no quixstreams in the bench extra of pyproject.toml")
 
 
-def quix_python(cache: Path | None = None) -> Path:
+def quix_python(cache: Path | None = None, retry: bool = True) -> Path:
     """The interpreter of a virtualenv with quixstreams, created once per requirement."""
     requirement = quix_requirement()
     key = hashlib.sha256(f"{requirement} {sys.version}".encode()).hexdigest()[:16]
@@ -182,8 +213,18 @@ def quix_python(cache: Path | None = None) -> Path:
     python = home / "venv" / "bin" / "python"
     if (home / COMPLETE).exists() and python.exists():
         return python
+    _failed_before(home, retry)
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
+    try:
+        _install(home, python, requirement)
+    except PeerUnavailable as exc:
+        _remember(home, exc)
+        raise
+    return python
+
+
+def _install(home: Path, python: Path, requirement: str) -> None:
     say(f"installing {requirement} into {home / 'venv'} (once)")
     for cmd in (
         [sys.executable, "-m", "venv", str(home / "venv")],
@@ -202,7 +243,6 @@ def quix_python(cache: Path | None = None) -> Path:
                 f"Quix Streams: {' '.join(cmd[1:4])} failed:\n{_tail(done.stdout + done.stderr)}"
             )
     (home / COMPLETE).write_text(requirement)
-    return python
 
 
 def _java_version() -> str:
@@ -241,14 +281,20 @@ def peer_versions(cache: Path | None = None) -> dict[str, str]:
     }
 
 
-def prepare(names: Iterable[str], cache: Path | None = None) -> dict[str, list[str] | str]:
-    """The command line of each peer, or why it cannot run (blocking: call in a thread)."""
+def prepare(
+    names: Iterable[str], cache: Path | None = None, retry: bool = True
+) -> dict[str, list[str] | str]:
+    """The command line of each peer, or why it cannot run (blocking: call in a thread).
+
+    ``retry``: try again a build or install that failed before (``make peers`` does; the
+    bench does not, to keep within its time).
+    """
     ready: dict[str, list[str] | str] = {}
     for name in names:
         try:
             if name == "kstreams":
                 java = shutil.which("java") or "java"
-                jar = build_kstreams(cache)
+                jar = build_kstreams(cache, retry)
                 ready[name] = [
                     java,
                     *KSTREAMS_HEAP,
@@ -257,7 +303,7 @@ def prepare(names: Iterable[str], cache: Path | None = None) -> dict[str, list[s
                     str(jar),
                 ]
             elif name == "quix":
-                ready[name] = [str(quix_python(cache)), str(QUIX_APP)]
+                ready[name] = [str(quix_python(cache, retry)), str(QUIX_APP)]
             else:
                 ready[name] = f"unknown peer {name!r}"
         except (PeerUnavailable, OSError) as exc:

@@ -295,3 +295,17 @@ async def test_a_peer_past_the_cap_is_stopped_and_marked_capped(tmp_path: Path) 
     assert run.progress.processed == 500
     assert run.progress.rate == pytest.approx(5, rel=0.01)
     assert run.committed_s is None
+
+
+def test_a_failed_build_is_not_retried_by_the_bench(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_peers.shutil, "which", lambda _name: None)
+    first = _peers.prepare(["kstreams"], tmp_path, retry=True)["kstreams"]
+    assert isinstance(first, str)
+    # Now Maven would be there, but the bench (retry=False) reports the recorded failure.
+    monkeypatch.setattr(_peers.shutil, "which", lambda name: f"/usr/bin/{name}")
+    again = _peers.prepare(["kstreams"], tmp_path, retry=False)["kstreams"]
+    assert isinstance(again, str)
+    assert "needs java and mvn" in again
+    assert "make peers" in again
