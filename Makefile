@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install chromium kafka broker broker-stop run test unit integration chaos lint fmt clean bench
+.PHONY: install chromium kafka peers broker broker-stop run test unit integration chaos lint fmt clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -21,6 +21,9 @@ chromium:                     ## Debian's Chromium for the browser test (Playwri
 
 kafka: install                ## fetch the Kafka jars into ~/.cache/likestream (once)
 	$(BIN)/python -c 'from likestream._broker import Broker; Broker.default().fetch()'
+
+peers: install                ## bench only: build the Kafka Streams peer, a venv with the bench extra (Quix)
+	-$(BIN)/python -m likestream._bench.peers
 
 broker: install               ## start the embedded broker on :9092 (no-op when up)
 	$(BIN)/likestream broker start
@@ -55,5 +58,5 @@ clean:
 chaos: install                ## the long chaos test: 200k events, 12 SIGKILLs, a broker restart
 	$(BIN)/pytest -ra tests/integration/test_chaos.py --chaos=long --timeout=1800 $(PYTEST_ARGS)
 
-bench: kafka                  ## the standard benchmarks (at most 15 min on 2 cores), BENCHMARKS.md
+bench: kafka peers            ## the standard benchmarks (at most 15 min on 2 cores), BENCHMARKS.md
 	$(BIN)/likestream bench --out bench-results --report BENCHMARKS.md $(BENCH_ARGS)

@@ -18,6 +18,7 @@ from ._fanout import fanout
 from ._ingest import ingest
 from ._lab import Lab
 from ._latency import latency
+from ._peers import PEERS
 from ._reads import reads
 from ._report import machine, report, table
 from ._state import state
@@ -41,6 +42,19 @@ def _numbers(text: str) -> tuple[int, ...]:
     return values
 
 
+def _peers(text: str) -> tuple[str, ...]:
+    """``kstreams,quix`` (or ``none``) as a tuple of known peer names."""
+    if text.strip().lower() == "none":
+        return ()
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [n for n in names if n not in PEERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected 'none' or peers among {', '.join(PEERS)}: {text!r}"
+        )
+    return names
+
+
 def add_parser(sub: Any) -> None:
     bench = sub.add_parser("bench", help="benchmarks against same-run baselines")
     bench.add_argument(
@@ -61,6 +75,12 @@ def add_parser(sub: Any) -> None:
     add("--fanout", type=_numbers, default=d.fanout, help="fanout: client counts to try")
     add("--fanout-budget", type=float, default=d.fanout_budget, help="fanout: no step after, s")
     add("--ws-procs", type=int, default=d.ws_procs, help="latency, fanout: client processes")
+    add(
+        "--peers",
+        type=_peers,
+        default=d.peers,
+        help=f"ingest: peers to run too, among {','.join(PEERS)}, or none",
+    )
     add("--tool", choices=["auto", "wrk", "aiohttp"], default=d.tool)
     add("--seed", type=int, default=d.seed)
     add("--out", type=Path, default=d.out, help="results.json and results.md")
@@ -108,7 +128,11 @@ async def _run(lab: Lab, cfg: BenchConfig, scenarios: list[str]) -> list[Result]
 def _keep_logs(root: Path, out: Path) -> None:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    for log in [*root.glob("*/worker.log"), *root.glob("*/clients.log")]:
+    for log in [
+        *root.glob("*/worker.log"),
+        *root.glob("*/clients.log"),
+        *root.glob("*/peer-*.log"),
+    ]:
         shutil.copy(log, logs / f"{log.parent.name.rsplit('-', 1)[0]}-{log.name}")
 
 

@@ -50,6 +50,8 @@ class BenchConfig:
     fanout_budget: float = 100.0
     ws_procs: int = 1
     seed: int = 1
+    peers: tuple[str, ...] = ("kstreams", "quix")
+    """ingest: the peer systems to run beside likestream (``_peers.PEERS``)."""
     out: Path = Path("bench-results")
     tool: str = "auto"
 
@@ -72,7 +74,7 @@ class Result:
 
 def _flag(value: Any) -> str:
     if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
+        return ",".join(str(v) for v in value) or "none"
     return str(value)
 
 

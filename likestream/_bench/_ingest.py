@@ -1,11 +1,17 @@
 """``ingest``: N pre-produced Zipf-skewed events folded by one worker from a cold start,
-against a bare aiokafka consumer that decodes the same JSON with orjson and counts in a dict.
+against a bare aiokafka consumer that decodes the same JSON with orjson and counts in a dict,
+and against peers (``_peers``: Kafka Streams, Quix Streams) folding the same records with the
+same semantics and guarantees, each alone, after the worker has stopped.
+
+Every system's final counts, read back from its counts topic, are checked against a plain
+fold of the produced events (``counts_match``), so a fast figure cannot hide a wrong one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import aiohttp
 import orjson
@@ -15,8 +21,22 @@ from .._produce import produce, synthetic_events
 from .._settings import Settings
 from ._common import BenchConfig, Result, command, say
 from ._lab import Lab, WorkerProcess, create_topics, partitions_of, wait_committed
+from ._peers import (
+    KSTREAMS_COMMIT_MS,
+    KSTREAMS_THREADS,
+    PEERS,
+    QUIX_COMMIT_S,
+    PeerRun,
+    counts_note,
+    create_output_topic,
+    expected_counts,
+    prepare,
+    read_counts,
+    run_peer,
+    tuning_args,
+)
 
-__all__ = ["bare_consume", "ingest", "watch_worker"]
+__all__ = ["bare_consume", "ingest", "peer_targets", "run_peers", "watch_worker"]
 
 
 async def bare_consume(settings: Settings, total: int) -> tuple[float, float]:
@@ -84,12 +104,82 @@ async def watch_worker(
             await asyncio.sleep(0.2)
 
 
+PEER_TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("kstreams", "ratio to Kafka Streams", 1.5),
+    ("kstreams", "ratio to Kafka Streams (stretch)", 2.0),
+    ("quix", "ratio to Quix Streams", 3.0),
+)
+"""likestream's events/s over each peer's: (peer, target name, bound)."""
+
+
+def peer_targets(names: tuple[str, ...]) -> list[tuple[str, str, float]]:
+    """The ratio targets of the peers that this run was asked for."""
+    return [t for t in PEER_TARGETS if t[0] in names]
+
+
+async def run_peers(
+    settings: Settings,
+    cfg: BenchConfig,
+    ready: dict[str, list[str] | str],
+    expected: dict[str, int],
+    notes: list[str],
+) -> dict[str, PeerRun]:
+    """Run each prepared peer alone on the events topic; a peer that cannot be prepared or
+    fails is a note in ``notes``, and the others still run."""
+    runs: dict[str, PeerRun] = {}
+    root = settings.data_dir.parent
+    for name, argv in ready.items():
+        label = PEERS.get(name, name)
+        if isinstance(argv, str):
+            say(f"ingest: {label} not run: {argv}")
+            notes.append(f"{label} not run: {argv}")
+            continue
+        output = f"{settings.counts_topic}-{name}"
+        group = f"{name}-{uuid.uuid4().hex[:8]}"  # a fresh application id / group per run
+        state = root / f"{name}-state"
+        say(f"ingest: {label}, one process from the start of the topic")
+        try:
+            await create_output_topic(settings, output)
+            args = [settings.kafka, settings.topic, output, group, str(state), str(cfg.events)]
+            args += tuning_args(name)
+            run = await run_peer(
+                name,
+                [*argv, *args],
+                settings,
+                group,
+                cfg.events,
+                cfg.cap,
+                root / f"peer-{name}.log",
+            )
+            if run.capped:
+                run.notes.append(
+                    f"{label} capped: its rate is over its first {cfg.cap:.0f}s "
+                    f"({run.progress.processed:,} of {cfg.events:,} events); counts not checked"
+                )
+            else:
+                note = counts_note(label, await read_counts(settings, output), expected)
+                run.counts_match = note is None
+                run.notes += [note] if note else []
+        except Exception as exc:  # a failed peer costs only its own figures
+            say(f"ingest: {label} failed: {exc}")
+            notes.append(f"{label} failed: {exc}")
+            continue
+        say(f"ingest: {label} {run.progress.rate:,.0f} events/s")
+        notes.extend(run.notes)
+        runs[name] = run
+    return runs
+
+
 async def ingest(lab: Lab, cfg: BenchConfig) -> Result:
     settings = lab.cluster("ingest")
     await create_topics(settings)
+    # Built or installed before anything is measured (a no-op once cached).
+    ready = await asyncio.to_thread(prepare, cfg.peers, None, False) if cfg.peers else {}
     say(f"ingest: producing {cfg.events:,} events ({cfg.items:,} items, {cfg.users:,} users)")
-    events = synthetic_events(cfg.events, cfg.items, cfg.users, seed=cfg.seed)
+    events = list(synthetic_events(cfg.events, cfg.items, cfg.users, seed=cfg.seed))
+    expected = expected_counts(events)
     await produce(settings.kafka, settings.topic, events, cfg.events)
+    del events
 
     say("ingest: baseline, a bare aiokafka consumer with orjson and a dict")
     bare_rate, bare_span = await bare_consume(settings, cfg.events)
@@ -108,9 +198,26 @@ async def ingest(lab: Lab, cfg: BenchConfig) -> Result:
     worker.stop()
     rate = (n_last - n_first) / max(t_last - t_first, 1e-9)
     say(f"ingest: worker {rate:,.0f} events/s applied, {committed_rate:,.0f} committed")
+    notes: list[str] = []
+    counts_match: dict[str, float] = {}
+    if not capped:
+        try:
+            got = await read_counts(settings, settings.counts_topic)
+        except Exception as exc:  # the check is extra: its failure costs no figure
+            notes.append(f"likestream counts not checked: {exc}")
+        else:
+            note = counts_note("likestream", got, expected)
+            counts_match["counts_match"] = int(note is None)
+            notes += [note] if note else []
+    runs = await run_peers(settings, cfg, ready, expected, notes)
+    peer_figures: dict[str, float] = {}
+    for name, run in runs.items():
+        peer_figures.update(run.figures(cfg.events))
+        if run.progress.rate > 0:  # NaN when it processed nothing
+            peer_figures[f"ratio_to_{name}"] = float(f"{rate / run.progress.rate:.3g}")
     result = Result(
         "ingest",
-        command("ingest", cfg, "events", "items", "users", "partitions", "cap"),
+        command("ingest", cfg, "events", "items", "users", "partitions", "cap", "peers"),
         {
             "events": cfg.events,
             "events_applied": round(n_last),
@@ -118,6 +225,8 @@ async def ingest(lab: Lab, cfg: BenchConfig) -> Result:
             "committed_events_per_s": committed_rate if capped else round(committed_rate),
             "cold_start_to_first_applied_s": round(t_first - spawned, 2),
             "first_to_last_applied_s": round(t_last - t_first, 2),
+            **counts_match,
+            **peer_figures,
         },
         {"events_per_s": round(bare_rate), "seconds": round(bare_span, 2)},
         ratio=float(f"{rate / bare_rate:.3g}"),
@@ -130,11 +239,27 @@ async def ingest(lab: Lab, cfg: BenchConfig) -> Result:
             "17%, the batched flush and acks about 6%. Rows are flushed per batch "
             "(coalesced, batched sends), so Kafka writes no longer limit it. The "
             "baseline does one orjson decode per record. The broker and the load "
-            "generator share the 2 cores"
+            "generator share the 2 cores. Peers, each one process alone after the worker "
+            "stopped, folding the same records from the start into two RocksDB stores "
+            "(memberships item/user and counts item), exactly-once, every count change "
+            "to a counts topic of their own: Kafka Streams (Processor API, "
+            f"exactly_once_v2, commit interval {KSTREAMS_COMMIT_MS} ms, its EOS default, "
+            f"{KSTREAMS_THREADS} stream thread, store caching on, -Xmx1g; built with Maven "
+            "from likestream/_bench/peers/kstreams), and Quix Streams (one stateful "
+            "apply, state per item key: one entry per user and the count under '#count'; "
+            f"exactly-once, commit interval {QUIX_COMMIT_S:g} s, its default; "
+            "likestream/_bench/peers/quix_peer.py in a venv of its own). Their events/s "
+            "run from their first record processed to their last, by their own clocks, "
+            "start-up and group join excluded, as for the worker (the JVM's JIT warm-up "
+            "and Kafka Streams' tasks coming online one by one fall inside its window); "
+            "likestream commits every 50 ms and coalesces count records per batch"
         ),
+        notes=notes,
     )
     result.target("ratio to bare consumer", result.ratio, ">=", 0.5)
     result.target("events/s (stretch)", rate, ">=", 30_000)
+    for name, label, bound in peer_targets(cfg.peers):
+        result.target(label, result.figures.get(f"ratio_to_{name}"), ">=", bound)
     if capped:
         result.notes.append(
             f"capped: the rate is over the first {cfg.cap:.0f}s of folding "

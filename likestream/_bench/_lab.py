@@ -186,8 +186,11 @@ def partitions_of(settings: Settings, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in range(settings.partitions)]
 
 
-async def wait_committed(settings: Settings, limit: float) -> float:
-    """Wait until the group's committed offsets reach the end of the events topic."""
+async def wait_committed(settings: Settings, limit: float, group: str | None = None) -> float:
+    """Wait until the group's committed offsets reach the end of the events topic.
+
+    ``group``: another consumer group than the app's own (a peer's, in ``ingest``).
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka)
     await admin.start()
@@ -197,11 +200,11 @@ async def wait_committed(settings: Settings, limit: float) -> float:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             ends = await consumer.end_offsets(tps)
-            committed = await admin.list_consumer_group_offsets(settings.app_id)
+            committed = await admin.list_consumer_group_offsets(group or settings.app_id)
             if all(tp in committed and committed[tp].offset >= ends[tp] for tp in tps):
                 return time.monotonic()
             await asyncio.sleep(0.2)
-        raise RuntimeError(f"group {settings.app_id} not caught up within {limit:.0f}s")
+        raise RuntimeError(f"group {group or settings.app_id} not caught up within {limit:.0f}s")
     finally:
         await consumer.stop()
         await admin.close()

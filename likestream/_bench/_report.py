@@ -14,8 +14,9 @@ from typing import Any
 
 from .._broker import KAFKA_VERSION
 from ._common import Result
+from ._peers import PEERS, peer_versions
 
-__all__ = ["machine", "report", "table"]
+__all__ = ["machine", "peer_table", "report", "table"]
 
 
 def machine() -> dict[str, str]:
@@ -39,6 +40,7 @@ def machine() -> dict[str, str]:
     if wrk:
         out = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
         versions["wrk"] = (out.stdout + out.stderr).split()[1] if out.stdout + out.stderr else "?"
+    versions.update(peer_versions())
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return {
         "cores": str(os.cpu_count()),
@@ -78,6 +80,42 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def peer_table(results: list[Result]) -> str:
+    """ingest's systems side by side: events/s, likestream's ratio to each, counts checked.
+
+    Empty when no ingest result has a peer figure.
+    """
+    ingest = next((r for r in results if r.scenario == "ingest" and r.figures), None)
+    if ingest is None or not any(f"{name}_events_per_s" in ingest.figures for name in PEERS):
+        return ""
+    f = ingest.figures
+
+    def match(key: str) -> str:
+        return "-" if key not in f else ("yes" if f[key] else "no")
+
+    rate = f.get("events_per_s", float("nan"))
+    lines = [
+        "| system | events/s | likestream's ratio to it | final counts match a plain fold |",
+        "|---|---|---|---|",
+        f"| likestream (one worker) | {_fmt(rate)} | 1 | {match('counts_match')} |",
+    ]
+    if "events_per_s" in ingest.baseline:
+        bare = ingest.baseline["events_per_s"]
+        lines.append(
+            f"| bare aiokafka consumer (no state, no output) | {_fmt(bare)} | "
+            f"{_fmt(ingest.ratio) if ingest.ratio is not None else '-'} | - |"
+        )
+    for name, label in PEERS.items():
+        key = f"{name}_events_per_s"
+        if key in f:
+            ratio = f.get(f"ratio_to_{name}")
+            lines.append(
+                f"| {label} | {_fmt(f[key])} | {_fmt(ratio) if ratio is not None else '-'} | "
+                f"{match(f'{name}_counts_match')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def report(results: list[Result], info: dict[str, str], invocation: str, took: float) -> str:
     parts = [
         "# Benchmarks",
@@ -97,6 +135,7 @@ def report(results: list[Result], info: dict[str, str], invocation: str, took: f
         "## Results",
         "",
         table(results),
+        *(["## Ingest beside its peers", "", peers] if (peers := peer_table(results)) else []),
         "## Commands and limits",
         "",
     ]
