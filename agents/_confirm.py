@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
+from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 from faust.types import TP
 
@@ -140,6 +141,8 @@ class Confirmer:
             while self._in_flight:
                 flight = self._in_flight[0]
                 error = await flight.wait()
+                if error is not None and not isinstance(error, KafkaError):
+                    raise error  # a bug, not Kafka: stop loudly rather than retry forever
                 if error is not None:
                     await self._failed(error)
                     raise DeliveryFailed(str(error)) from error
@@ -158,7 +161,8 @@ class Confirmer:
         await self.settle()
 
     async def settle_forever(self) -> None:
-        """Confirm flushes as they are taken (the agent runs this as a task)."""
+        """Confirm flushes as they are taken (the agent runs this beside its flushes);
+        only an error that is not Kafka's ends it."""
         while True:
             await self._flushed.wait()
             self._flushed.clear()

@@ -225,8 +225,8 @@ class LikesAgent:
             records = [r for r in records if r.offset >= start]
         if not records:
             return
-        partition, tables, confirmer = tp.partition, self.tables, self.confirmer
-        windows = self.trending.partition(partition, tables)
+        partition, confirmer = tp.partition, self.confirmer
+        windows = self.trending.partition(partition, self.tables)
         likes = []
         for record in records:
             try:
@@ -235,25 +235,27 @@ class LikesAgent:
                 confirmer.dead_letter(partition, _dead_letter(record, str(exc)))
                 continue
             likes.append((record, like, member_key(like.item_id, like.user_id)))
-        members = tables.fold_members(partition, [(like.item_id, key) for _, like, key in likes])
+        rows = self.tables.fold_rows(partition)
+        members = rows.members([(like.item_id, key) for _, like, key in likes])
+        count, put_count, put_member = rows.count, rows.put_count, rows.put_member
+        apply, lateness = windows.apply, self.trending.lateness_ms
         tally: defaultdict[tuple[str, str], int] = defaultdict(int)
         oldest: float | None = None
-        lateness = self.trending.lateness_ms
         for record, like, key in likes:
             item, offset, liked = like.item_id, record.offset, like.liked
             before = members[key]
-            result = fold(tables.fold_count(partition, item), before, liked, offset)
+            result = fold(count(item), before, liked, offset)
             tally[like.action, result.outcome] += 1
             # Count row, then trending rows, then member row: _fold.py and
             # _trending.py say why the order matters.
             if result.count is not None:
-                tables.fold_put_count(partition, item, result.count)
+                put_count(item, result.count)
             event_ms = clamp_event_time(like.ts, record.timestamp, lateness)
-            rows = windows.apply(item, result, before, liked, offset, event_ms)
-            if rows:
-                tables.put_window_rows(partition, rows)
+            written = apply(item, result, before, liked, offset, event_ms)
+            if written:
+                rows.put_window_rows(written)
             if result.member is not None:
-                tables.fold_put_member(partition, item, key, result.member)
+                put_member(item, key, result.member)
                 members[key] = result.member
             if oldest is None and result.outcome == "applied":
                 oldest = (like.ts if like.ts is not None else record.timestamp) / 1000
@@ -270,11 +272,14 @@ class LikesAgent:
     async def _confirm_forever(self) -> None:
         # A plain loop rather than app.timer: a slow confirmation just delays the
         # next one instead of overlapping it.
-        settler = asyncio.ensure_future(self.confirmer.settle_forever())
-        try:
+        async def flush_forever() -> None:
             while True:
                 await asyncio.sleep(self.settings.commit_interval_ms / 1000)
                 await self.confirmer.flush()
+
+        try:
+            # Either failing (a bug: Kafka's errors rewind instead) crashes the worker.
+            await asyncio.gather(flush_forever(), self.confirmer.settle_forever())
         finally:
             try:
                 # A clean stop commits what was folded, so a restart replays nothing.
@@ -282,7 +287,6 @@ class LikesAgent:
             except Exception as exc:
                 log.warning("last flush on stop failed (%r): a restart replays it", exc)
             finally:
-                settler.cancel()
                 await self.sender.stop()
                 await self.feed.stop()
 

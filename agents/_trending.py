@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from likestream._metrics import trending_late
 from likestream._top import PartitionTop
@@ -79,49 +79,69 @@ class Ranking:
     def __init__(self, window: Window, first: int) -> None:
         self.window = window
         self.first = first
-        self.totals: dict[str, int] = {}
-        self.buckets: dict[int, dict[str, int]] = {}
+        self._totals: dict[str, int] = {}
+        self._buckets: dict[int, dict[str, int]] = {}
+        self._deltas: dict[tuple[str, int], int] = {}
         self._candidates: set[str] = set()
         self._bound: tuple[int, str] = (0, "")  # nothing with likes is outside yet
 
+    @property
+    def totals(self) -> dict[str, int]:
+        """Likes gained per item in the window (items with 0 left out)."""
+        self._drain()
+        return self._totals
+
     def add(self, item: str, bucket: int, delta: int) -> None:
-        # A bucket's net can come back to 0; the item stays listed in it, so that its
-        # row is deleted only once the bucket has left the window.
-        per_item = self.buckets.setdefault(bucket, {})
-        per_item[item] = per_item.get(item, 0) + delta
-        self._change(item, delta)
+        """Count ``delta`` likes of ``item`` in ``bucket``. Ranked in bulk (:meth:`_drain`)
+        when something reads the ranking: the fold adds far more often than that."""
+        key = (item, bucket)
+        self._deltas[key] = self._deltas.get(key, 0) + delta
+
+    def _drain(self) -> None:
+        if not self._deltas:
+            return
+        deltas, self._deltas = self._deltas, {}
+        for (item, bucket), delta in deltas.items():
+            # A bucket's net can come back to 0; the item stays listed in it, so that
+            # its row is deleted only once the bucket has left the window.
+            per_item = self._buckets.setdefault(bucket, {})
+            per_item[item] = per_item.get(item, 0) + delta
+            if delta:
+                self._change(item, delta)
 
     def advance(self, first: int) -> set[str]:
         """Drop buckets older than ``first``; returns the items that had likes in them."""
         touched: set[str] = set()
         if first <= self.first:
             return touched
+        self._drain()
         self.first = first
-        for bucket in [b for b in self.buckets if b < first]:
-            for item, net in self.buckets.pop(bucket).items():
+        for bucket in [b for b in self._buckets if b < first]:
+            for item, net in self._buckets.pop(bucket).items():
                 self._change(item, -net)
                 touched.add(item)
         return touched
 
     def top(self, limit: int) -> list[tuple[str, int]]:
         """The ``limit`` items with the most likes gained (more than 0), ties by item id."""
+        self._drain()
         sure = [i for i in self._candidates if self._above(i, self._bound)]
         if self._bound[0] > 0 and len(sure) < limit:
             self._rerank()
             sure = list(self._candidates)
-        ranked = sorted((-self.totals.get(i, 0), i) for i in sure)[:limit]
+        ranked = sorted((-self._totals.get(i, 0), i) for i in sure)[:limit]
         return [(item, -neg) for neg, item in ranked if neg < 0]
 
     def _above(self, item: str, rank: tuple[int, str]) -> bool:
-        total = self.totals.get(item, 0)
+        total = self._totals.get(item, 0)
         return total > rank[0] or (total == rank[0] and item < rank[1])
 
     def _change(self, item: str, delta: int) -> None:
-        total = self.totals.get(item, 0) + delta
+        total = self._totals.get(item, 0) + delta
         if total:
-            self.totals[item] = total
+            self._totals[item] = total
         else:
-            self.totals.pop(item, None)
+            self._totals.pop(item, None)
         if item in self._candidates or not self._above(item, self._bound):
             return
         self._candidates.add(item)
@@ -129,7 +149,7 @@ class Ranking:
             # Trimmed back to KEEP in one sort once KEEP more came in, not one eviction
             # (a scan of every candidate) per newcomer: while many items tie near the
             # bound, that scan was the fold's largest cost.
-            totals = self.totals
+            totals = self._totals
             ranked = sorted(self._candidates, key=lambda i: (-totals.get(i, 0), i))
             self._candidates = set(ranked[:KEEP])
             best_out = ranked[KEEP]
@@ -137,7 +157,7 @@ class Ranking:
                 self._bound = (totals.get(best_out, 0), best_out)
 
     def _rerank(self) -> None:
-        best = heapq.nsmallest(KEEP + 1, self.totals.items(), key=lambda kv: (-kv[1], kv[0]))
+        best = heapq.nsmallest(KEEP + 1, self._totals.items(), key=lambda kv: (-kv[1], kv[0]))
         self._candidates = {item for item, _ in best[:KEEP]}
         self._bound = (best[KEEP][1], best[KEEP][0]) if len(best) > KEEP else (0, "")
 
@@ -161,6 +181,7 @@ class PartitionTrending:
         self._newest = watermark.ms + lateness_ms
         self.rows: dict[str, WindowRow] = {}
         self.rankings = {w.name: Ranking(w, w.first(watermark.ms)) for w in windows}
+        self._windows = [(n, r, r.window.bucket_ms) for n, r in self.rankings.items()]
         # Every window's first bucket depends on the watermark only through this grid.
         self._grid = math.gcd(*(r.window.bucket_ms for r in self.rankings.values()))
         self.stamp = watermark.offset
@@ -174,7 +195,7 @@ class PartitionTrending:
 
     def apply(
         self, item: str, result: Fold, before: MemberRow, liked: bool, offset: int, event_ms: int
-    ) -> list[Row]:
+    ) -> Sequence[Row]:
         """The rows one event writes now (the watermark, deletes), in order, between its
         count row and its member row; its own window row comes with :meth:`seal`."""
         writes: list[Row] = []
@@ -195,12 +216,14 @@ class PartitionTrending:
             row = row or WindowRow()
             delta = 1 if liked else -1
             counted = False
-            for name, ranking in self.rankings.items():
-                bucket = ranking.window.bucket(event_ms)
+            for name, ranking, bucket_ms in self._windows:
+                bucket = event_ms // bucket_ms  # Window.bucket, inlined: once per event
                 if bucket < ranking.first:
                     trending_late(name)
                     continue
-                per_window = row.buckets.setdefault(name, {})
+                per_window = row.buckets.get(name)
+                if per_window is None:
+                    per_window = row.buckets[name] = {}
                 per_window[bucket] = per_window.get(bucket, 0) + delta
                 ranking.add(item, bucket, delta)
                 counted = True
@@ -209,11 +232,12 @@ class PartitionTrending:
                 self.rows[item] = row
                 self._stale.discard(item)
                 self._changed(offset)
-        for gone in self._stale:
-            self.rows.pop(gone, None)
-            self._dirty.discard(gone)
-            writes.append((window_key(gone), None))
-        self._stale.clear()
+        if self._stale:
+            for gone in self._stale:
+                self.rows.pop(gone, None)
+                self._dirty.discard(gone)
+                writes.append((window_key(gone), None))
+            self._stale.clear()
         if result.count is not None and item in self.rows:
             # Also on a replay that changes nothing: the fold writes the count and
             # member rows again, so the window row goes with them, or the changelog

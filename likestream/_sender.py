@@ -17,12 +17,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import RecordMetadata
 
-__all__ = ["MAX_BATCH_BYTES", "KafkaSender", "Outgoing", "Sender"]
+__all__ = ["MAX_BATCH_BYTES", "NO_HEADERS", "KafkaSender", "Outgoing", "Sender"]
 
 size_of = DefaultRecordBatchBuilder.size_of
 
-Outgoing = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+Outgoing = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
 """One record: key, value (None deletes under compaction), headers."""
+
+NO_HEADERS: list[tuple[str, bytes]] = []
+"""Shared by records without headers (aiokafka wants a list, and never changes it)."""
 
 
 class Sender(Protocol):

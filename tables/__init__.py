@@ -1,7 +1,7 @@
 """Table definitions and state access: the only place that knows how state is stored."""
 
 from ._rows import NO_COUNT, NO_MEMBER, CountRow, MemberRow
-from ._state import Flushed, LikeTables, NotServable, StateReader
+from ._state import Flushed, FoldRows, LikeTables, NotServable, StateReader
 from ._table import StampedTable
 from ._windows import NO_WATERMARK, Watermark, WindowRow
 
@@ -11,6 +11,7 @@ __all__ = [
     "NO_WATERMARK",
     "CountRow",
     "Flushed",
+    "FoldRows",
     "LikeTables",
     "MemberRow",
     "NotServable",

@@ -10,7 +10,7 @@ Faust's per-key table writes cost more than the fold itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ from faust.types import TP
 
 from likestream import _internals as internals
 from likestream._partition import partition_for
-from likestream._sender import Outgoing, Sender
+from likestream._sender import NO_HEADERS, Sender
 from likestream._settings import Settings
 
 from ._rows import (
@@ -45,7 +45,7 @@ from ._windows import (
     window_key,
 )
 
-__all__ = ["Flushed", "LikeTables", "NotServable", "StateReader"]
+__all__ = ["Flushed", "FoldRows", "LikeTables", "NotServable", "StateReader"]
 
 TABLE_NAME = "state"
 MiB = 1 << 20
@@ -67,7 +67,8 @@ class StateReader(Protocol):
     def ready(self) -> bool: ...
 
 
-Row = tuple[bytes, bytes | None]
+ChangelogRow = tuple[bytes, bytes | None, Sequence[tuple[str, bytes]]]
+"""An :data:`~likestream._sender.Outgoing` record whose key is never None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,8 @@ class Flushed:
     """
 
     partition: int
-    rows: list[Row]
+    rows: list[ChangelogRow]
+    """Changelog records (key, value: None deletes, no headers), also written locally."""
     ends: list[int]
     counts: dict[str, CountRow]
 
@@ -100,24 +102,74 @@ class _Pending:
         return rows.get(key) if rows is not None else None
 
     def flushed(self, partition: int) -> Flushed:
-        rows: list[Row] = []
+        rows: list[ChangelogRow] = []
         ends: list[int] = []
         windows = dict(self.windows)
-        members = self.members
-        for item in {**dict.fromkeys(self.counts), **dict.fromkeys(members)}:
-            count = self.counts.get(item)
+        members, counts, add = self.members, self.counts, rows.append
+        for item in {**dict.fromkeys(counts), **dict.fromkeys(members)}:
+            count = counts.get(item)
             if count is not None:
-                rows.append((count_key(item), encode_row(count)))
+                add((count_key(item), encode_row(count), NO_HEADERS))
             key = window_key(item)
             if key in windows:
-                rows.append((key, windows.pop(key)))
+                add((key, windows.pop(key), NO_HEADERS))
             for key, row in members.get(item, {}).items():
-                rows.append((key, encode_row(row)))
+                add((key, encode_row(row), NO_HEADERS))
             ends.append(len(rows))
-        for window in windows.items():  # the watermark, deletes of quiet items
-            rows.append(window)
+        for key, value in windows.items():  # the watermark, deletes of quiet items
+            add((key, value, NO_HEADERS))
             ends.append(len(rows))
-        return Flushed(partition, rows, ends, self.counts)
+        return Flushed(partition, rows, ends, counts)
+
+
+class FoldRows:
+    """One owned partition's rows for the fold: its count rows kept in memory (the fold
+    reads the same hot items again and again), member rows read with one RocksDB
+    multi-get per batch, and writes to the pending rows of the next flush."""
+
+    __slots__ = ("_cache", "_db", "_pending")
+
+    def __init__(self, cache: dict[str, CountRow], pending: _Pending, db: Any) -> None:
+        self._cache = cache
+        self._pending = pending
+        self._db = db
+
+    def count(self, item_id: str) -> CountRow:
+        row = self._cache.get(item_id)
+        if row is None:
+            row = self._cache[item_id] = decode_count(self._db.get(count_key(item_id)))
+        return row
+
+    def put_count(self, item_id: str, row: CountRow) -> None:
+        self._pending.counts[item_id] = row
+        self._cache[item_id] = row
+
+    def members(self, keys: Iterable[tuple[str, bytes]]) -> dict[bytes, MemberRow]:
+        """The member rows behind ``keys`` (item, ``member_key``), folded or flushed."""
+        pending = self._pending
+        rows: dict[bytes, MemberRow] = {}
+        missing: list[bytes] = []
+        for item, key in keys:
+            row = pending.member(item, key)
+            if row is not None:
+                rows[key] = row
+            elif key not in rows:
+                missing.append(key)
+        if missing:
+            found = self._db.get(missing)
+            rows.update(zip(missing, map(decode_member, found), strict=True))
+        return rows
+
+    def put_member(self, item_id: str, key: bytes, row: MemberRow) -> None:
+        members = self._pending.members
+        rows = members.get(item_id)
+        if rows is None:
+            rows = members[item_id] = {}
+        rows[key] = row
+
+    def put_window_rows(self, rows: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """See :meth:`LikeTables.put_window_rows`."""
+        self._pending.windows.update(rows)
 
 
 class LikeTables:
@@ -175,48 +227,14 @@ class LikeTables:
         for key, value in rows:
             pending[key] = value
 
-    # -- the fold's reads (agents only): whole batches, owned partitions ----------------
+    # -- the fold's reads and writes (agents only): owned partitions, whole batches ----
 
-    def fold_count(self, partition: int, item_id: str) -> CountRow:
-        """The newest count row of an owned partition, folded or flushed: kept in memory,
-        as the fold reads the same hot items again and again."""
+    def fold_rows(self, partition: int) -> FoldRows:
+        """The rows of an owned partition as the fold reads and writes them."""
         cache = self._counts.get(partition)
         if cache is None:
             cache = self._counts[partition] = {}
-        row = cache.get(item_id)
-        if row is None:
-            row = cache[item_id] = decode_count(self._db(partition).get(count_key(item_id)))
-        return row
-
-    def fold_put_count(self, partition: int, item_id: str, row: CountRow) -> None:
-        self._pending_for(partition).counts[item_id] = row
-        self._counts[partition][item_id] = row  # fold_count filled it
-
-    def fold_members(
-        self, partition: int, keys: Iterable[tuple[str, bytes]]
-    ) -> dict[bytes, MemberRow]:
-        """The member rows behind ``keys`` (item, ``member_key``), folded or flushed: one
-        RocksDB multi-get for a whole batch."""
-        pending = self._pending_for(partition)
-        rows: dict[bytes, MemberRow] = {}
-        missing: list[bytes] = []
-        for item, key in keys:
-            row = pending.member(item, key)
-            if row is not None:
-                rows[key] = row
-            elif key not in rows:
-                missing.append(key)
-        if missing:
-            found = self._db(partition).get(missing)
-            rows.update(zip(missing, map(decode_member, found), strict=True))
-        return rows
-
-    def fold_put_member(self, partition: int, item_id: str, key: bytes, row: MemberRow) -> None:
-        members = self._pending_for(partition).members
-        rows = members.get(item_id)
-        if rows is None:
-            rows = members[item_id] = {}
-        rows[key] = row
+        return FoldRows(cache, self._pending_for(partition), self._db(partition))
 
     def discard(self, partitions: Iterable[int]) -> None:
         """Forget rows folded but not flushed, and what the fold keeps in memory, of
@@ -257,7 +275,7 @@ class LikeTables:
         flushed = [rows.flushed(partition) for partition, rows in pending.items()]
         for batch in flushed:
             write = rocksdict.WriteBatch(raw_mode=True)
-            for key, value in batch.rows:
+            for key, value, _ in batch.rows:
                 if value is None:
                     write.delete(key)
                 else:
@@ -274,8 +292,7 @@ class LikeTables:
         topic = self.table.changelog_topic.get_topic_name()
         futures: list[asyncio.Future[RecordMetadata]] = []
         for batch in flushed:
-            records: list[Outgoing] = [(key, value, []) for key, value in batch.rows]
-            sent = await sender.send(topic, batch.partition, records, batch.ends)
+            sent = await sender.send(topic, batch.partition, batch.rows, batch.ends)
             if sent:
                 sent[-1].add_done_callback(self._persisted)
             futures += sent

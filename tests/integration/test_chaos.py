@@ -19,10 +19,11 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import orjson
 import pytest
 from conftest import Cluster, Worker, free_port_pair, read_topic, report
@@ -63,7 +64,7 @@ def timed(events: list[LikeEvent], rng: random.Random) -> list[LikeEvent]:
     for n, event in enumerate(events):
         if id(event) not in stamped:
             late = rng.randint(0, 2 * 3_600_000) if rng.random() < 0.05 else 0
-            stamped[id(event)] = replace(event, ts=T0 + 50 * n - late)
+            stamped[id(event)] = msgspec.structs.replace(event, ts=T0 + 50 * n - late)
         out.append(stamped[id(event)])
     return out
 

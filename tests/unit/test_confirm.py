@@ -152,3 +152,19 @@ async def test_flushes_in_flight_are_bounded(tmp_path: Path) -> None:
     await asyncio.wait_for(blocked, 5)
     await h.agent.confirmer.settle()
     assert h.committed == MAX_IN_FLIGHT + 1
+
+
+async def test_an_error_that_is_not_kafkas_stops_instead_of_retrying(tmp_path: Path) -> None:
+    class Broken(FlakySender):
+        async def send(
+            self, *args: object, **kwargs: object
+        ) -> list[asyncio.Future[RecordMetadata]]:
+            raise TypeError("a bug in the sender")
+
+    h = Harness(tmp_path, Broken(fail=set()))
+    h.agent.positions.start(P0, 0)
+    h.fold(0, ["a"])
+    await h.agent.confirmer.flush()
+    with pytest.raises(TypeError, match="a bug"):
+        await h.agent.confirmer.settle()
+    assert h.committed == -1

@@ -58,3 +58,39 @@ def test_records_over_1_kib_are_invalid() -> None:
     assert len(key) + len(value) > 1024
     with pytest.raises(InvalidEvent, match="over 1024"):
         parse_event(key, value)
+
+
+def test_the_fast_path_agrees_with_the_definition() -> None:
+    """parse_event decodes with msgspec and a cache of valid ids; event_from_json is the
+    definition. Random documents, valid and not, must get the same answer from both."""
+    import random
+
+    from likestream._schema import event_from_json
+
+    rng = random.Random(7)
+    ids = ["u1", "post:9", "a" * 128, "a" * 129, "", "a b", "é", "x/y", "ok.-_:@", 7, None]
+    values: list[object] = [*ids, True, -1, 0, 5, 1.5, "x" * 64, "x" * 65, [], {}]
+    for _ in range(3000):
+        doc = {
+            name: rng.choice(values)
+            for name in ("user_id", "item_id", "action", "event_id", "ts")
+            if rng.random() < 0.9
+        }
+        if rng.random() < 0.7:
+            doc["action"] = rng.choice(["like", "unlike", "love"])
+        for name in ("user_id", "item_id"):
+            if rng.random() < 0.6:
+                doc[name] = rng.choice(["u1", "post:9", "a" * 128])
+        raw = orjson.dumps(doc)
+        try:
+            want: object = event_from_json(raw)
+        except InvalidEvent as exc:
+            want = str(exc)
+        key = doc["item_id"].encode() if isinstance(doc.get("item_id"), str) else b"?"
+        try:
+            got: object = parse_event(key, raw)
+        except InvalidEvent as exc:
+            got = str(exc)
+        if isinstance(want, LikeEvent) and key != want.item_id.encode():
+            want = "record key does not equal item_id"
+        assert got == want, doc
