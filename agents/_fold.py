@@ -6,16 +6,17 @@ Why this is exact when a worker is SIGKILLed at any moment:
   event at offset ``o`` is folded into a count only while ``count.offset < o``.
   Replays (the offset was not committed yet) therefore never count twice.
 * Rows are flushed per batch (``tables/_state.py``): one atomic local write
-  batch, then every count row before every member row to one changelog
-  partition. A member row's stamp is never newer than its item's count row in the
-  same batch, so whatever prefix of the writes survives a crash, locally or in
-  the changelog, keeps ``count.offset >= member.offset`` for every member of the
+  batch, then the changelog records of each partition grouped by item: its count
+  row, then its member rows, all stamped with offsets no newer than the count
+  row's. A group never spans two record batches and Kafka appends a batch whole,
+  so whatever subset of batches survives a failure or a crash, locally or in the
+  changelog, keeps ``count.offset >= member.offset`` for every member of the
   item: a member row never knows more than its count.
 * Hence on replay: if the count already holds the event, only the member row may
   need finishing; otherwise the member row is exactly the state before the event.
-* Events are acknowledged only after their writes are durable (``_confirm.py``),
-  so a committed offset never points past a write Kafka could still lose, and
-  recovery never rolls rows back (``tables/_table.py``).
+* Offsets are committed only after their events' writes are durable, and only
+  contiguously (``_confirm.py``), so a committed offset never points past a write
+  Kafka could still lose; recovery never rolls rows back (``tables/_table.py``).
 """
 
 from __future__ import annotations

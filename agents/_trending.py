@@ -8,16 +8,18 @@ Why the windowed counts are exact when a worker is SIGKILLed at any moment
 (extending the argument of ``_fold.py``):
 
 * Only an applied event changes a window, by +1 (like) or -1 (unlike), in the
-  bucket of its event time. Its window row ``w/<item>`` is written after the
-  count row and before the member row, so on a replay (the count already has
+  bucket of its event time. Its window row ``w/<item>`` travels with the count
+  row and the member rows, in the item's group of the flush (one record batch:
+  ``tables/_state.py``), so on a replay (the count already has
   the event) a member row older than the event still shows the state before
   it: the event was applied exactly when that member row differs from it. A
   member row as new as the event means all of the event's writes were made.
 * The window row carries the offset of the last event that changed it: below
   the event's offset, the event's delta is not in it yet and is added.
 * Whenever the fold writes the count and member rows (applied, or again on a
-  replay), the item's window row is written between them too, so that in any
-  prefix of the changelog a member row never implies more than its window row.
+  replay), the item's window row is written in the same group too, so that in
+  whatever subset of batches survives a member row never implies more than its
+  window row.
   The replay of the event that moved the watermark writes it again too.
 * The watermark (newest event time minus the lateness, on the grid of the
   bucket sizes: ``tables/_windows.py``) only grows, and a bucket leaves a window

@@ -13,7 +13,7 @@ there is one, since absolute figures on shared machines are noisy:
   against a bare aiohttp handler returning a dict lookup;
 * ``state`` (``_state``): M distinct memberships: worker RSS, disk use, and recovery from
   the changelog after the data dir is deleted;
-* ``latency`` (``_latency``): load at 20% of the measured ingest rate, time from produce to
+* ``latency`` (``_latency``): load at 50% of the measured ingest rate, time from produce to
   the WebSocket frame showing the change;
 * ``fanout`` (``_fanout``): the most WebSocket clients of one hot item whose p99 delivery
   stays under 1 s.

@@ -70,7 +70,7 @@ def add_parser(sub: Any) -> None:
     add("--cap", type=float, default=d.cap, help="ingest, state: longest folding window, s")
     add("--duration", type=float, default=d.duration, help="reads (maximum rate), latency: s")
     add("--clients", type=int, default=d.clients, help="reads: connections")
-    add("--rate", type=float, default=None, help="latency: events/s (default: 20%% of ingest)")
+    add("--rate", type=float, default=None, help="latency: events/s (default: 50%% of ingest)")
     add("--rates", type=_numbers, default=d.rates, help="reads: fixed rates, req/s (500,1000)")
     add("--fanout", type=_numbers, default=d.fanout, help="fanout: client counts to try")
     add("--fanout-budget", type=float, default=d.fanout_budget, help="fanout: no step after, s")

@@ -1,4 +1,4 @@
-"""``latency``: load at 20% of the measured ingest rate; time from produce to the WebSocket
+"""``latency``: load at 50% of the measured ingest rate; time from produce to the WebSocket
 frame that shows the change, with ``LIKESTREAM_PUSH_INTERVAL_MS=100``.
 
 Clients subscribe to every item the load touches (100 items per connection, the server's
@@ -29,6 +29,7 @@ __all__ = ["MAX_ITEMS", "latency", "paced_likes", "push_figures", "ws_worker"]
 MAX_ITEMS = 100  # LIKESTREAM_PUSH_MAX_ITEMS: items one connection may subscribe to
 WAIT_SECONDS = 30.0  # for the last frames after the load stops
 FALLBACK_RATE = 1000.0
+LOAD_SHARE = 0.5  # of the ingest scenario's events/s in the same run: "under real load"
 
 
 async def ws_worker(lab: Lab, name: str) -> WorkerProcess:
@@ -104,7 +105,7 @@ def push_figures(delays: Delays) -> dict[str, float]:
 
 
 async def latency(lab: Lab, cfg: BenchConfig, ingest_rate: float | None) -> Result:
-    rate = cfg.rate or (0.2 * ingest_rate if ingest_rate else FALLBACK_RATE)
+    rate = cfg.rate or (LOAD_SHARE * ingest_rate if ingest_rate else FALLBACK_RATE)
     worker = await ws_worker(lab, "latency")
     settings = worker.settings
     items = [f"item:{i}" for i in range(cfg.items)]
