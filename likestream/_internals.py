@@ -17,7 +17,9 @@ that needs have no public API; every one of them is here, listed in
   ``active_remaining_total``);
 * the assignor's wire format (the member assignment's user data: zlib-compressed JSON
   with ``url`` and ``assignment.actives``/``standbys``), which gateways read to find
-  owners.
+  owners;
+* faust's livelock reports, which name the paused events partitions as never fetched
+  (:class:`PausedPartitionsFilter` drops those, from the log configuration).
 
 :func:`check` runs when the worker starts: if an upgrade renamed any of them, the
 worker stops with a message naming the attribute and the installed versions instead
@@ -30,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
+import logging
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -46,6 +49,7 @@ __all__ = [
     "Internal",
     "InternalsChanged",
     "MemberAssignment",
+    "PausedPartitionsFilter",
     "check",
     "commit",
     "decode_member_assignment",
@@ -220,6 +224,25 @@ def on_partitions_revoked(app: Any, callback: Callable[[set[TP]], Awaitable[None
         await callback(set(revoked))
 
     app.on_partitions_revoked.connect(receiver)
+
+
+class PausedPartitionsFilter(logging.Filter):
+    """Drops faust's reports that the events partitions are never fetched: they are paused
+    in its consumer on purpose. Other partitions' reports pass (faust's own livelock
+    diagnostics, after ``stream_processing_timeout``)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self.topic = topic
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(_FAUST_CONSUMER_LOGGER):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not any(getattr(arg, "topic", None) == self.topic for arg in args)
+
+
+_FAUST_CONSUMER_LOGGER = "faust.transport"
 
 
 # -- the RocksDB store ------------------------------------------------------------------

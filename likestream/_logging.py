@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ._internals import PausedPartitionsFilter
 from ._settings import Settings
 
 __all__ = [
@@ -94,14 +95,17 @@ def logging_config(settings: Settings) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": RequestIdFilter}},
+        "filters": {
+            "request_id": {"()": RequestIdFilter},
+            "paused": {"()": PausedPartitionsFilter, "topic": settings.topic},
+        },
         "formatters": {"default": {"()": formatter}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stdout",
                 "formatter": "default",
-                "filters": ["request_id"],
+                "filters": ["request_id", "paused"],
             }
         },
         "root": {"level": settings.log_level.upper(), "handlers": ["default"]},

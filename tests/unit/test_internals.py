@@ -69,3 +69,20 @@ def test_the_assignors_wire_format_is_read() -> None:
 def test_an_unreadable_assignment_says_why() -> None:
     with pytest.raises(ValueError, match="not faust's assignment format"):
         internals.decode_member_assignment(member({"assignment": {}}), "likes")
+
+
+def test_faust_reports_about_the_paused_events_partitions_are_dropped() -> None:
+    import logging
+
+    from faust.types import TP
+
+    drop = internals.PausedPartitionsFilter("likes")
+
+    def record(name: str, tp: object) -> logging.LogRecord:
+        msg = "Aiokafka has not sent fetch request for %r since start (started %s)"
+        return logging.LogRecord(name, logging.ERROR, "", 0, msg, (tp, "5 minutes ago"), None)
+
+    consumer = "faust.transport.drivers.aiokafka"
+    assert not drop.filter(record(consumer, TP("likes", 3)))
+    assert drop.filter(record(consumer, TP("likestream-state-changelog", 3)))
+    assert drop.filter(record("likestream.agents", TP("likes", 3)))
