@@ -18,6 +18,7 @@ import logging
 from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
 __all__ = ["Batches", "EventsFeed"]
@@ -62,9 +63,12 @@ class EventsFeed:
         parts = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
         consumer.assign(list(parts))
         starts: dict[TP, int] = {}
-        for part, tp in parts.items():
-            # The committed offset, or the reset one: aiokafka looks it up on assign.
-            starts[tp] = await consumer.position(part)
+        try:
+            for part, tp in parts.items():
+                # The committed offset, or the reset one: aiokafka looks it up on assign.
+                starts[tp] = await consumer.position(part)
+        except IllegalStateError:
+            return {}  # unassigned meanwhile: a rebalance began, the next one starts over
         self.epoch += 1
         return starts
 

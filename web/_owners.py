@@ -47,9 +47,15 @@ def _member(assignment: bytes, topic: str) -> MemberAssignment | None:
     try:
         return decode_member_assignment(assignment, topic)
     except ValueError as exc:
-        # A member on another faust version, or faust's format changed: say so.
-        log.warning("unreadable group member assignment: %s", exc)
+        # A member on another faust version, or faust's format changed: say so, once
+        # per distinct error rather than at every poll.
+        if str(exc) not in _REPORTED:
+            _REPORTED.add(str(exc))
+            log.warning("unreadable group member assignment (owners unknown): %s", exc)
         return None
+
+
+_REPORTED: set[str] = set()
 
 
 def parse_members(assignments: Iterable[bytes], topic: str) -> Placement:

@@ -86,3 +86,13 @@ def test_faust_reports_about_the_paused_events_partitions_are_dropped() -> None:
     assert not drop.filter(record(consumer, TP("likes", 3)))
     assert drop.filter(record(consumer, TP("likestream-state-changelog", 3)))
     assert drop.filter(record("likestream.agents", TP("likes", 3)))
+
+
+def test_an_unreadable_owner_lookup_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    from likestream.web._owners import parse_members
+
+    garbage = member({"url": "http://w1:6066", "assignment": "not a mapping"})
+    with caplog.at_level("WARNING", logger="likestream.web._owners"):
+        assert parse_members([garbage, garbage], "likes").active == {}
+    warnings = [r for r in caplog.records if "unreadable group member" in r.getMessage()]
+    assert len(warnings) == 1
