@@ -302,10 +302,14 @@ class PartitionTrending:
         A bucket whose net is 0 stays: a row is deleted only when all the buckets its
         events touched have left their windows, so a delete never loses the stamp of an
         event whose bucket could still be seen (a replay would count it again)."""
-        row.buckets = {
-            name: {b: n for b, n in row.buckets.get(name, {}).items() if b >= ranking.first}
-            for name, ranking in self.rankings.items()
-        }
+        buckets = row.buckets
+        for name in [name for name in buckets if name not in self.rankings]:
+            del buckets[name]
+        for name, ranking in self.rankings.items():
+            per_window = buckets.get(name)
+            # Rebuilt only when a bucket left (rarely: once per bucket step).
+            if per_window and min(per_window) < ranking.first:
+                buckets[name] = {b: n for b, n in per_window.items() if b >= ranking.first}
         return row
 
     def _load(self, item: str, row: WindowRow) -> None:

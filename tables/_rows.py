@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "COUNT_PREFIX",
     "NO_COUNT",
     "NO_MEMBER",
     "CountRow",
@@ -41,9 +42,12 @@ NO_COUNT = CountRow(0, -1)
 NO_MEMBER = MemberRow(False, -1)
 
 
+COUNT_PREFIX = b"c/"
+
+
 # Ids never contain "/" (DESIGN section 3), so the separator is unambiguous.
 def count_key(item_id: str) -> bytes:
-    return b"c/" + item_id.encode()
+    return COUNT_PREFIX + item_id.encode()
 
 
 def member_key(item_id: str, user_id: str) -> bytes:

@@ -25,6 +25,7 @@ from likestream._sender import NO_HEADERS, Sender
 from likestream._settings import Settings
 
 from ._rows import (
+    COUNT_PREFIX,
     CountRow,
     MemberRow,
     count_key,
@@ -42,7 +43,6 @@ from ._windows import (
     decode_window_row,
     item_of_window_key,
     watermark_key,
-    window_key,
 )
 
 __all__ = ["Flushed", "FoldRows", "LikeTables", "NotServable", "StateReader"]
@@ -107,10 +107,11 @@ class _Pending:
         windows = dict(self.windows)
         members, counts, add = self.members, self.counts, rows.append
         for item in {**dict.fromkeys(counts), **dict.fromkeys(members)}:
+            name = item.encode()
             count = counts.get(item)
             if count is not None:
-                add((count_key(item), encode_row(count), NO_HEADERS))
-            key = window_key(item)
+                add((COUNT_PREFIX + name, encode_row(count), NO_HEADERS))
+            key = WINDOW_PREFIX + name
             if key in windows:
                 add((key, windows.pop(key), NO_HEADERS))
             for key, row in members.get(item, {}).items():
