@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging.config
 
 import faust
@@ -17,12 +18,21 @@ from ._topics import KafkaUnreachable, ensure_topics
 __all__ = ["run_worker"]
 
 
+# The fold allocates a few short-lived objects per event (records, events, rows); with
+# Python's default (700, 10, 10) the young generation is collected every few dozen
+# events. Fewer, larger young collections cut the worker's CPU per event by about a
+# seventh in a micro-benchmark of the fold (BENCHMARKS.md); memory stays bounded.
+GC_THRESHOLDS = (50_000, 10, 10)
+
+
 def run_worker(settings: Settings) -> None:
     # Before anything logs (the dev-secret notice, topic creation); faust applies it again.
     logging.config.dictConfig(logging_config(settings))
     secret = signing_secret(settings)  # prod refuses a missing or weak one before anything runs
     asyncio.run(retrying("creating topics", lambda: ensure_topics(settings), (KafkaUnreachable,)))
     pipeline = build(settings, secret)
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()  # what start-up built lives as long as the process: never scanned again
     worker = faust.Worker(
         pipeline.app,
         pipeline.web,
