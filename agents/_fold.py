@@ -21,8 +21,9 @@ Why this is exact when a worker is SIGKILLed at any moment:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 from likestream.tables import CountRow, MemberRow
 
@@ -31,8 +32,7 @@ __all__ = ["Fold", "Outcome", "fold"]
 Outcome = Literal["applied", "noop", "replayed"]
 
 
-@dataclass(frozen=True, slots=True)
-class Fold:
+class Fold(msgspec.Struct, frozen=True, gc=False):
     """Rows to write, in this order (None: leave as is), and what happened."""
 
     count: CountRow | None

@@ -83,7 +83,8 @@ class Ranking:
         self.first = first
         self._totals: dict[str, int] = {}
         self._buckets: dict[int, dict[str, int]] = {}
-        self._deltas: dict[tuple[str, int], int] = {}
+        self.deltas: dict[tuple[str, int], int] = {}
+        """Likes added per (item, bucket) and not ranked yet (:meth:`add`)."""
         self._candidates: set[str] = set()
         self._bound: tuple[int, str] = (0, "")  # nothing with likes is outside yet
 
@@ -97,12 +98,12 @@ class Ranking:
         """Count ``delta`` likes of ``item`` in ``bucket``. Ranked in bulk (:meth:`_drain`)
         when something reads the ranking: the fold adds far more often than that."""
         key = (item, bucket)
-        self._deltas[key] = self._deltas.get(key, 0) + delta
+        self.deltas[key] = self.deltas.get(key, 0) + delta
 
     def _drain(self) -> None:
-        if not self._deltas:
+        if not self.deltas:
             return
-        deltas, self._deltas = self._deltas, {}
+        deltas, self.deltas = self.deltas, {}
         for (item, bucket), delta in deltas.items():
             # A bucket's net can come back to 0; the item stays listed in it, so that
             # its row is deleted only once the bucket has left the window.
@@ -218,16 +219,19 @@ class PartitionTrending:
             row = row or WindowRow()
             delta = 1 if liked else -1
             counted = False
+            buckets = row.buckets
             for name, ranking, bucket_ms in self._windows:
-                bucket = event_ms // bucket_ms  # Window.bucket, inlined: once per event
+                # Window.bucket and Ranking.add, inlined: per window of every event.
+                bucket = event_ms // bucket_ms
                 if bucket < ranking.first:
                     trending_late(name)
                     continue
-                per_window = row.buckets.get(name)
+                per_window = buckets.get(name)
                 if per_window is None:
-                    per_window = row.buckets[name] = {}
+                    per_window = buckets[name] = {}
                 per_window[bucket] = per_window.get(bucket, 0) + delta
-                ranking.add(item, bucket, delta)
+                deltas, key = ranking.deltas, (item, bucket)
+                deltas[key] = deltas.get(key, 0) + delta
                 counted = True
             if counted:
                 row.offset = offset

@@ -31,7 +31,8 @@ from ._rows import (
     count_key,
     decode_count,
     decode_member,
-    encode_row,
+    encode_count,
+    encode_member,
     member_key,
 )
 from ._table import StampedTable
@@ -110,12 +111,12 @@ class _Pending:
             name = item.encode()
             count = counts.get(item)
             if count is not None:
-                add((COUNT_PREFIX + name, encode_row(count), NO_HEADERS))
+                add((COUNT_PREFIX + name, encode_count(count), NO_HEADERS))
             key = WINDOW_PREFIX + name
             if key in windows:
                 add((key, windows.pop(key), NO_HEADERS))
             for key, row in members.get(item, {}).items():
-                add((key, encode_row(row), NO_HEADERS))
+                add((key, encode_member(row), NO_HEADERS))
             ends.append(len(rows))
         for key, value in windows.items():  # the watermark, deletes of quiet items
             add((key, value, NO_HEADERS))
