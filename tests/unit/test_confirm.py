@@ -7,6 +7,7 @@ is replaced, by a sender whose chosen deliveries fail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -168,3 +169,49 @@ async def test_an_error_that_is_not_kafkas_stops_instead_of_retrying(tmp_path: P
     with pytest.raises(TypeError, match="a bug"):
         await h.agent.confirmer.settle()
     assert h.committed == -1
+
+
+class SlowSender(FlakySender):
+    """Delivers a batch only when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__(fail=set())
+        self.waiting: list[asyncio.Future[RecordMetadata]] = []
+
+    async def send(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[Outgoing],
+        ends: Sequence[int] | None = None,
+    ) -> list[asyncio.Future[RecordMetadata]]:
+        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        return [future]
+
+    def deliver(self, count: int) -> None:
+        done, self.waiting = self.waiting[:count], self.waiting[count:]
+        for future in done:
+            future.set_result(RecordMetadata("t", 0, None, 0, 0, 0, None))  # type: ignore[arg-type]
+
+
+async def test_commits_while_flushes_keep_coming(tmp_path: Path) -> None:
+    # Kafka acknowledges each flush only once the next one is taken: flushes are never
+    # all confirmed at once, and yet what is durable is committed as it becomes so.
+    sender = SlowSender()
+    h = Harness(tmp_path, sender)
+    h.agent.positions.start(P0, 0)
+    settler = asyncio.ensure_future(h.agent.confirmer.settle_forever())
+    try:
+        for n in range(5):
+            h.fold(n, [f"u{n}"])
+            before = len(sender.waiting)
+            await h.agent.confirmer.flush()
+            sender.deliver(before)  # the previous flush's batches
+            for _ in range(5):
+                await asyncio.sleep(0)
+        assert h.committed == 4  # every flush but the last, still in flight
+    finally:
+        settler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await settler
