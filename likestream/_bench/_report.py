@@ -125,8 +125,9 @@ def report(results: list[Result], info: dict[str, str], invocation: str, took: f
         "file; every scenario starts its own broker-side topics and worker processes on a "
         "broker of its own, on the same machine as the load. Each figure sits beside a "
         "baseline measured in the same run, since these machines are shared and noisy: "
-        "the ratio is the figure to compare across runs. 'What limits it' is reasoned from "
-        "the code path and the machine, not yet from a profile.",
+        "the ratio is the figure to compare across runs. 'What limits it' comes from a "
+        "py-spy profile of the worker for ingest, and is reasoned from the code path and "
+        "the machine for the others.",
         "",
         "## Machine",
         "",
