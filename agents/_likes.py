@@ -38,7 +38,7 @@ from likestream._sender import KafkaSender, Outgoing, Sender
 from likestream._settings import Settings
 from likestream._top import encode_top, top_key
 from likestream._window_spec import clamp_event_time
-from likestream.tables import LikeTables
+from likestream.tables import ITEM_ROWS_MAX, LikeTables
 from likestream.tables._rows import member_key
 
 from ._confirm import Confirmer, DeliveryFailed
@@ -208,15 +208,27 @@ class LikesAgent:
             wanted = self._wanted
             if wanted is not None and self.tables.ready():
                 await self._start_reading(wanted)
-            batches = await self.feed.fetch(FETCH_WAIT_MS)
-            for tp, records in batches.items():
-                if self.positions.next_offset(tp) is not None:
-                    self.fold(tp, records)
+            await self.fold_fetched(await self.feed.fetch(FETCH_WAIT_MS))
             # A fetch that finds records buffered returns without suspending: let the
             # flush, the web server and the timers run between two batches.
             await asyncio.sleep(0)
-            if self.confirmer.pending >= MAX_PENDING:
-                await self.confirmer.flush()
+
+    async def fold_fetched(self, batches: Mapping[TP, Sequence[Record]]) -> None:
+        """Fold what one fetch returned, flushing early when too much is pending."""
+        epoch = self.feed.epoch
+        for tp, records in batches.items():
+            # In chunks, so that no item gathers more member rows between two flushes
+            # than one record batch holds (tables/_state.py ITEM_ROWS_MAX).
+            for start in range(0, len(records), ITEM_ROWS_MAX):
+                if self.feed.epoch != epoch:
+                    return  # rewound or rebalanced during a flush: the feed reads again
+                if self.positions.next_offset(tp) is None:
+                    break  # not assigned
+                self.fold(tp, records[start : start + ITEM_ROWS_MAX])
+                if self.tables.crowded():
+                    await self.confirmer.flush()
+        if self.confirmer.pending >= MAX_PENDING:
+            await self.confirmer.flush()
 
     def fold(self, tp: TP, records: Sequence[Record]) -> None:
         """Fold one partition's fetched records, in offset order, into pending rows."""

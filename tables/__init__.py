@@ -1,11 +1,12 @@
 """Table definitions and state access: the only place that knows how state is stored."""
 
 from ._rows import NO_COUNT, NO_MEMBER, CountRow, MemberRow
-from ._state import Flushed, FoldRows, LikeTables, NotServable, StateReader
+from ._state import ITEM_ROWS_MAX, Flushed, FoldRows, LikeTables, NotServable, StateReader
 from ._table import StampedTable
 from ._windows import NO_WATERMARK, Watermark, WindowRow
 
 __all__ = [
+    "ITEM_ROWS_MAX",
     "NO_COUNT",
     "NO_MEMBER",
     "NO_WATERMARK",

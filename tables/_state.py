@@ -50,6 +50,10 @@ __all__ = ["Flushed", "FoldRows", "LikeTables", "NotServable", "StateReader"]
 
 TABLE_NAME = "state"
 MiB = 1 << 20
+ITEM_ROWS_MAX = 1_000
+"""Member rows of one item in one flush before the agent flushes (``crowded``): an item's
+rows travel in one record batch, and at most twice this many rows of the longest keys
+(ids of 128 characters) fit in one (``likestream/_sender.py`` MAX_BATCH_BYTES)."""
 COUNT_CACHE_ROWS = 1 << 20
 """Count rows the fold keeps in memory (about 150 B each); past it the cache starts over."""
 
@@ -97,6 +101,8 @@ class _Pending:
     """``w/<item>`` rows (None: delete) and the ``t/<partition>`` watermark."""
     members: dict[str, dict[bytes, MemberRow]] = field(default_factory=dict)
     """By item."""
+    crowded: bool = False
+    """An item has :data:`ITEM_ROWS_MAX` member rows: flush before folding more."""
 
     def member(self, item_id: str, key: bytes) -> MemberRow | None:
         rows = self.members.get(item_id)
@@ -168,6 +174,8 @@ class FoldRows:
         if rows is None:
             rows = members[item_id] = {}
         rows[key] = row
+        if len(rows) >= ITEM_ROWS_MAX:
+            self._pending.crowded = True
 
     def put_window_rows(self, rows: Iterable[tuple[bytes, bytes | None]]) -> None:
         """See :meth:`LikeTables.put_window_rows`."""
@@ -237,6 +245,10 @@ class LikeTables:
         if cache is None:
             cache = self._counts[partition] = {}
         return FoldRows(cache, self._pending_for(partition), self._db(partition))
+
+    def crowded(self) -> bool:
+        """Whether an item has so many pending member rows that a flush must come first."""
+        return any(pending.crowded for pending in self._pending.values())
 
     def discard(self, partitions: Iterable[int]) -> None:
         """Forget rows folded but not flushed, and what the fold keeps in memory, of

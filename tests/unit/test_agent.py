@@ -160,3 +160,25 @@ async def test_records_folded_already_are_passed_over(pipeline: Pipeline) -> Non
     pipeline.agent.fold(P0, again)
     assert pipeline.tables.count("p:5").likes == 3
     assert pipeline.agent.positions.next_offset(P0) == 3
+
+
+async def test_one_items_rows_always_fit_one_record_batch(pipeline: Pipeline) -> None:
+    """A hot item's group (its count, window and member rows) travels in one record
+    batch: however many likes of the longest ids arrive at once, the agent flushes
+    before the group outgrows a batch."""
+    from likestream._sender import MAX_BATCH_BYTES, size_of
+    from likestream.tables import ITEM_ROWS_MAX
+
+    item = "i" * 128
+    records = [like(f"{n:0128d}", item) for n in range(3 * ITEM_ROWS_MAX)]
+    await pipeline.agent.fold_fetched({P0: [Rec(n, k, v) for n, (k, v) in enumerate(records)]})
+    await pipeline.agent.confirmer.confirm()
+    start = 0
+    sent = next(rows for topic, rows in pipeline.recorder.sent.items() if "changelog" in topic)
+    groups = next(g for topic, g in pipeline.recorder.groups.items() if "changelog" in topic)
+    sizes = []
+    for group in groups:
+        sizes.append(sum(size_of(k, v, h) + 64 for k, v, h in sent[start : start + len(group)]))
+        start += len(group)
+    assert max(sizes) < MAX_BATCH_BYTES
+    assert pipeline.tables.count(item).likes == 3 * ITEM_ROWS_MAX
