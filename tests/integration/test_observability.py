@@ -217,9 +217,14 @@ async def test_status_endpoint_and_cli(
 
 
 async def test_recovery_gauges_follow_readiness(
-    worker: Worker, http: aiohttp.ClientSession
+    cluster: Cluster, worker: Worker, http: aiohttp.ClientSession
 ) -> None:
     """Wiped state, restart: not ready and recovering first, then ready with nothing left."""
+    # Enough state that its restore (about 100k changelog records a second) lasts long
+    # enough for scrapes to see it on a fast machine too.
+    events = list(mixed_events(60_000, 2_000, 20_000, seed=99, prefix="rec"))
+    await produce(cluster.kafka, cluster.topic, events)
+    await cluster.wait_caught_up()
     worker.stop()
     shutil.rmtree(worker.data_dir)
     worker.start()
@@ -239,7 +244,7 @@ async def test_recovery_gauges_follow_readiness(
                 total(samples, "likestream_recovery_remaining_records"),
             )
         )
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.005)
     assert seen[0][0] == 0, seen[:3]
     assert any(in_progress == 1 for _, in_progress, _ in seen), seen
     # The bulk restore reads ~100k records/s, so a scrape may or may not catch records
