@@ -129,6 +129,7 @@ class LikesAgent:
     def install(self) -> None:
         """Register the agent, its hooks and its timers on the app."""
         self.tables.table.on_assigned = self._on_assigned
+        self.tables.table.on_stopping = self._on_stopping
         internals.on_partitions_revoked(self.app, self._on_revoked)
 
         # One actor folds all of this worker's partitions, each in offset order.
@@ -172,6 +173,17 @@ class LikesAgent:
         remaining = set(self.positions.assigned)
         if remaining:
             self._wanted = remaining
+
+    async def _on_stopping(self) -> None:
+        """The worker stops: fold nothing more, then flush and commit what was folded, so
+        that a restart replays nothing (while the group member can still commit)."""
+        self._generation += 1
+        self._wanted = None
+        self.feed.unassign()
+        try:
+            await asyncio.wait_for(self.confirmer.confirm(), FINAL_FLUSH_S)
+        except (DeliveryFailed, TimeoutError) as exc:
+            log.warning("last flush on stop failed (%r): a restart replays it", exc)
 
     def _forget(self, tps: set[TP]) -> None:
         partitions = {tp.partition for tp in tps}

@@ -46,7 +46,7 @@ from ._windows import (
     watermark_key,
 )
 
-__all__ = ["Flushed", "FoldRows", "LikeTables", "NotServable", "StateReader"]
+__all__ = ["ITEM_ROWS_MAX", "Flushed", "FoldRows", "LikeTables", "NotServable", "StateReader"]
 
 TABLE_NAME = "state"
 MiB = 1 << 20

@@ -44,6 +44,14 @@ class StampedTable(faust.Table[bytes, bytes]):
     # Called first on every assignment, before faust's recovery can resume the flow
     # of the assigned partitions (the agent pauses the events partitions in it).
     on_assigned: Callable[[set[TP]], Awaitable[None]] | None = None
+    # Called first when the worker stops, while the group member and RocksDB are still
+    # up (faust stops its tables before its consumer): the agent's last flush and commit.
+    on_stopping: Callable[[], Awaitable[None]] | None = None
+
+    async def on_stop(self) -> None:
+        if self.on_stopping is not None:
+            await self.on_stopping()
+        await super().on_stop()
 
     async def on_rebalance(
         self,
