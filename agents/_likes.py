@@ -161,13 +161,7 @@ class LikesAgent:
     async def _on_revoked(self, revoked: set[TP]) -> None:
         """Flush and commit what was folded while the generation still allows it; then
         forget the revoked partitions: their rows may change on another worker."""
-        self._generation += 1
-        self._wanted = None
-        self.feed.unassign()
-        try:
-            await asyncio.wait_for(self.confirmer.confirm(), FINAL_FLUSH_S)
-        except (DeliveryFailed, TimeoutError) as exc:
-            log.warning("flush on revocation failed (%r): the next owner replays it", exc)
+        await self._stop_reading("revocation", "the next owner")
         ours = {tp for tp in revoked if tp.topic == self.settings.topic}
         self._forget(ours)
         remaining = set(self.positions.assigned)
@@ -177,13 +171,16 @@ class LikesAgent:
     async def _on_stopping(self) -> None:
         """The worker stops: fold nothing more, then flush and commit what was folded, so
         that a restart replays nothing (while the group member can still commit)."""
+        await self._stop_reading("stop", "a restart")
+
+    async def _stop_reading(self, when: str, replayer: str) -> None:
         self._generation += 1
         self._wanted = None
         self.feed.unassign()
         try:
             await asyncio.wait_for(self.confirmer.confirm(), FINAL_FLUSH_S)
         except (DeliveryFailed, TimeoutError) as exc:
-            log.warning("last flush on stop failed (%r): a restart replays it", exc)
+            log.warning("flush on %s failed (%r): %s replays it", when, exc, replayer)
 
     def _forget(self, tps: set[TP]) -> None:
         partitions = {tp.partition for tp in tps}
@@ -305,14 +302,10 @@ class LikesAgent:
             # Either failing (a bug: Kafka's errors rewind instead) crashes the worker.
             await asyncio.gather(flush_forever(), self.confirmer.settle_forever())
         finally:
-            try:
-                # A clean stop commits what was folded, so a restart replays nothing.
-                await asyncio.wait_for(self.confirmer.confirm(), FINAL_FLUSH_S)
-            except Exception as exc:
-                log.warning("last flush on stop failed (%r): a restart replays it", exc)
-            finally:
-                await self.sender.stop()
-                await self.feed.stop()
+            # The last flush ran when faust stopped the tables (_on_stopping); faust
+            # cancels its tasks only once its consumer is gone.
+            await self.sender.stop()
+            await self.feed.stop()
 
     # -- trending ----------------------------------------------------------------------------
 
