@@ -29,6 +29,7 @@ __all__ = [
     "READY",
     "RECOVERY_IN_PROGRESS",
     "RECOVERY_REMAINING",
+    "RESTORED_RECORDS",
     "SSE_CONNECTIONS",
     "SUBSCRIPTIONS",
     "TABLE_ROWS",
@@ -106,6 +107,10 @@ TABLE_ROWS = Gauge(
 )
 RECOVERY_IN_PROGRESS = Gauge(
     "likestream_recovery_in_progress", "1 while tables are restored from their changelogs."
+)
+RESTORED_RECORDS = Counter(
+    "likestream_restored_records_total",
+    "Changelog records the bulk restore read into RocksDB (tables/_restore.py).",
 )
 RECOVERY_REMAINING = Gauge(
     "likestream_recovery_remaining_records",

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
+from likestream._metrics import RESTORED_RECORDS
+
 if TYPE_CHECKING:
     from ._table import StampedTable
 
@@ -80,6 +82,7 @@ async def _read(
         now = time.monotonic()
         for tp, records in batches.items():
             table.merge(tp.partition, [(r.key, r.value) for r in records])
+            RESTORED_RECORDS.inc(len(records))
             table.data.set_persisted_offset(TP(tp.topic, tp.partition), records[-1].offset)
             read += len(records)
             last_record = now
