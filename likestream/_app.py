@@ -96,7 +96,7 @@ def push_settings(settings: Settings) -> PushSettings:
     return PushSettings(
         interval=settings.push_interval_ms / 1000,
         max_items=settings.push_max_items,
-        queue=settings.push_queue,
+        queue=max(1, settings.push_backlog_kb * 1024 // 128),  # until the push rewrite
         heartbeat=settings.push_heartbeat_ms / 1000,
         kafka=settings.kafka,
         counts_topic=settings.counts_topic,

@@ -90,9 +90,28 @@ class Settings(BaseSettings):
     push_max_items: int = Field(100, ge=1, le=10_000)
     """Items one WebSocket connection may be subscribed to at once."""
 
-    push_queue: int = Field(256, ge=1, le=100_000)
-    """Frames waiting to be sent to one push client; past that the client is too slow and
-    is dropped (WebSocket close code 1013)."""
+    push_backlog_kb: int = Field(64, ge=1, le=65_536)
+    """KiB written to one push client that its socket has not taken yet (on top of the
+    kernel's fixed 64 KiB send buffer); past that the client is too slow and is dropped
+    (WebSocket close code 1013)."""
+
+    push_max_connections: int = Field(20_000, ge=0, le=1_000_000)
+    """WebSocket and SSE connections one process holds at once; past that a WebSocket is
+    closed with code 1013 and SSE answers 503. 0: no cap."""
+
+    push_max_connections_per_address: int = Field(256, ge=0, le=1_000_000)
+    """Push connections from one client address (the TCP peer) at once, per process; past
+    that as for ``push_max_connections``. 0: no cap. Behind a proxy every client shares the
+    proxy's address: the Kubernetes config sets 0 there."""
+
+    push_max_subscriptions: int = Field(200_000, ge=0, le=10_000_000)
+    """Item subscriptions (connection, item) one process holds at once; a subscribe past
+    that is refused with an error frame (SSE: 503), nothing subscribed. 0: no cap."""
+
+    count_cache_items: int = Field(100_000, ge=1_000, le=100_000_000)
+    """Counts of ``like-counts`` held in memory per process (the hot ones, least recently
+    used evicted first, about 200 bytes each); the rest are read from the process's
+    on-disk copy of the topic."""
 
     push_heartbeat_ms: int = Field(30_000, ge=100, le=600_000)
     """WebSocket ping interval (a connection that misses a pong is closed) and SSE
