@@ -12,10 +12,12 @@ from likestream.web import (
     PushSettings,
     RateLimiter,
     ReadSettings,
+    Replica,
     TrendingSettings,
     WebServer,
     Writes,
     create_app,
+    replica_dir,
 )
 
 from . import _internals as internals
@@ -26,6 +28,7 @@ from .client import LikeClient
 __all__ = [
     "Pipeline",
     "build",
+    "count_replica",
     "push_settings",
     "read_settings",
     "trending_settings",
@@ -96,12 +99,21 @@ def push_settings(settings: Settings) -> PushSettings:
     return PushSettings(
         interval=settings.push_interval_ms / 1000,
         max_items=settings.push_max_items,
-        queue=max(1, settings.push_backlog_kb * 1024 // 128),  # until the push rewrite
+        backlog=settings.push_backlog_kb * 1024,
         heartbeat=settings.push_heartbeat_ms / 1000,
         kafka=settings.kafka,
         counts_topic=settings.counts_topic,
         partitions=settings.partitions,
+        max_connections=settings.push_max_connections,
+        max_per_address=settings.push_max_connections_per_address,
+        max_subscriptions=settings.push_max_subscriptions,
     )
+
+
+def count_replica(settings: Settings) -> Replica:
+    """This process's copy of ``like-counts``: on disk under the data dir, the hot counts
+    in memory."""
+    return Replica(settings.partitions, replica_dir(settings.data_dir), settings.count_cache_items)
 
 
 def trending_settings(settings: Settings) -> TrendingSettings:
@@ -148,6 +160,7 @@ def build(settings: Settings, secret: str) -> Pipeline:
         dev_tokens=bool(settings.dev_tokens),
         trending=trending_settings(settings),
         reads=read_settings(settings, settings.url),
+        replica=count_replica(settings),
     )
     web = WebServer(api, settings.web_host, settings.web_port)
     return Pipeline(app, tables, web, sampler)

@@ -17,9 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-from likestream.web import NoTables, Replica, create_app
+from likestream.web import NoTables, create_app
 
-from ._app import push_settings, read_settings, trending_settings, write_settings
+from ._app import count_replica, push_settings, read_settings, trending_settings, write_settings
 from ._logging import logging_config
 from ._retry import retrying
 from ._secret import signing_secret
@@ -57,7 +57,7 @@ def run_gateway(settings: Settings) -> None:
     secret = signing_secret(settings)  # prod refuses a missing or weak one before anything runs
     # The topics must exist (the replica tails like-counts); their partitions must agree.
     asyncio.run(retrying("creating topics", lambda: ensure_topics(settings), (KafkaUnreachable,)))
-    replica = Replica(settings.partitions)
+    replica = count_replica(settings)
     app = create_app(
         NoTables(replica),
         write_settings(settings, secret),

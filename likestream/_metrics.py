@@ -15,15 +15,20 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "ASSIGNED_PARTITIONS",
     "CONSUMER_LAG",
+    "COUNT_CACHE_HITS",
+    "COUNT_CACHE_ITEMS",
+    "COUNT_CACHE_MISSES",
     "DLQ_RECORDS",
     "DROPPED_CLIENTS",
     "EVENTS",
     "EVENT_LATENCY",
+    "FRAMES_ENCODED",
     "HTTP_REQUESTS",
     "HTTP_SECONDS",
     "INVALID_EVENTS",
     "PRODUCER_ERRORS",
     "PUSHES",
+    "PUSH_REFUSED",
     "RATE_LIMITED",
     "READS",
     "READY",
@@ -170,4 +175,28 @@ PUSHES = Counter("likestream_pushes_total", "Count changes pushed to live client
 DROPPED_CLIENTS = Counter(
     "likestream_dropped_clients_total",
     "Live clients dropped because they could not keep up (WebSocket close 1013).",
+)
+PUSH_REFUSED = Counter(
+    "likestream_push_refused_total",
+    "Live connections or subscriptions refused: the process is full (connections, "
+    "subscriptions), one address holds too many connections (address), or a browser page "
+    "of another origin asked (origin).",
+    ["reason"],
+)
+FRAMES_ENCODED = Counter(
+    "likestream_push_frames_encoded_total",
+    "Count frames encoded for live clients: one per item, tick and kind of client, "
+    "however many clients it is written to (likestream_pushes_total).",
+)
+COUNT_CACHE_ITEMS = Gauge(
+    "likestream_count_cache_items",
+    "Counts of like-counts held in memory (LIKESTREAM_COUNT_CACHE_ITEMS at most); the "
+    "rest are on disk.",
+)
+COUNT_CACHE_HITS = Counter(
+    "likestream_count_cache_hits_total", "Count lookups answered from memory."
+)
+COUNT_CACHE_MISSES = Counter(
+    "likestream_count_cache_misses_total",
+    "Count lookups that read the on-disk copy of like-counts.",
 )

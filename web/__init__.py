@@ -7,7 +7,7 @@ from ._hub import Hub, Stamp
 from ._limits import RateLimiter
 from ._push import HUB, PushSettings
 from ._reads import FORWARDED, STALE, STALE_MS, NoTables, ReadSettings
-from ._replica import Replica
+from ._replica import Replica, replica_dir
 from ._status import StatusSource
 from ._trending import TrendingSettings
 from ._writes import Publisher, Writes
@@ -31,4 +31,5 @@ __all__ = [
     "WebServer",
     "Writes",
     "create_app",
+    "replica_dir",
 ]

@@ -101,7 +101,7 @@ def create_app(
     if trending is not None:
         install_trending(app, trending)
     if push is not None:
-        install(app, push, Hub(state, replica))
+        install(app, push, Hub(state, replica, push.interval, push.max_subscriptions))
     return app
 
 

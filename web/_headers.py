@@ -10,12 +10,14 @@ terminates TLS in front of the workers.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from ._errors import error_response
+from ._errors import ApiError, error_response
 
-__all__ = ["CORS_ORIGINS", "add_headers", "cors_preflight"]
+__all__ = ["CORS_ORIGINS", "add_headers", "check_origin", "cors_preflight"]
 
 CORS_ORIGINS = web.AppKey("cors_origins", frozenset)
 SECURITY_HEADERS = {
@@ -37,6 +39,23 @@ def _allowed_origin(request: web.Request) -> str | None:
     if origin and (origin in allowed or "*" in allowed):
         return origin
     return None
+
+
+def check_origin(request: web.Request) -> None:
+    """Refuse a browser page of another origin (403) unless LIKESTREAM_CORS_ORIGINS allows
+    it. For the live routes: a WebSocket is not covered by CORS, so without this any page
+    could open one with the visitor's cookies and network position (cross-site WebSocket
+    hijacking). Same origin: the Origin's host and port are the Host the request was sent
+    to (the scheme may differ behind a proxy that ends TLS). No Origin: not a browser."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is None or _allowed_origin(request) is not None:
+        return
+    if urlsplit(origin).netloc.lower() != request.host.lower():
+        raise ApiError(
+            403,
+            "origin_not_allowed",
+            "this page's origin is neither this server's nor in LIKESTREAM_CORS_ORIGINS",
+        )
 
 
 @web.middleware

@@ -8,28 +8,32 @@ than, or as old as, what a subscriber already has is dropped; that is what keeps
 a client's counts from going backwards when records arrive out of order, and
 what drops the re-publication of a count after a worker crash.
 
-Fan-out never waits for a client: :meth:`Subscriber.offer` only notes the newest
-stamp per item and arms a timer, so a slow client cannot slow anyone else.
+Fan-out is one tick per interval for the whole process: each item that changed is
+encoded once per kind of client (``_wire.py``) and the same bytes are written to the
+socket of every subscriber that does not have that count yet. So a client gets at most
+one frame per item per interval (the changes in between coalesced), and the cost of a
+change is one encoding plus one ``write`` per subscriber. A write never waits: a client
+whose socket has not taken ``backlog`` bytes is too slow and is ended (WebSocket close
+code 1013) instead of slowing anyone else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
-from likestream._metrics import SUBSCRIPTIONS
+from likestream._metrics import FRAMES_ENCODED, PUSHES, SUBSCRIPTIONS
 from likestream.tables import CountRow, NotServable, StateReader
 
 from ._replica import Replica, Stamp
+from ._wire import likes_payload, sse_event, ws_text
 
-__all__ = ["Hub", "Render", "Stamp", "Subscriber"]
+__all__ = ["Full", "Hub", "Kind", "Stamp", "Subscriber"]
 
 log = logging.getLogger(__name__)
-
-
-Render = Callable[[str, Stamp], str]
 
 
 @runtime_checkable
@@ -38,106 +42,138 @@ class _StampedState(Protocol):
     def count(self, item_id: str) -> CountRow: ...
 
 
+class _Transport(Protocol):
+    # The parts of asyncio.WriteTransport a subscriber uses (unit tests pass fakes).
+    def write(self, data: bytes) -> None: ...
+    def is_closing(self) -> bool: ...
+    def get_write_buffer_size(self) -> int: ...
+
+
+class Kind(enum.IntEnum):
+    """How a subscriber's frames are framed on the wire."""
+
+    WS = 0
+    SSE = 1
+    SSE_CHUNKED = 2
+
+
+def encode(kind: Kind, item: str, stamp: Stamp) -> bytes:
+    """A count change framed for ``kind``."""
+    if kind is Kind.WS:
+        return ws_text(likes_payload(item, stamp.likes, ws=True))
+    return sse_event(
+        "likes",
+        likes_payload(item, stamp.likes, ws=False),
+        stamp.offset,
+        chunked=kind is Kind.SSE_CHUNKED,
+    )
+
+
+class Full(Exception):
+    """A subscribe past ``LIKESTREAM_PUSH_MAX_SUBSCRIPTIONS``: nothing was subscribed."""
+
+
 class Subscriber:
-    """One client's subscriptions, coalescing timer and bounded send queue."""
+    """One live client: its items, the stamp it was last sent per item, and its socket."""
 
-    def __init__(self, render: Render, interval: float, queue_size: int) -> None:
+    __slots__ = ("_backlog", "_task", "_transport", "ended", "items", "kind", "sent")
+
+    def __init__(
+        self,
+        kind: Kind,
+        transport: _Transport,
+        backlog: int,
+        task: asyncio.Task[object] | None = None,
+    ) -> None:
+        self.kind = kind
         self.items: set[str] = set()
-        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
-        self.overflow = asyncio.Event()
-        self._render = render
-        self._interval = interval
-        self._sent: dict[str, Stamp] = {}
-        self._dirty: dict[str, Stamp] = {}
-        self._due = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self.sent: dict[str, int] = {}
+        """Per item, the source offset of the newest count written (-2: none)."""
+        self.ended: str | None = None
+        """Why the client was ended: ``slow``, or ``gone`` (its connection closed)."""
+        self._transport = transport
+        self._backlog = backlog
+        self._task = task
 
-    def put(self, frame: str) -> None:
-        """Queue a frame; a full queue means the client cannot keep up."""
-        if self.overflow.is_set():
-            return
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            self.overflow.set()
+    def write(self, frame: bytes) -> bool:
+        """Write ``frame`` now, or end a client that cannot take it; whether it was written."""
+        if self.ended is not None:
+            return False
+        transport = self._transport
+        if transport.is_closing():
+            self.end("gone")
+            return False
+        if transport.get_write_buffer_size() > self._backlog:
+            self.end("slow")
+            return False
+        transport.write(frame)
+        return True
 
-    def offer(self, item: str, stamp: Stamp) -> None:
-        """A newer count may exist: send it with the next flush if it is newer."""
-        if item not in self.items or stamp.offset <= self.newest(item):
-            return
-        self._dirty[item] = stamp
-        if self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(max(loop.time(), self._due), self._flush)
+    def send_text(self, text: str) -> None:
+        """A WebSocket text frame of its own (errors, trending)."""
+        self.write(ws_text(text.encode()))
 
-    def send_now(self, item: str, stamp: Stamp) -> None:
-        """The current count at subscription: sent at once, whatever was sent before."""
-        self._dirty.pop(item, None)
-        self._sent[item] = stamp
-        self.put(self._render(item, stamp))
-
-    def skip_up_to(self, item: str, offset: int) -> None:
-        """The client already has the count at ``offset`` (SSE ``Last-Event-ID``)."""
-        self._sent[item] = Stamp(-1, offset)
-
-    def forget(self, item: str) -> None:
-        self.items.discard(item)
-        self._sent.pop(item, None)
-        self._dirty.pop(item, None)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def newest(self, item: str) -> int:
-        """Offset of the newest count sent or about to be sent for ``item``."""
-        pending = self._dirty.get(item) or self._sent.get(item)
-        return pending.offset if pending is not None else -2
-
-    def _flush(self) -> None:
-        # At most one flush per interval, each sending an item at most once: so at
-        # most one frame per item per interval, and never more frames than items.
-        self._timer = None
-        self._due = asyncio.get_running_loop().time() + self._interval
-        dirty, self._dirty = self._dirty, {}
-        for item, stamp in dirty.items():
-            self._sent[item] = stamp
-            self.put(self._render(item, stamp))
+    def end(self, why: str) -> None:
+        """Stop writing, and wake the connection's handler to close it."""
+        if self.ended is None:
+            self.ended = why
+            if self._task is not None and self._task is not asyncio.current_task():
+                self._task.cancel()
 
 
 class Hub:
     """Newest stamped count per item (kept in a :class:`Replica`, which reads also use),
-    from table state and from ``like-counts``."""
+    from table state and from ``like-counts``, and the subscribers of each item."""
 
-    def __init__(self, state: StateReader, replica: Replica | None = None) -> None:
+    def __init__(
+        self,
+        state: StateReader,
+        replica: Replica | None = None,
+        interval: float = 0.1,
+        max_subscriptions: int = 0,
+    ) -> None:
         self._state = state
         self.replica = replica if replica is not None else Replica(1)
+        self.interval = interval
+        self.max_subscriptions = max_subscriptions
+        """0: no cap."""
+        self.subscriptions = 0
         self._subs: dict[str, set[Subscriber]] = {}
         self._unseeded: set[str] = set()
+        self._dirty: dict[str, Stamp] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0
 
     def update(self, item: str, stamp: Stamp) -> None:
-        """A count seen somewhere; fanned out when newer than any seen before."""
-        if not self.replica.update(item, stamp):
-            return
-        self._unseeded.discard(item)
-        for sub in self._subs.get(item, ()):
-            sub.offer(item, stamp)
+        """A count read from ``like-counts``; fanned out when newer than any seen before."""
+        if self.replica.update(item, stamp) and item in self._subs:
+            self._mark(item, stamp)
 
     def current(self, item: str) -> Stamp | None:
         """The newest count known: table state when this process owns the item, else the
         replica's (0 for an item never liked once its partition was read to the end)."""
-        seeded = self._from_state(item)
-        if seeded is not None:
-            self.update(item, seeded)
-        return self.replica.get(item) or self.replica.count(item)
+        known = self.replica.known(item)
+        owned = self._from_state(item)
+        if owned is not None and (known is None or owned.offset >= known.offset):
+            return owned
+        return known
+
+    def room(self, more: int) -> bool:
+        """Whether ``more`` subscriptions fit under the process's cap."""
+        cap = self.max_subscriptions
+        return not cap or self.subscriptions + more <= cap
 
     def subscribe(self, sub: Subscriber, items: Iterable[str]) -> None:
+        """Subscribe ``sub`` and send it each item's current count at once (again for an
+        item it had: subscribing again asks for the current count again)."""
+        items = list(items)
+        new = [item for item in items if item not in sub.items]
+        if not self.room(len(new)):
+            raise Full(f"this process holds {self.max_subscriptions:,} subscriptions")
+        self.subscriptions += len(new)
+        SUBSCRIPTIONS.inc(len(new))
         for item in items:
-            again = item in sub.items  # subscribing again asks for the current count again
-            stamp = self.current(item)  # may fan a newer count out to the others first
-            if not again:
-                SUBSCRIPTIONS.inc()
+            stamp = self.current(item)
             sub.items.add(item)
             self._subs.setdefault(item, set()).add(sub)
             if stamp is None:
@@ -145,36 +181,80 @@ class Hub:
                 # next change, table state once servable, or the replica once its
                 # partition is read to the end gives the first frame.
                 self._unseeded.add(item)
-            elif again or stamp.offset > sub.newest(item):
-                sub.send_now(item, stamp)
+            elif item not in new or stamp.offset > sub.sent.get(item, -2):
+                sub.sent[item] = stamp.offset
+                sub.write(encode(sub.kind, item, stamp))
 
     def unsubscribe(self, sub: Subscriber, items: Iterable[str]) -> None:
         for item in items:
-            if item in sub.items:
-                SUBSCRIPTIONS.dec()
-            sub.forget(item)
+            if item not in sub.items:
+                continue
+            self.subscriptions -= 1
+            SUBSCRIPTIONS.dec()
+            sub.items.discard(item)
+            sub.sent.pop(item, None)
             subs = self._subs.get(item)
             if subs is not None:
                 subs.discard(sub)
                 if not subs:
                     del self._subs[item]
+                    self._dirty.pop(item, None)
 
     def drop(self, sub: Subscriber) -> None:
         self.unsubscribe(sub, list(sub.items))
-        sub.close()
 
     def subscribers(self) -> int:
         return len({sub for subs in self._subs.values() for sub in subs})
 
     def reseed(self) -> None:
-        """Retry table state for subscribed items that have no count yet."""
+        """Retry table state and the replica for subscribed items that have no count yet."""
         for item in list(self._unseeded):
             if item not in self._subs:
                 self._unseeded.discard(item)
                 continue
-            seeded = self._from_state(item) or self.replica.count(item)
-            if seeded is not None:
-                self.update(item, seeded)
+            stamp = self.current(item)
+            if stamp is not None:
+                self._unseeded.discard(item)
+                self._mark(item, stamp)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _mark(self, item: str, stamp: Stamp) -> None:
+        dirty = self._dirty.get(item)
+        if dirty is None or stamp.offset > dirty.offset:
+            self._dirty[item] = stamp
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(max(loop.time(), self._due), self._tick)
+
+    def _tick(self) -> None:
+        # At most one tick per interval, each writing an item at most once to a client:
+        # so at most one frame per item per interval to each client.
+        self._timer = None
+        self._due = asyncio.get_running_loop().time() + self.interval
+        dirty, self._dirty = self._dirty, {}
+        written = encoded = 0
+        for item, stamp in dirty.items():
+            subs = self._subs.get(item)
+            if not subs:
+                continue
+            frames: list[bytes | None] = [None, None, None]
+            offset = stamp.offset
+            for sub in subs:
+                if sub.sent.get(item, -2) >= offset:
+                    continue
+                sub.sent[item] = offset
+                frame = frames[sub.kind]
+                if frame is None:
+                    frame = frames[sub.kind] = encode(sub.kind, item, stamp)
+                    encoded += 1
+                written += sub.write(frame)
+        if encoded:
+            FRAMES_ENCODED.inc(encoded)
+            PUSHES.inc(written)
 
     def _from_state(self, item: str) -> Stamp | None:
         try:

@@ -174,7 +174,7 @@ class _Watch:
         if force or items != self._sent:
             self._sent = items
             frame = {"type": "trending", **render(self.window, items)}
-            self.sub.put(orjson.dumps(frame).decode())
+            self.sub.send_text(orjson.dumps(frame).decode())
 
     def close(self) -> None:
         if self._timer is not None:
@@ -200,7 +200,7 @@ class ClientTrending:
             else:
                 self._subscribe(window, parse_limit(frame.get("limit", DEFAULT_LIMIT)))
         except ApiError as exc:
-            self._sub.put(error_frame(exc.code, exc.message))
+            self._sub.send_text(error_frame(exc.code, exc.message))
 
     def close(self) -> None:
         for window in list(self._watches):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
@@ -17,6 +18,15 @@ pytestmark = pytest.mark.integration
 
 CLIENTS = 500
 LIMIT = 180.0  # seconds; generous for a shared two-core machine
+
+
+@pytest.fixture(scope="module")
+async def worker(cluster: Cluster) -> AsyncIterator[Worker]:
+    """The module's worker; its clients all come from 127.0.0.1, more of them than the
+    per-address cap allows by default."""
+    instance = cluster.worker("w1", push_max_connections_per_address="0")
+    async with instance.running():
+        yield instance
 
 
 class Watcher:

@@ -58,8 +58,10 @@ class Publisher:
         return None
 
 
-def push_settings(interval: float = 0.01, queue: int = 64) -> PushSettings:
-    return PushSettings(interval=interval, max_items=MAX_ITEMS, queue=queue, heartbeat=30.0)
+def push_settings(interval: float = 0.01, backlog: int = 64 * 1024, **caps: int) -> PushSettings:
+    return PushSettings(
+        interval=interval, max_items=MAX_ITEMS, backlog=backlog, heartbeat=30.0, **caps
+    )
 
 
 @pytest.fixture
@@ -265,6 +267,112 @@ async def test_sse_bad_item_is_a_json_400(client: TestClient) -> None:
         assert (await resp.json())["error"]["code"] == "invalid_item_id"
 
 
+# -- caps and the Origin check ---------------------------------------------------
+
+
+async def refused(http: TestClient, reason: str) -> float:
+    resp = await http.get("/metrics")
+    for line in (await resp.text()).splitlines():
+        if line.startswith(f'likestream_push_refused_total{{reason="{reason}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int | None:
+    msg = await ws.receive(timeout=LIMIT)
+    assert msg.type == aiohttp.WSMsgType.CLOSE, msg
+    return ws.close_code
+
+
+@pytest.mark.parametrize(
+    ("cap", "reason"), [("max_connections", "connections"), ("max_per_address", "address")]
+)
+async def test_a_full_process_closes_new_websockets_with_1013_and_sse_gets_503(
+    cap: str, reason: str
+) -> None:
+    app = create_app(State(), push=push_settings(**{cap: 2}))
+    async with TestClient(TestServer(app)) as http:
+        async with http.ws_connect("/ws") as one, http.get("/items/post:9/events") as two:
+            assert two.status == 200
+            await send(one, "subscribe", ["post:9"])
+            assert await frame(one) == likes("post:9", 12)
+            before = await refused(http, reason)
+            async with http.ws_connect("/ws") as three:
+                assert await closed_with(three) == 1013
+            async with http.get("/items/post:9/events") as four:
+                assert four.status == 503
+                assert four.headers["Retry-After"] == "5"
+                assert (await four.json())["error"]["code"] == "server_full"
+            assert await refused(http, reason) == before + 2
+            hub_of(http).update("post:9", Stamp(13, 41))  # the ones held are served
+            assert await frame(one) == likes("post:9", 13)
+        async with http.ws_connect("/ws") as again:  # room once they left
+            await send(again, "subscribe", ["post:9"])
+            assert await frame(again) == likes("post:9", 13)
+
+
+async def test_subscriptions_past_the_process_cap_are_refused_with_an_error_frame() -> None:
+    app = create_app(State(), push=push_settings(max_subscriptions=3))
+    async with TestClient(TestServer(app)) as http, http.ws_connect("/ws") as ws:
+        await send(ws, "subscribe", ["post:1", "post:2"])
+        assert [await frame(ws), await frame(ws)] == [likes("post:1", 0), likes("post:2", 0)]
+        await send(ws, "subscribe", ["post:3", "post:4"])
+        error = await frame(ws)
+        assert error["type"] == "error"
+        assert error["code"] == "server_full"
+        async with http.get("/items/post:5/events") as sse:
+            assert sse.status == 200  # the third fits
+        # A stream's end is noticed at its next write (a change, or the keep-alive).
+        hub = hub_of(http)
+        hub.update("post:5", Stamp(1, 1))
+        async with asyncio.timeout(LIMIT):
+            while True:
+                if hub.subscriptions == 2:
+                    break
+                await asyncio.sleep(0.01)
+        await send(ws, "subscribe", ["post:4"])
+        assert await frame(ws) == likes("post:4", 0)
+        async with http.get("/items/post:6/events") as sse:
+            assert sse.status == 503
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed", "status"),
+    [
+        (None, (), 101),  # not a browser
+        ("same", (), 101),
+        ("http://evil.example", (), 403),
+        ("https://app.example", ("https://app.example",), 101),
+        ("https://app.example", ("*",), 101),
+        ("null", (), 403),
+    ],
+)
+async def test_live_routes_refuse_pages_of_other_origins(
+    origin: str | None, allowed: tuple[str, ...], status: int
+) -> None:
+    app = create_app(State(), cors_origins=allowed, push=push_settings())
+    async with TestClient(TestServer(app)) as http:
+        host = f"{http.host}:{http.port}"
+        headers = (
+            {} if origin is None else {"Origin": f"http://{host}" if origin == "same" else origin}
+        )
+        for path, ok in (("/ws", 101), ("/items/post:9/events", 200)):
+            upgrade = (
+                {
+                    "Upgrade": "websocket",
+                    "Connection": "Upgrade",
+                    "Sec-WebSocket-Version": "13",
+                    "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+                }
+                if path == "/ws"
+                else {}
+            )
+            async with http.get(path, headers={**headers, **upgrade}) as resp:
+                assert resp.status == (ok if status == 101 else status), path
+                if status == 403:
+                    assert (await resp.json())["error"]["code"] == "origin_not_allowed"
+
+
 # -- a client that cannot keep up ---------------------------------------------
 
 
@@ -308,8 +416,8 @@ class RawSocketClient:
         await self.writer.drain()
 
     async def read_until_close(self) -> tuple[int, int]:
-        """Read frames to the close frame: (text frames read, close code)."""
-        texts = 0
+        """Read frames to the close frame: (the largest count in its frames, close code)."""
+        newest = 0
         while True:
             b0, b1 = await self.reader.readexactly(2)
             length = b1 & 0x7F
@@ -320,13 +428,14 @@ class RawSocketClient:
             payload = await self.reader.readexactly(length)
             opcode = b0 & 0x0F
             if opcode == 0x8:
-                return texts, struct.unpack("!H", payload[:2])[0]
-            texts += opcode == 0x1
+                return newest, struct.unpack("!H", payload[:2])[0]
+            if opcode == 0x1:
+                newest = max(newest, orjson.loads(payload).get("likes", 0))
 
 
 async def test_slow_client_is_closed_with_1013_and_others_keep_receiving() -> None:
     state = State()
-    app = create_app(state, push=push_settings(interval=0.001, queue=32))
+    app = create_app(state, push=push_settings(interval=0.001, backlog=32 * 1024))
     hub = app[HUB]
     items = [f"hot:{n}" for n in range(MAX_ITEMS)]
     async with TestClient(TestServer(app)) as http:
@@ -338,7 +447,7 @@ async def test_slow_client_is_closed_with_1013_and_others_keep_receiving() -> No
             assert await frame(fast) == likes("hot:0", 0)
             offset = 0
             before = await _dropped(http)
-            # The slow client reads nothing: its buffers and then its queue fill up.
+            # The slow client reads nothing: its socket's buffers and then its backlog fill up.
             while await _dropped(http) == before:
                 offset += 1
                 assert offset < 200_000, "the slow client was never dropped"
@@ -350,9 +459,9 @@ async def test_slow_client_is_closed_with_1013_and_others_keep_receiving() -> No
             for more in range(offset + 1, offset + 4):
                 hub.update("hot:0", Stamp(more, more))
                 assert await frame(fast) == likes("hot:0", more)
-        texts, code = await asyncio.wait_for(slow.read_until_close(), LIMIT)
+        newest, code = await asyncio.wait_for(slow.read_until_close(), LIMIT)
         assert code == 1013
-        assert texts < offset * len(items)  # it was sent far fewer than all changes
+        assert newest <= offset  # nothing written to it once it was found too slow
         slow.writer.close()
         await no_subscribers(hub)
 

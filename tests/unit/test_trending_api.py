@@ -21,7 +21,7 @@ T0 = 1_764_000_000_000
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient]:
-    push = PushSettings(interval=0.05, max_items=5, queue=64, heartbeat=30.0)
+    push = PushSettings(interval=0.05, max_items=5, backlog=64 * 1024, heartbeat=30.0)
     app = create_app(State(), push=push, trending=TrendingSettings(WINDOWS))
     async with TestClient(TestServer(app)) as http:
         yield http
