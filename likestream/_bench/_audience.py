@@ -20,7 +20,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -130,8 +130,15 @@ class Client:
 
     async def reach(self, item: str, likes: int) -> None:
         """Until a frame showed ``likes`` or more for ``item`` (or the connection closed)."""
+        await self._until(lambda: self.latest.get(item, -1) >= likes or self.closed)
+
+    async def ended(self) -> None:
+        """Until the connection is closed."""
+        await self._until(lambda: self.closed)
+
+    async def _until(self, done: Callable[[], bool]) -> None:
         self._news = self._news or asyncio.Event()
-        while self.latest.get(item, -1) < likes and not self.closed:
+        while not done():
             self._news.clear()
             await self._news.wait()
 

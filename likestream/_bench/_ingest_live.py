@@ -78,11 +78,11 @@ async def _fold(lab: Lab, cfg: BenchConfig, crowd: Helpers, clients: int) -> dic
     worker.start()
     try:
         t_first, n_first, t_last, n_last = await watch_worker(worker, cfg.live_events, 120, cfg.cap)
+        after = await crowd.stats()  # the frames up to the last event applied
     finally:
         await trace.stop()
         worker.stop()
         gateway.stop()
-    after = await crowd.stats()
     span = max(t_last - t_first, 1e-9)
     cores = trace.cores(t_first, t_last)
     return {

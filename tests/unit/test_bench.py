@@ -217,7 +217,8 @@ def test_frames_of_7_16_and_64_bit_lengths_round_trip(size: int, header: int) ->
     payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
     plain = encode_frame(TEXT, payload)
     assert len(plain) == header + size
-    assert plain[0] == 0x80 | TEXT and not plain[1] & 0x80
+    assert plain[0] == 0x80 | TEXT
+    assert not plain[1] & 0x80
     masked = encode_frame(TEXT, payload, b"\x01\x02\x03\x04")
     assert len(masked) == header + 4 + size
     assert masked[1] & 0x80  # the mask bit: client frames are masked
@@ -267,7 +268,8 @@ def test_client_keeps_only_frames_that_show_a_newer_count() -> None:
 
 def test_source_addresses_spread_over_loopback() -> None:
     sources = {source_address(n) for n in range(1000)}
-    assert "127.0.0.1" in sources and len(sources) > 1
+    assert "127.0.0.1" in sources
+    assert len(sources) > 1
     assert all(s.startswith("127.0.0.") for s in sources)
 
 
@@ -275,6 +277,7 @@ async def test_lean_client_handshake_and_masked_frames_on_the_wire() -> None:
     """A raw server: the upgrade request as RFC 6455 asks, masked client frames, pings
     answered with the same payload, and the server's close code noted."""
     seen: dict[str, object] = {}
+    got: list[tuple[int, bytes]] = []
     done = asyncio.Event()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -299,7 +302,7 @@ async def test_lean_client_handshake_and_masked_frames_on_the_wire() -> None:
             raw += chunk
             frames += parser.feed(chunk)
         seen["masked"] = bool(raw[1] & 0x80)
-        seen["frames"] = frames
+        got.extend(frames)
         writer.write(encode_frame(CLOSE, (1013).to_bytes(2, "big") + b"too slow"))
         await reader.read()  # the client answers the close and ends the connection
         writer.close()
@@ -314,12 +317,12 @@ async def test_lean_client_handshake_and_masked_frames_on_the_wire() -> None:
         sock.send_json({"op": "subscribe", "items": ["x"]})
         await client.reach("x", 4)
         await done.wait()
-        await client.reach("x", 10**9)  # returns once the connection closed
+        await client.ended()
     assert seen["request"] == "GET /ws HTTP/1.1"
     assert seen["extensions"] is None  # no compression asked for
     assert seen["masked"] is True
-    frames = [(TEXT, b'{"op":"subscribe","items":["x"]}'), (PONG, b"are you there")]
-    assert sorted(seen["frames"]) == frames  # type: ignore[call-overload]
+    # The pong may go before the subscribe: the ping came with the upgrade.
+    assert sorted(got) == [(TEXT, b'{"op":"subscribe","items":["x"]}'), (PONG, b"are you there")]
     assert client.latest == {"x": 4}
     assert (client.closed, client.close_code, client.dropped) == (True, 1013, True)
 
