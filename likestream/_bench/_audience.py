@@ -1,6 +1,8 @@
-"""WebSocket clients of the push scenarios (latency, fanout) and the delay of each change.
+"""WebSocket clients of the push scenarios (latency, fanout, idle, ingest-live) and the
+delay of each change.
 
-An :class:`Audience` is a set of ``/ws`` connections, each subscribed to some items, noting
+An :class:`Audience` is a set of ``/ws`` connections (lean ones, ``_wsclient``, connecting
+from 127.0.0.1 to 127.0.0.``SOURCES`` in turn), each subscribed to some items, noting
 when each count arrives. A change is known by its count: every event of these scenarios is
 a like by a fresh user, so the n-th event produced on an item makes its count n, and change
 n is delivered by the first frame whose count is n or more (a coalesced frame delivers

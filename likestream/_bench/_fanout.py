@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ._audience import Client, Helpers, Sent, helpers
 from ._common import (
+    OPEN_FILES,
     PUSH_ENV,
     BenchConfig,
     Result,
@@ -158,9 +159,15 @@ def fd_reason(clients: int, procs: int, open_files: int) -> str:
     """Why ``clients`` connections do not fit RLIMIT_NOFILE (the server holds one
     descriptor each, each of ``procs`` helpers its share), or ''."""
     need = clients + FD_SPARE
-    if max(need, math.ceil(clients / procs) + FD_SPARE) > open_files:
-        return f"{clients:,} clients not tried: RLIMIT_NOFILE is {open_files:,}"
-    return ""
+    if max(need, math.ceil(clients / procs) + FD_SPARE) <= open_files:
+        return ""
+    why = (
+        f" (the bench asked for {OPEN_FILES:,}: raising the hard limit needs root with "
+        "CAP_SYS_RESOURCE, or a higher `ulimit -Hn` before the bench starts)"
+        if open_files < OPEN_FILES
+        else ""
+    )
+    return f"{clients:,} clients not tried: RLIMIT_NOFILE is {open_files:,}{why}"
 
 
 async def _round(
