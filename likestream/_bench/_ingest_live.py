@@ -5,10 +5,14 @@ Twice, each time on fresh topics with the same pre-produced events (``--live-eve
 Zipf-skewed over ``--items`` and ``--users``) and a gateway beside the worker: one worker
 folds them from a cold start, rated as in ``ingest`` (its events counter, from the first
 applied event to the last). First with no WebSocket client; then with ``--live-clients``
-lean clients connected to the gateway before the worker starts, client i subscribed to
-``item:{i mod HOT_ITEMS}``, the hottest items of the load, so frames flow during the whole
-fold. The gateway runs both times, so the subscribers are the one difference. The ratio is
-the rate with subscribers over the rate with none.
+lean clients connected to the gateway before the worker starts, each subscribed to
+``ITEMS_PER_CLIENT`` of the ``HOT_ITEMS`` hottest items of the load (a page of items), so
+frames flow during the whole fold. The gateway runs both times, so the subscribers are the
+one difference. The ratio is the rate with subscribers over the rate with none.
+
+A worker folding a backlog publishes an item's count once per flush, not once per event,
+so each subscribed item changes a few times a second at most, whatever the rate: frames
+per client scale with its items, hence a page of them rather than one.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from ._lab import Lab, create_topics
 
 __all__ = ["ingest_live"]
 
-HOT_ITEMS = 100
+HOT_ITEMS = 1000
+ITEMS_PER_CLIENT = 10
 TARGET_RATIO = 0.9
 SETTLE_SECONDS = 2.0
 
@@ -69,7 +74,10 @@ async def _fold(lab: Lab, cfg: BenchConfig, crowd: Helpers, clients: int) -> dic
     gateway = lab.gateway(settings, **PUSH_ENV)
     await gateway.start_ready()
     if clients:
-        subscriptions = [[f"item:{i % HOT_ITEMS}"] for i in range(clients)]
+        subscriptions = [
+            [f"item:{(i * ITEMS_PER_CLIENT + j) % HOT_ITEMS}" for j in range(ITEMS_PER_CLIENT)]
+            for i in range(clients)
+        ]
         failed, error = await crowd.open(gateway.url, subscriptions)
         if failed:
             raise RuntimeError(f"{failed:,} of {clients:,} subscribers refused, first: {error}")

@@ -18,6 +18,8 @@ from likestream._bench import _reads
 from likestream._bench._audience import Audience, Client, Delays, source_address, subscribe
 from likestream._bench._cli import _numbers, add_parser, config_from
 from likestream._bench._common import BenchConfig, Result, command, percentile
+from likestream._bench._fanout import fd_reason
+from likestream._bench._idle import IdleStep, _idle_result
 from likestream._bench._reads import open_loop, wrk_ms
 from likestream._bench._report import machine, report, table
 from likestream._bench._wsclient import (
@@ -341,3 +343,31 @@ async def test_subscribe_fails_on_an_error_frame() -> None:
         url = str(server.make_url("")).rstrip("/")
         with pytest.raises(RuntimeError, match="too_many_items"):
             await subscribe(url, Client(["a"]))
+
+
+def test_steps_past_the_descriptor_limit_say_so() -> None:
+    assert fd_reason(10_000, 1, 20_000) == ""
+    reason = fd_reason(20_000, 2, 20_000)  # the server holds all 20,000 whatever the helpers
+    assert reason.startswith("20,000 clients not tried: RLIMIT_NOFILE is 20,000")
+    assert "CAP_SYS_RESOURCE" in reason
+    assert fd_reason(30_000, 1, 30_500) != ""  # the one helper needs its spare too
+
+
+def test_idle_figures_per_connection() -> None:
+    mib = 1 << 20
+    steps = [IdleStep(10_000, 100 * mib + 10_000 * 30 * 1024, 1.0), IdleStep(40_000, 2 << 30, 4.0)]
+    result = _idle_result(BenchConfig(idle=(10_000, 40_000)), steps, 100 * mib, [])
+    assert result.figures["connections"] == 10_000  # the largest step under 1 GiB
+    assert result.figures["kib_per_connection"] == pytest.approx(30.0)
+    assert [t["met"] for t in result.targets] == [False]
+    assert "30.0 KiB per connection" in result.notes[0]
+
+
+def test_new_scenario_flags() -> None:
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["bench", "idle", "ingest-live", "--idle", "100,200", "--live-clients", "50"]
+    )
+    cfg = config_from(args)
+    assert (cfg.idle, cfg.live_clients, cfg.live_events) == ((100, 200), 50, 100_000)
