@@ -2,9 +2,9 @@
 baselines.
 
 Every scenario starts from nothing: the bench starts its own embedded broker (free ports,
-a temporary state dir) and its own ``likestream worker`` processes, and stops them. Each
-figure is reported beside a baseline measured in the same run on the same machine where
-there is one, since absolute figures on shared machines are noisy:
+a temporary state dir) and its own ``likestream worker`` (and ``gateway``) processes, and
+stops them. Each figure is reported beside a baseline measured in the same run on the same
+machine where there is one, since absolute figures on shared machines are noisy:
 
 * ``ingest`` (``_ingest``): N pre-produced Zipf-skewed events folded by one worker from a
   cold start, against a bare aiokafka consumer that decodes the same JSON and counts in a
@@ -16,12 +16,17 @@ there is one, since absolute figures on shared machines are noisy:
 * ``latency`` (``_latency``): load at 50% of the measured ingest rate, time from produce to
   the WebSocket frame showing the change;
 * ``fanout`` (``_fanout``): the most WebSocket clients of one hot item whose p99 delivery
-  stays under 1 s.
+  stays under 1 s, on a gateway (one worker folding beside it), then on the worker;
+* ``idle`` (``_idle``): idle subscribed WebSocket connections on one gateway, its RSS per
+  step and per connection;
+* ``ingest-live`` (``_ingest_live``): a worker's ingest rate with live subscribers on a
+  gateway, against its rate with none.
 
-``_lab`` holds the broker and worker processes, ``_audience`` the WebSocket clients (in
-helper processes), ``_report`` the tables and BENCHMARKS.md, ``_cli`` the command. Progress
-goes to stderr; results to ``DIR/results.json`` and ``DIR/results.md``, and with
-``--report`` to a full BENCHMARKS.md.
+``_lab`` holds the broker, worker and gateway processes, ``_audience`` the WebSocket clients
+(in helper processes) and the delay accounting, ``_wsclient`` the lean WebSocket protocol
+they speak, ``_report`` the tables and BENCHMARKS.md, ``_cli`` the command. Progress goes to
+stderr; results to ``DIR/results.json`` and ``DIR/results.md``, and with ``--report`` to a
+full BENCHMARKS.md.
 """
 
 from ._cli import SCENARIOS, add_parser, run_bench

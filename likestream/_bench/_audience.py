@@ -1,6 +1,8 @@
-"""WebSocket clients of the push scenarios (latency, fanout) and the delay of each change.
+"""WebSocket clients of the push scenarios (latency, fanout, idle, ingest-live) and the
+delay of each change.
 
-An :class:`Audience` is a set of ``/ws`` connections, each subscribed to some items, noting
+An :class:`Audience` is a set of ``/ws`` connections (lean ones, ``_wsclient``, connecting
+from 127.0.0.1 to 127.0.0.``SOURCES`` in turn), each subscribed to some items, noting
 when each count arrives. A change is known by its count: every event of these scenarios is
 a like by a fresh user, so the n-th event produced on an item makes its count n, and change
 n is delivered by the first frame whose count is n or more (a coalesced frame delivers
@@ -20,16 +22,13 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import aiohttp
-import orjson
-from aiohttp import WSMsgType
-
 from ._common import raise_open_files
+from ._wsclient import PING, TRY_AGAIN_LATER, LeanSocket, open_socket
 
 __all__ = [
     "Audience",
@@ -39,11 +38,14 @@ __all__ = [
     "Sent",
     "helpers",
     "serve_stdio",
+    "source_address",
+    "subscribe",
     "wait_caught_up",
 ]
 
 CONNECTING = 100  # handshakes in flight at once
 ACK_SECONDS = 30.0
+SOURCES = 64  # local addresses 127.0.0.1..127.0.0.64
 
 Sent = dict[str, tuple[int, list[float]]]
 """Per item: the first count produced, and the produce times of that count and the next."""
@@ -103,12 +105,44 @@ class Client:
         self.latest: dict[str, int] = {}
         self.base: dict[str, int] = {}
         self.frames: list[tuple[float, str, int]] = []
-        self.acked = asyncio.Event()
         self.closed = False
+        self.close_code: int | None = None
+        """The server's close code; 1013 (``TRY_AGAIN_LATER``): dropped as too slow."""
+        self.received = 0
+        """``likes`` frames, every one."""
+        self._news: asyncio.Event | None = None
 
     def note(self, at: float, item: str, likes: int) -> None:
-        self.frames.append((at, item, likes))
-        self.latest[item] = max(likes, self.latest.get(item, 0))
+        self.received += 1
+        # A frame no newer than what the client shows delivers no change: not kept.
+        if likes > self.latest.get(item, -1):
+            self.frames.append((at, item, likes))
+            self.latest[item] = likes
+        if self._news is not None:
+            self._news.set()
+
+    def lost(self, code: int | None) -> None:
+        self.closed, self.close_code = True, code
+        if self._news is not None:
+            self._news.set()
+
+    @property
+    def dropped(self) -> bool:
+        return self.close_code == TRY_AGAIN_LATER
+
+    async def reach(self, item: str, likes: int) -> None:
+        """Until a frame showed ``likes`` or more for ``item`` (or the connection closed)."""
+        await self._until(lambda: self.latest.get(item, -1) >= likes or self.closed)
+
+    async def ended(self) -> None:
+        """Until the connection is closed."""
+        await self._until(lambda: self.closed)
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        self._news = self._news or asyncio.Event()
+        while not done():
+            self._news.clear()
+            await self._news.wait()
 
     def mark(self) -> None:
         self.base = dict(self.latest)
@@ -135,23 +169,42 @@ class Client:
                 into.missing += max(0, first + len(times) - 1 - max(shown.get(item, 0), first - 1))
 
 
+def source_address(n: int) -> str:
+    """The local address of the ``n``-th connection: 127.0.0.1 to 127.0.0.SOURCES in turn,
+    so that no one address runs out of ephemeral ports (about 28,000 each)."""
+    return f"127.0.0.{1 + n % SOURCES}"
+
+
+async def subscribe(url: str, client: Client, source: str | None = None) -> LeanSocket:
+    """A lean connection subscribed to ``client.items``: returns once the server answered a
+    ping sent after the subscribe frame (it reads a connection's frames in order), so the
+    subscription is live; an ``error`` frame before that fails it."""
+    sock = await open_socket(url, client.note, source)
+    sock.on_lost = client.lost
+    try:
+        sock.send_json({"op": "subscribe", "items": client.items})
+        sock.send(PING, b"subscribed?")
+        await asyncio.wait_for(asyncio.shield(sock.ponged), ACK_SECONDS)
+        if sock.errors:
+            raise RuntimeError(f"subscribe refused: {sock.errors[0].decode(errors='replace')}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Audience:
-    """WebSocket clients of one process, each subscribed to its items."""
+    """WebSocket clients of one process (lean ones, :mod:`._wsclient`), each subscribed to
+    its items."""
 
     def __init__(self) -> None:
         self.clients: list[Client] = []
-        self._sockets: list[aiohttp.ClientWebSocketResponse] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._http: aiohttp.ClientSession | None = None
+        self._sockets: list[LeanSocket] = []
+        self._opened = 0
 
     async def open(self, url: str, subscriptions: list[list[str]]) -> tuple[int, str]:
-        """One more client per list of items, subscribed (the server answered a ping after
-        the subscribe frame); returns how many failed and the first error."""
-        if self._http is None:
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), timeout=timeout
-            )
+        """One more client per list of items, subscribed; returns how many failed and the
+        first error."""
         gate = asyncio.Semaphore(CONNECTING)
         outcomes = await asyncio.gather(
             *(self._connect(url, items, gate) for items in subscriptions), return_exceptions=True
@@ -161,39 +214,40 @@ class Audience:
 
     async def _connect(self, url: str, items: list[str], gate: asyncio.Semaphore) -> None:
         async with gate:
-            assert self._http is not None
-            ws = await self._http.ws_connect(url + "/ws", autoping=False)
+            source = source_address(self._opened)
+            self._opened += 1
             client = Client(items)
-            self._sockets.append(ws)
+            self._sockets.append(await subscribe(url, client, source))
             self.clients.append(client)
-            self._tasks.append(asyncio.create_task(_listen(ws, client)))
-            await ws.send_str(orjson.dumps({"op": "subscribe", "items": items}).decode())
-            await ws.ping()
-            await asyncio.wait_for(client.acked.wait(), ACK_SECONDS)
 
     def mark(self) -> None:
         """From now on: frames count from the counts each client has now."""
         for client in self.clients:
             client.mark()
 
-    async def collect(self, sent: Sent, wait: float) -> tuple[Delays, int]:
+    async def collect(self, sent: Sent, wait: float) -> tuple[Delays, int, int]:
         """Wait up to ``wait`` s for every client to show the last change of ``sent``,
-        then the delays of its changes and how many clients were closed."""
+        then the delays of its changes, how many clients were closed and how many of
+        those the server dropped (close code 1013)."""
         await wait_caught_up(self.clients, sent, wait)
         delays = Delays()
         for client in self.clients:
             client.delays(sent, delays)
-        return delays, sum(c.closed for c in self.clients)
+        closed = sum(c.closed for c in self.clients)
+        return delays, closed, sum(c.dropped for c in self.clients)
 
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for ws in self._sockets:
-            with contextlib.suppress(Exception):
-                await ws.close()
-        if self._http is not None:
-            await self._http.close()
+    def stats(self) -> dict[str, int]:
+        """Likes frames received so far, clients closed, and dropped (code 1013)."""
+        return {
+            "received": sum(c.received for c in self.clients),
+            "closed": sum(c.closed for c in self.clients),
+            "dropped": sum(c.dropped for c in self.clients),
+        }
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
 
 
 async def wait_caught_up(clients: list[Client], sent: Sent, wait: float) -> None:
@@ -206,22 +260,6 @@ async def wait_caught_up(clients: list[Client], sent: Sent, wait: float) -> None
         await asyncio.sleep(0.05)
 
 
-async def _listen(ws: aiohttp.ClientWebSocketResponse, client: Client) -> None:
-    try:
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                at = time.monotonic()
-                frame = orjson.loads(msg.data)
-                if frame.get("type") == "likes":
-                    client.note(at, frame["item_id"], frame["likes"])
-            elif msg.type == WSMsgType.PING:
-                await ws.pong(msg.data)
-            elif msg.type == WSMsgType.PONG:
-                client.acked.set()
-    finally:
-        client.closed = True
-
-
 # -- the helper process ------------------------------------------------------------------
 
 
@@ -232,9 +270,11 @@ async def _serve(audience: Audience, request: dict[str, Any]) -> dict[str, Any]:
     if request["op"] == "mark":
         audience.mark()
         return {"clients": len(audience.clients)}
+    if request["op"] == "stats":
+        return audience.stats()
     sent = {item: (first, times) for item, (first, times) in request["sent"].items()}
-    delays, closed = await audience.collect(sent, request["wait"])
-    return {"delays": delays.to_json(), "closed": closed}
+    delays, closed, dropped = await audience.collect(sent, request["wait"])
+    return {"delays": delays.to_json(), "closed": closed, "dropped": dropped}
 
 
 def serve_stdio() -> None:
@@ -251,7 +291,7 @@ async def _serve_lines() -> None:
             sys.stdout.write(json.dumps(answer) + "\n")
             sys.stdout.flush()
     finally:
-        await audience.close()
+        audience.close()
 
 
 class Helpers:
@@ -293,13 +333,19 @@ class Helpers:
     async def mark(self) -> None:
         await asyncio.gather(*(self._ask(p, {"op": "mark"}) for p in self._procs))
 
-    async def collect(self, sent: Sent, wait: float) -> tuple[Delays, int]:
+    async def stats(self) -> dict[str, int]:
+        """As :meth:`Audience.stats`, summed over the helpers."""
+        answers = await asyncio.gather(*(self._ask(p, {"op": "stats"}) for p in self._procs))
+        return {key: sum(a[key] for a in answers) for key in ("received", "closed", "dropped")}
+
+    async def collect(self, sent: Sent, wait: float) -> tuple[Delays, int, int]:
+        """As :meth:`Audience.collect`, over the helpers."""
         request = {"op": "collect", "sent": sent, "wait": wait}
         answers = await asyncio.gather(*(self._ask(p, request) for p in self._procs))
         delays = Delays()
         for answer in answers:
             delays.merge(Delays.from_json(answer["delays"]))
-        return delays, sum(a["closed"] for a in answers)
+        return delays, sum(a["closed"] for a in answers), sum(a["dropped"] for a in answers)
 
 
 def _append(log: Path) -> BinaryIO:

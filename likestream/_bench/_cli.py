@@ -15,7 +15,9 @@ from typing import Any
 
 from ._common import BenchConfig, Result, raise_open_files, say
 from ._fanout import fanout
+from ._idle import idle
 from ._ingest import ingest
+from ._ingest_live import ingest_live
 from ._lab import Lab
 from ._latency import latency
 from ._peers import PEERS
@@ -25,7 +27,7 @@ from ._state import state
 
 __all__ = ["SCENARIOS", "add_parser", "config_from", "run_bench"]
 
-SCENARIOS = ("ingest", "reads", "state", "latency", "fanout")
+SCENARIOS = ("ingest", "reads", "state", "latency", "fanout", "idle", "ingest-live")
 STANDARD = SCENARIOS
 
 
@@ -73,8 +75,21 @@ def add_parser(sub: Any) -> None:
     add("--rate", type=float, default=None, help="latency: events/s (default: 50%% of ingest)")
     add("--rates", type=_numbers, default=d.rates, help="reads: fixed rates, req/s (500,1000)")
     add("--fanout", type=_numbers, default=d.fanout, help="fanout: client counts to try")
-    add("--fanout-budget", type=float, default=d.fanout_budget, help="fanout: no step after, s")
-    add("--ws-procs", type=int, default=d.ws_procs, help="latency, fanout: client processes")
+    add(
+        "--fanout-budget",
+        type=float,
+        default=d.fanout_budget,
+        help="fanout: no step after this many s on one server",
+    )
+    add("--idle", type=_numbers, default=d.idle, help="idle: connection counts to try")
+    add("--live-events", type=int, default=d.live_events, help="ingest-live: events")
+    add("--live-clients", type=int, default=d.live_clients, help="ingest-live: subscribers")
+    add(
+        "--ws-procs",
+        type=int,
+        default=d.ws_procs,
+        help="latency, fanout, idle, ingest-live: client processes",
+    )
     add(
         "--peers",
         type=_peers,
@@ -101,6 +116,10 @@ async def _scenario(lab: Lab, cfg: BenchConfig, name: str, ingest_rate: float | 
         return await state(lab, cfg)
     if name == "latency":
         return await latency(lab, cfg, ingest_rate)
+    if name == "idle":
+        return await idle(lab, cfg)
+    if name == "ingest-live":
+        return await ingest_live(lab, cfg)
     return await fanout(lab, cfg)
 
 
@@ -130,6 +149,7 @@ def _keep_logs(root: Path, out: Path) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     for log in [
         *root.glob("*/worker.log"),
+        *root.glob("*/gateway.log"),
         *root.glob("*/clients.log"),
         *root.glob("*/peer-*.log"),
     ]:

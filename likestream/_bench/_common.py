@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "OPEN_FILES",
+    "PUSH_ENV",
     "PUSH_INTERVAL_MS",
     "BenchConfig",
     "Result",
@@ -20,6 +22,7 @@ __all__ = [
     "free_port",
     "free_port_pair",
     "percentile",
+    "proc_status",
     "raise_open_files",
     "say",
 ]
@@ -27,6 +30,16 @@ __all__ = [
 BEGAN = time.monotonic()
 PUSH_INTERVAL_MS = 100
 """``LIKESTREAM_PUSH_INTERVAL_MS`` of the workers the WebSocket scenarios start."""
+PUSH_ENV = {
+    "LIKESTREAM_PUSH_INTERVAL_MS": str(PUSH_INTERVAL_MS),
+    # Every bench client is local, from a few addresses: no per-address or process cap.
+    "LIKESTREAM_PUSH_MAX_CONNECTIONS_PER_ADDRESS": "0",
+    "LIKESTREAM_PUSH_MAX_CONNECTIONS": "0",
+}
+"""Settings of every process the WebSocket scenarios push from."""
+OPEN_FILES = 65_536
+"""RLIMIT_NOFILE the bench asks for (root may raise the hard limit): 30,000 idle
+connections take that many descriptors in the server and as many in the clients."""
 
 
 def say(message: str) -> None:
@@ -46,8 +59,13 @@ class BenchConfig:
     clients: int = 32
     rate: float | None = None
     rates: tuple[int, ...] = (500, 1000, 2000)
-    fanout: tuple[int, ...] = (500, 1000, 2000, 5000, 10000)
-    fanout_budget: float = 100.0
+    fanout: tuple[int, ...] = (1000, 2000, 5000, 10000, 20000)
+    fanout_budget: float = 60.0
+    """fanout: no step starts this many seconds after the first on one server."""
+    idle: tuple[int, ...] = (5000, 10000, 20000, 30000)
+    live_events: int = 100_000
+    """ingest-live: events folded with and without live subscribers."""
+    live_clients: int = 5000
     ws_procs: int = 1
     seed: int = 1
     peers: tuple[str, ...] = ("kstreams", "quix")
@@ -116,14 +134,38 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def raise_open_files() -> int:
-    """Raise this process's RLIMIT_NOFILE soft limit to the hard one; returns the new limit.
+def proc_status(pid: int, key: str) -> int:
+    """A ``/proc/PID/status`` figure in bytes (``VmRSS``, ``VmHWM``); 0 when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
 
-    Workers and helper processes started afterwards inherit it.
+
+def raise_open_files(want: int = OPEN_FILES) -> int:
+    """Raise this process's RLIMIT_NOFILE soft limit to the hard one, and as root the hard
+    one too, to ``want`` (within the kernel's ``fs.nr_open``); returns the new limit.
+
+    Workers, gateways and helper processes started afterwards inherit it: tens of
+    thousands of WebSocket connections need as many descriptors on each side.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         hard = max(soft, 1 << 20)
+    if hard < want and os.geteuid() == 0:
+        try:
+            ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            ceiling = want
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, ceiling),) * 2)
+            return min(want, ceiling)
+        except (OSError, ValueError):
+            pass  # e.g. a container without CAP_SYS_RESOURCE: the hard limit stands
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard

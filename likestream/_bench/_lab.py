@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from .._broker import Broker, default_cache_dir
 from .._settings import Settings, load_settings
 from .._topics import ensure_topics
-from ._common import free_port, free_port_pair, say
+from ._common import free_port, free_port_pair, proc_status, say
 
 __all__ = [
     "Lab",
@@ -33,14 +33,22 @@ __all__ = [
 
 
 class WorkerProcess:
-    """One ``likestream worker`` OS process."""
+    """One ``likestream worker`` (or ``likestream gateway``) OS process."""
 
-    def __init__(self, settings: Settings, log: Path, extra: dict[str, str]) -> None:
+    def __init__(
+        self, settings: Settings, log: Path, extra: dict[str, str], command: str = "worker"
+    ) -> None:
         self.settings = settings
         self.log = log
         self.extra = extra
         """More ``LIKESTREAM_*`` settings, e.g. the push interval."""
+        self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     @property
     def url(self) -> str:
@@ -53,6 +61,7 @@ class WorkerProcess:
             "LIKESTREAM_KAFKA": s.kafka,
             "LIKESTREAM_TOPIC": s.topic,
             "LIKESTREAM_COUNTS_TOPIC": s.counts_topic,
+            "LIKESTREAM_TRENDING_TOPIC": s.trending_topic,
             "LIKESTREAM_APP_ID": s.app_id,
             "LIKESTREAM_PARTITIONS": str(s.partitions),
             "LIKESTREAM_DATA_DIR": str(s.data_dir),
@@ -67,7 +76,7 @@ class WorkerProcess:
             clean["LIKESTREAM_CACHE_DIR"] = os.environ["LIKESTREAM_CACHE_DIR"]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "likestream", "worker"],
+                [sys.executable, "-m", "likestream", self.command],
                 env={**clean, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -86,16 +95,12 @@ class WorkerProcess:
 
     def status(self, key: str) -> int:
         """A ``/proc/PID/status`` figure in bytes (``VmRSS``, ``VmHWM``)."""
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-        return 0
+        return proc_status(self.pid, key)
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-            raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{tail}")
+            raise RuntimeError(f"{self.command} exited with {self.proc.returncode}:\n{tail}")
 
     async def wait_status(self, http: aiohttp.ClientSession, path: str, limit: float) -> float:
         """Poll ``path`` until 200; returns the monotonic time it answered."""
@@ -109,7 +114,7 @@ class WorkerProcess:
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.05)
-        raise RuntimeError(f"worker: {path} not 200 within {limit:.0f}s; see {self.log}")
+        raise RuntimeError(f"{self.command}: {path} not 200 within {limit:.0f}s; see {self.log}")
 
     async def start_ready(self, limit: float = 120) -> None:
         """Start, and return once ``/readyz`` answers 200."""
@@ -151,6 +156,7 @@ class Lab:
             kafka=self.broker.bootstrap,
             topic=f"likes-{tag}",
             counts_topic=f"like-counts-{tag}",
+            trending_topic=f"like-trending-{tag}",
             app_id=f"likestream-{tag}",
             partitions=self.partitions,
             data_dir=self.root / tag / "data",
@@ -164,6 +170,16 @@ class Lab:
         worker = WorkerProcess(settings, settings.data_dir.parent / "worker.log", extra)
         self.workers.append(worker)
         return worker
+
+    def gateway(self, settings: Settings, **extra: str) -> WorkerProcess:
+        """A gateway beside the workers of ``settings`` (same topics, a web port of its own;
+        it keeps nothing on disk, its data dir only keeps it apart); stopped with them."""
+        root = settings.data_dir.parent
+        root.mkdir(parents=True, exist_ok=True)
+        own = settings.model_copy(update={"web_port": free_port(), "data_dir": root / "gw-data"})
+        gateway = WorkerProcess(own, root / "gateway.log", extra, command="gateway")
+        self.workers.append(gateway)
+        return gateway
 
 
 async def create_topics(settings: Settings) -> None:

@@ -21,7 +21,7 @@ from .._settings import Settings
 from ..client import LikeClient, new_event
 from ..web._tail import parse_count
 from ._audience import Client, Delays, Sent, helpers, wait_caught_up
-from ._common import PUSH_INTERVAL_MS, BenchConfig, Result, command, say
+from ._common import PUSH_ENV, PUSH_INTERVAL_MS, BenchConfig, Result, command, say
 from ._lab import Lab, WorkerProcess, create_topics, partitions_of
 
 __all__ = ["MAX_ITEMS", "latency", "paced_likes", "push_figures", "ws_worker"]
@@ -36,7 +36,7 @@ async def ws_worker(lab: Lab, name: str) -> WorkerProcess:
     """A topic set and a ready worker pushing every ``PUSH_INTERVAL_MS``."""
     settings = lab.cluster(name)
     await create_topics(settings)
-    worker = lab.worker(settings, LIKESTREAM_PUSH_INTERVAL_MS=str(PUSH_INTERVAL_MS))
+    worker = lab.worker(settings, **PUSH_ENV)
     await worker.start_ready()
     return worker
 
@@ -122,18 +122,19 @@ async def latency(lab: Lab, cfg: BenchConfig, ingest_rate: float | None) -> Resu
         say(f"latency: {rate:,.0f} events/s for {cfg.duration:.0f}s, produce -> /ws frame")
         stamps = await paced_likes(settings, items, rate, cfg.duration)
         sent = {item: (1, times) for item, times in stamps.items()}
-        delays, closed = await crowd.collect(sent, WAIT_SECONDS)
+        delays, closed, dropped = await crowd.collect(sent, WAIT_SECONDS)
         counts = await counts_delays(follower, records, sent)
     events = sum(len(times) for times in stamps.values())
     figures = {"events_per_s": round(rate), "events": events, **push_figures(delays)}
     figures["counts_p50_ms"] = round(counts.percentile(50), 1)
     figures["counts_p99_ms"] = round(counts.percentile(99), 1)
     say(f"latency: {figures}")
-    return _latency_result(cfg, figures, closed, rate if cfg.rate or ingest_rate else None)
+    rate_flag = rate if cfg.rate or ingest_rate else None
+    return _latency_result(cfg, figures, (closed, dropped), rate_flag)
 
 
 def _latency_result(
-    cfg: BenchConfig, figures: dict[str, float], closed: int, rate: float | None
+    cfg: BenchConfig, figures: dict[str, float], closed: tuple[int, int], rate: float | None
 ) -> Result:
     result = Result(
         "latency",
@@ -162,6 +163,9 @@ def _latency_result(
             f"{figures['missing']:,.0f} changes had no frame within {WAIT_SECONDS:.0f}s "
             "of the end (counted as late beyond any figure)"
         )
-    if closed:
-        result.notes.append(f"{closed} WebSocket clients were closed by the worker")
+    if closed[0]:
+        result.notes.append(
+            f"{closed[0]} WebSocket clients were closed, {closed[1]} of them dropped by the "
+            "worker as too slow (close code 1013)"
+        )
     return result
