@@ -70,6 +70,7 @@ class Replica:
             path = Path(tempfile.mkdtemp(prefix="likestream-replica-"))
         else:
             _sweep(path)
+        self.path = path
         self._db = _open(path)
         self._closer = weakref.finalize(self, _close, self._db, path if temporary else None)
 
