@@ -12,7 +12,9 @@ Fan-out is one tick per interval for the whole process: each item that changed i
 encoded once per kind of client (``_wire.py``) and the same bytes are written to the
 socket of every subscriber that does not have that count yet. So a client gets at most
 one frame per item per interval (the changes in between coalesced), and the cost of a
-change is one encoding plus one ``write`` per subscriber. A write never waits: a client
+change is one encoding plus one ``write`` per subscriber, in slices, so that a fan-out to
+many clients never holds the event loop for long (a worker's fold shares it). A write
+never waits: a client
 whose socket has not taken ``backlog`` bytes is too slow and is ended (WebSocket close
 code 1013) instead of slowing anyone else.
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 from likestream._metrics import FRAMES_ENCODED, PUSHES, SUBSCRIPTIONS
@@ -34,6 +36,8 @@ from ._wire import likes_payload, sse_event, ws_text
 __all__ = ["Full", "Hub", "Kind", "Stamp", "Subscriber"]
 
 log = logging.getLogger(__name__)
+
+SLICE = 500  # frames written before the rest of the process gets a turn (about 2-3 ms)
 
 
 @runtime_checkable
@@ -142,6 +146,7 @@ class Hub:
         self._unseeded: set[str] = set()
         self._dirty: dict[str, Stamp] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._writing: Iterator[bool] | None = None
         self._due = 0.0
 
     def update(self, item: str, stamp: Stamp) -> None:
@@ -183,7 +188,8 @@ class Hub:
                 self._unseeded.add(item)
             elif item not in new or stamp.offset > sub.sent.get(item, -2):
                 sub.sent[item] = stamp.offset
-                sub.write(encode(sub.kind, item, stamp))
+                if sub.write(encode(sub.kind, item, stamp)):
+                    PUSHES.inc()
 
     def unsubscribe(self, sub: Subscriber, items: Iterable[str]) -> None:
         for item in items:
@@ -226,7 +232,7 @@ class Hub:
         dirty = self._dirty.get(item)
         if dirty is None or stamp.offset > dirty.offset:
             self._dirty[item] = stamp
-        if self._timer is None:
+        if self._timer is None and self._writing is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_at(max(loop.time(), self._due), self._tick)
 
@@ -234,17 +240,35 @@ class Hub:
         # At most one tick per interval, each writing an item at most once to a client:
         # so at most one frame per item per interval to each client.
         self._timer = None
-        self._due = asyncio.get_running_loop().time() + self.interval
+        loop = asyncio.get_running_loop()
+        self._due = loop.time() + self.interval
         dirty, self._dirty = self._dirty, {}
-        written = encoded = 0
+        self._writing = self._writes(dirty)
+        self._write_slice()
+
+    def _write_slice(self) -> None:
+        # A tick writes SLICE frames, then lets whatever else is ready run (the fold of a
+        # worker, reads, handshakes) before its next slice: a fan-out to many clients
+        # delays the rest of the process by one slice at a time, not by the whole tick.
+        assert self._writing is not None
+        if next(self._writing, None) is not None:
+            asyncio.get_running_loop().call_soon(self._write_slice)
+            return
+        self._writing = None
+        if self._dirty:  # changed while this tick was writing: the next one is due
+            self._mark(*next(iter(self._dirty.items())))
+
+    def _writes(self, dirty: dict[str, Stamp]) -> Iterator[bool]:
+        """Write ``dirty`` to its subscribers; yields after every SLICE frames."""
+        written = encoded = budget = 0
         for item, stamp in dirty.items():
             subs = self._subs.get(item)
             if not subs:
                 continue
             frames: list[bytes | None] = [None, None, None]
             offset = stamp.offset
-            for sub in subs:
-                if sub.sent.get(item, -2) >= offset:
+            for sub in tuple(subs):  # subscriptions may change between slices
+                if sub.sent.get(item, -2) >= offset or item not in sub.items:
                     continue
                 sub.sent[item] = offset
                 frame = frames[sub.kind]
@@ -252,9 +276,12 @@ class Hub:
                     frame = frames[sub.kind] = encode(sub.kind, item, stamp)
                     encoded += 1
                 written += sub.write(frame)
-        if encoded:
-            FRAMES_ENCODED.inc(encoded)
-            PUSHES.inc(written)
+                budget += 1
+                if budget >= SLICE:
+                    budget = 0
+                    yield True
+        FRAMES_ENCODED.inc(encoded)
+        PUSHES.inc(written)
 
     def _from_state(self, item: str) -> Stamp | None:
         try:

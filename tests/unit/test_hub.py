@@ -13,7 +13,7 @@ import pytest
 from likestream._metrics import FRAMES_ENCODED, SUBSCRIPTIONS
 from likestream.tables import NO_COUNT, CountRow, NotServable
 from likestream.web import Hub
-from likestream.web._hub import Full, Kind, Subscriber
+from likestream.web._hub import SLICE, Full, Kind, Subscriber
 from likestream.web._replica import Replica, Stamp
 
 
@@ -129,6 +129,37 @@ async def test_a_change_is_encoded_once_and_the_same_bytes_go_to_every_subscribe
     assert sse.frames == [
         b'3a\r\nid: 70\nevent: likes\ndata: {"item_id":"post:1","likes":7}\n\n\r\n'
     ]
+
+
+async def test_a_large_fan_out_lets_the_rest_of_the_process_run_between_slices() -> None:
+    turns = 0
+
+    async def other_work() -> None:  # e.g. a worker's fold, waiting for its turn
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    seen: list[int] = []
+    everyone = asyncio.Event()
+
+    class Noting(Drain):
+        def write(self, data: bytes) -> None:
+            seen.append(turns)
+            if len(seen) == 3 * SLICE:
+                everyone.set()
+
+    hub = Hub(NothingServable(), interval=0.001)
+    for _ in range(3 * SLICE):
+        hub.subscribe(subscriber(Noting()), ["hot"])
+    seen.clear()
+    other = asyncio.create_task(other_work())
+    hub.update("hot", Stamp(1, 1))
+    await asyncio.wait_for(everyone.wait(), 5)
+    other.cancel()
+    # Every subscriber got the change, and the other work ran between the slices.
+    assert len(seen) == 3 * SLICE
+    assert len(set(seen)) == 3
 
 
 async def test_changes_within_an_interval_are_one_frame_per_item() -> None:
