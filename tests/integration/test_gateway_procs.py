@@ -3,8 +3,8 @@
 The supervisor starts two children that bind the same port with SO_REUSEPORT: new
 connections reach both (``/status`` answers with either pid), ``/metrics`` of whichever
 child a scrape reaches adds up both (requests counted by each, connections held by
-each), SIGTERM stops every child and the command exits 0, and a child that dies makes
-the command stop the other and exit 1.
+each), SIGTERM closes their WebSockets, stops every child and the command exits 0, and
+a child that dies makes the command stop the other and exit 1.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import WSMsgType
 from conftest import Cluster, Worker
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -53,11 +54,12 @@ def _parent(pid: int) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (an exited orphan may stay a zombie until init reaps it)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def _status_once(url: str) -> dict[str, object]:
@@ -95,6 +97,13 @@ async def _requests_served(http: aiohttp.ClientSession, url: str, route: str) ->
     )
 
 
+async def _until_ws_connections(http: aiohttp.ClientSession, gateway: Gateway, n: int) -> None:
+    deadline = time.monotonic() + LIMIT
+    while (got := await _sample(http, gateway.url, "likestream_ws_connections")) != n:
+        assert time.monotonic() < deadline, f"likestream_ws_connections {got}, not {n}"
+        await asyncio.sleep(0.2)
+
+
 async def _both_pids(gateway: Gateway) -> Counter[int]:
     """``/status`` on fresh connections until both children answered ready; the number
     of answers per pid."""
@@ -129,23 +138,21 @@ async def test_two_processes_share_the_port_and_the_metrics(
         # Requests counted by each process add up in any one scrape.
         assert await _requests_served(http, gateway.url, "/status") == sum(served.values())
 
-        # So do the connections each holds (a livesum gauge): open WebSockets until both
-        # processes hold some, then every scrape shows them all.
+        # So do the connections each holds (a livesum gauge): every scrape shows all the
+        # WebSockets, whichever process holds each, and fewer once some are closed.
         sockets = [await http.ws_connect(f"{gateway.url}/ws") for _ in range(6)]
-        try:
-            deadline = time.monotonic() + LIMIT
-            while await _sample(http, gateway.url, "likestream_ws_connections") != len(sockets):
-                assert time.monotonic() < deadline, "WebSocket connections never added up"
-                await asyncio.sleep(0.2)
-        finally:
-            for ws in sockets:
-                await ws.close()
-        deadline = time.monotonic() + LIMIT
-        while await _sample(http, gateway.url, "likestream_ws_connections") != 0:
-            assert time.monotonic() < deadline, "closed WebSocket connections still counted"
-            await asyncio.sleep(0.2)
+        await _until_ws_connections(http, gateway, 6)
+        for ws in sockets[:3]:
+            await ws.close()
+        await _until_ws_connections(http, gateway, 3)
 
-    # running() ended with SIGTERM and asserted exit code 0; the children are gone too.
+        # SIGTERM: each process closes the WebSockets it holds, and all exit 0.
+        gateway.proc.send_signal(signal.SIGTERM)
+        for ws in sockets[3:]:
+            message = await ws.receive(timeout=LIMIT)
+            assert message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
+        assert await asyncio.to_thread(gateway.proc.wait, LIMIT) == 0, gateway.log_tail()
+
     assert not any(_alive(pid) for pid in pids)
     assert "process 0" in gateway.log.read_text()
 
@@ -166,3 +173,22 @@ async def test_a_dead_process_stops_the_gateway(cluster: Cluster) -> None:
     finally:
         if gateway.proc is not None and gateway.proc.poll() is None:
             gateway.kill()
+
+
+async def test_processes_stop_when_the_supervisor_is_gone(cluster: Cluster) -> None:
+    gateway = Gateway(cluster.worker("gw3", command="gateway"), PROCS)
+    gateway.start()
+    pids: set[int] = set()
+    try:
+        await gateway.wait_ready()
+        pids = set(await _both_pids(gateway))
+        gateway.kill()  # SIGKILL: no chance to stop them
+        deadline = time.monotonic() + LIMIT
+        while any(_alive(pid) for pid in pids):
+            assert time.monotonic() < deadline, "gateway processes outlived their supervisor"
+            await asyncio.sleep(0.2)
+        assert gateway.log.read_text().count("is gone; stopping") == PROCS
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
