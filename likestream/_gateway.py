@@ -10,9 +10,12 @@ scale with connections, not partitions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging.config
 import os
+import signal
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # Open pushes are ended at shutdown; what is left is in-flight requests and the producer.
 SHUTDOWN_SECONDS = 10.0
+SUPERVISOR_CHECK_SECONDS = 1.0
 
 
 class GatewayStatus:
@@ -52,11 +56,44 @@ class GatewayStatus:
         }
 
 
-def run_gateway(settings: Settings) -> None:
+def _watch_supervisor(
+    supervisor: int,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Stop gracefully once the supervisor is gone (say it was SIGKILLed): a child must not
+    outlive it holding the port."""
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(SUPERVISOR_CHECK_SECONDS)
+            if os.getppid() != supervisor:
+                break
+        log.error("gateway: the supervisor (pid %d) is gone; stopping", supervisor)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(watch())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return context
+
+
+def run_gateway(settings: Settings, supervised_by: int | None = None) -> int:
+    """Run one gateway process until SIGTERM or SIGINT; returns the exit code.
+
+    ``supervised_by``: this is one of the processes of a gateway with
+    ``LIKESTREAM_GATEWAY_PROCS`` > 1, started by that pid (``_supervisor.py``): bind with
+    SO_REUSEPORT, leave the topics to the supervisor, stop if it is gone.
+    """
     logging.config.dictConfig(logging_config(settings))
     secret = signing_secret(settings)  # prod refuses a missing or weak one before anything runs
-    # The topics must exist (the replica tails like-counts); their partitions must agree.
-    asyncio.run(retrying("creating topics", lambda: ensure_topics(settings), (KafkaUnreachable,)))
+    if supervised_by is None:
+        # The topics must exist (the replica tails like-counts); their partitions must agree.
+        asyncio.run(
+            retrying("creating topics", lambda: ensure_topics(settings), (KafkaUnreachable,))
+        )
     replica = count_replica(settings)
     app = create_app(
         NoTables(replica),
@@ -69,6 +106,8 @@ def run_gateway(settings: Settings) -> None:
         reads=read_settings(settings, url=None),
         replica=replica,
     )
+    if supervised_by is not None:
+        app.cleanup_ctx.append(_watch_supervisor(supervised_by))
     log.info("gateway: HTTP on %s:%d", settings.web_host, settings.web_port)
     web.run_app(
         app,
@@ -77,4 +116,6 @@ def run_gateway(settings: Settings) -> None:
         access_log=None,
         print=None,
         shutdown_timeout=SHUTDOWN_SECONDS,
+        reuse_port=supervised_by is not None,
     )
+    return 0

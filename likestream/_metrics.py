@@ -4,6 +4,12 @@ Hot paths use children bound once here (``events_folded``, once per batch; ``INV
 producer-error children) so that counting an event never looks labels up.
 Gauges about Kafka and RocksDB (lag, rows, recovery) are set by the sampler
 (``likestream/_sampler.py``) every ``LIKESTREAM_METRICS_INTERVAL_MS``, not per event.
+
+Every gauge names its ``multiprocess_mode``: how the processes of a multi-process
+gateway (``LIKESTREAM_GATEWAY_PROCS`` > 1, prometheus-client's multiprocess mode) add
+up in one scrape: ``livesum`` for what the pod holds in total (connections), ``livemax``
+or ``livemin`` for flags and per-partition figures. Workers are one process and never
+in that mode; there ``set_function`` and ``remove`` (the sampler's) work as usual.
 """
 
 from __future__ import annotations
@@ -100,18 +106,24 @@ CONSUMER_LAG = Gauge(
     "likestream_consumer_lag_records",
     "Records of an owned events partition not yet committed (end offset minus committed).",
     ["topic", "partition"],
+    multiprocess_mode="livemax",
 )
 ASSIGNED_PARTITIONS = Gauge(
-    "likestream_assigned_partitions", "Events partitions this process owns (active)."
+    "likestream_assigned_partitions",
+    "Events partitions this process owns (active).",
+    multiprocess_mode="livesum",
 )
 TABLE_ROWS = Gauge(
     "likestream_table_rows",
     "Rows of a table partition: RocksDB's estimate-num-keys, which counts a key written "
     "again more than once until compaction merges its versions.",
     ["table", "partition"],
+    multiprocess_mode="livemax",
 )
 RECOVERY_IN_PROGRESS = Gauge(
-    "likestream_recovery_in_progress", "1 while tables are restored from their changelogs."
+    "likestream_recovery_in_progress",
+    "1 while tables are restored from their changelogs.",
+    multiprocess_mode="livemax",
 )
 RESTORED_RECORDS = Counter(
     "likestream_restored_records_total",
@@ -120,8 +132,13 @@ RESTORED_RECORDS = Counter(
 RECOVERY_REMAINING = Gauge(
     "likestream_recovery_remaining_records",
     "Changelog records left to restore before the active tables are recovered.",
+    multiprocess_mode="livesum",
 )
-READY = Gauge("likestream_ready", "1 when the process serves reads (the /readyz answer).")
+READY = Gauge(
+    "likestream_ready",
+    "1 when the process serves reads (the /readyz answer).",
+    multiprocess_mode="livemin",
+)
 
 # -- producers and the write API --------------------------------------------------
 
@@ -166,10 +183,16 @@ READS = Counter(
 
 # -- live feed (WebSocket and SSE); the feed's views update these -------------------
 
-WS_CONNECTIONS = Gauge("likestream_ws_connections", "Open WebSocket connections.")
-SSE_CONNECTIONS = Gauge("likestream_sse_connections", "Open Server-Sent Events streams.")
+WS_CONNECTIONS = Gauge(
+    "likestream_ws_connections", "Open WebSocket connections.", multiprocess_mode="livesum"
+)
+SSE_CONNECTIONS = Gauge(
+    "likestream_sse_connections", "Open Server-Sent Events streams.", multiprocess_mode="livesum"
+)
 SUBSCRIPTIONS = Gauge(
-    "likestream_subscriptions", "Item subscriptions of the open WebSocket and SSE clients."
+    "likestream_subscriptions",
+    "Item subscriptions of the open WebSocket and SSE clients.",
+    multiprocess_mode="livesum",
 )
 PUSHES = Counter("likestream_pushes_total", "Count changes pushed to live clients (frames).")
 DROPPED_CLIENTS = Counter(
@@ -192,6 +215,7 @@ COUNT_CACHE_ITEMS = Gauge(
     "likestream_count_cache_items",
     "Counts of like-counts held in memory (LIKESTREAM_COUNT_CACHE_ITEMS at most); the "
     "rest are on disk.",
+    multiprocess_mode="livesum",
 )
 COUNT_CACHE_HITS = Counter(
     "likestream_count_cache_hits_total", "Count lookups answered from memory."

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=1, le=65535)
     """HTTP port."""
 
+    gateway_procs: int = Field(1, ge=1, le=64)
+    """Processes of ``likestream gateway`` (also ``--procs``), each a whole gateway on its
+    own event loop, all on the one HTTP port (``SO_REUSEPORT``: the kernel spreads new
+    connections over them). Above 1 the command supervises them. Kubernetes sets it from
+    the gateway's CPU limit. Workers are always one process."""
+
     secret: SecretStr | None = None
     """JWT signing key (HS256). Prod requires a strong one (``_secret.py``); in dev, unset
     means a generated development secret shared by the machine's processes."""
@@ -279,6 +285,24 @@ class Settings(BaseSettings):
             else:
                 shown = str(value)
             out[ENV_PREFIX + name.upper()] = shown
+        return out
+
+    def as_env(self) -> dict[str, str]:
+        """The ``LIKESTREAM_*`` variables that :func:`load_settings` reads back as these
+        settings, secrets included (for child processes; never log it). Unset ones are
+        left out: the caller removes them from an inherited environment."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                text = value.get_secret_value()
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            out[ENV_PREFIX + name.upper()] = text
         return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -53,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
         "gateway", help="reads, writes and pushes without partitions (forwards to the workers)"
     )
     _add_setting_flags(gateway)
+    gateway.add_argument(
+        "--procs",
+        dest="setting_gateway_procs",
+        metavar="N",
+        help="gateway processes on the one port (the same as --gateway-procs)",
+    )
+    # One of the processes of a supervising gateway (likestream/_supervisor.py).
+    gateway.add_argument("--supervised-by", type=int, default=None, help=argparse.SUPPRESS)
 
     config = sub.add_parser("config", help="print the effective settings, secrets masked")
     _add_setting_flags(config)
@@ -181,10 +190,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "status":
             _status(args, settings)
         elif args.command == "gateway":
+            if settings.gateway_procs > 1 and args.supervised_by is None:
+                from ._supervisor import supervise  # without the web stack: a small process
+
+                return supervise(settings)
             from ._gateway import run_gateway
 
-            run_gateway(settings)
+            return run_gateway(settings, args.supervised_by)
         else:
+            # A worker is one process: its sampler's callback gauges and removals need
+            # prometheus-client's ordinary registry, so an inherited multiprocess
+            # directory (meant for gateways) must not switch it to multiprocess mode.
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
             from ._worker import run_worker
 
             run_worker(settings)

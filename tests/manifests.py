@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,25 @@ def container_port(workload: Doc, port: int | str) -> int:
 _REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
+def cpu_cores(quantity: str | int | float) -> Fraction:
+    """A CPU quantity (``2``, ``1.5``, ``500m``) in cores."""
+    text = str(quantity)
+    return Fraction(text[:-1]) / 1000 if text.endswith("m") else Fraction(text)
+
+
+def resource_field(workload: Doc, ref: Doc) -> int:
+    """What the kubelet puts in an env var of a CPU ``resourceFieldRef``: the container's
+    request or limit divided by the divisor, rounded up. A limit that is not set would
+    be the node's allocatable CPU, which the manifests must not depend on."""
+    kind, _, resource = ref["resource"].partition(".")
+    assert resource == "cpu", f"unexpected resourceFieldRef {ref}"
+    spec = container(workload)
+    assert ref.get("containerName", spec["name"]) == spec["name"]
+    value = spec.get("resources", {}).get(kind, {}).get("cpu")
+    assert value is not None, f"{ref['resource']} is not set: the node's CPU would be used"
+    return math.ceil(cpu_cores(value) / cpu_cores(ref.get("divisor", "1")))
+
+
 def pod_env(target: Rendered, workload: Doc, pod_name: str, secret: str) -> dict[str, str]:
     """The environment the kubelet would give the container of ``pod_name``.
 
@@ -109,6 +130,8 @@ def pod_env(target: Rendered, workload: Doc, pod_name: str, secret: str) -> dict
             env[var["name"]] = _REF.sub(lambda m: env.get(m[1], m[0]), var["value"])
         elif var["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.name":
             env[var["name"]] = pod_name
+        elif "resourceFieldRef" in var["valueFrom"]:
+            env[var["name"]] = str(resource_field(workload, var["valueFrom"]["resourceFieldRef"]))
         elif "secretKeyRef" in var["valueFrom"]:
             ref = var["valueFrom"]["secretKeyRef"]
             found = target.find("Secret", ref["name"])

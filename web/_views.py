@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from likestream._schema import is_valid_id
 from likestream.tables import NotServable, StateReader
@@ -88,9 +91,20 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": False}, status=503, headers=RETRY_AFTER)
 
 
+def exposition() -> bytes:
+    """This process's metrics; in prometheus-client's multiprocess mode (the processes
+    of a multi-process gateway, ``likestream/_supervisor.py``), those of every process
+    sharing ``PROMETHEUS_MULTIPROC_DIR``, added up as each gauge's mode says."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest())
+    response = web.Response(body=exposition())
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     response.charset = "utf-8"
     return response

@@ -9,6 +9,7 @@ kinds against the CRD schemas in ``tests/crd-schemas``.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ from manifests import (
     Rendered,
     container,
     container_port,
+    cpu_cores,
     crd_errors,
     crd_schema_path,
     is_custom,
@@ -45,6 +47,10 @@ KUBE_VERSIONS = ("1.29", kubernetes_validate.latest_version())
 MiB = 1 << 20
 # Python, faust, aiohttp and the Kafka clients of one worker, RocksDB aside.
 PROCESS_BASELINE = 256 * MiB
+# A gateway process (about 75 MiB idle, the count cache and push buffers on top), and the
+# supervisor of a gateway of several processes.
+GATEWAY_PROCESS = 256 * MiB
+GATEWAY_SUPERVISOR = 64 * MiB
 
 
 @pytest.fixture
@@ -519,6 +525,32 @@ def test_worker_memory_covers_rocksdb(target: str) -> None:
     limit = _mebibytes(resources["limits"]["memory"])
     assert limit >= rocksdb + PROCESS_BASELINE
     assert _mebibytes(resources["requests"]["memory"]) <= limit
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_gateway_processes_follow_the_cpu_limit(target: str, clean_env: pytest.MonkeyPatch) -> None:
+    r = rendered(target)
+    gateway = r.one("Deployment", "likestream-gateway")
+    spec = container(gateway)
+    (var,) = [v for v in spec["env"] if v["name"] == "LIKESTREAM_GATEWAY_PROCS"]
+    ref = var["valueFrom"]["resourceFieldRef"]
+    assert ref["resource"] == "limits.cpu"
+    assert cpu_cores(ref["divisor"]) == 1  # one process per core, rounded up
+    assert ref.get("containerName", spec["name"]) == spec["name"]
+    for name, value in pod_env(r, gateway, "likestream-gateway-0", secret="s" * 32).items():
+        clean_env.setenv(name, value)
+    procs = load_settings().gateway_procs
+    assert procs == math.ceil(cpu_cores(spec["resources"]["limits"]["cpu"]))
+    assert procs > 1  # the point: more cores per pod
+    # Each process as much memory as a one-process gateway had, and the supervisor.
+    limit = _mebibytes(spec["resources"]["limits"]["memory"])
+    assert limit >= procs * GATEWAY_PROCESS + GATEWAY_SUPERVISOR
+    assert _mebibytes(spec["resources"]["requests"]["memory"]) <= limit
+    # Workers are one process each: the setting is the gateways' alone.
+    for workload in r.workloads():
+        if workload is not gateway:
+            names = {v["name"] for v in container(workload).get("env", [])}
+            assert "LIKESTREAM_GATEWAY_PROCS" not in names | set(r.config())
 
 
 @pytest.mark.parametrize("target", OVERLAYS)
