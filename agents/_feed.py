@@ -18,8 +18,11 @@ import logging
 from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import IllegalStateError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from faust.types import TP
+
+from likestream._retry import retrying
 
 __all__ = ["Batches", "EventsFeed"]
 
@@ -36,39 +39,54 @@ class EventsFeed:
         self._bootstrap = bootstrap
         self._group = group
         self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
         self.epoch = 0
 
-    async def _started(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
-            # The group id only reads the group's committed offsets (never joins:
-            # partitions are assigned by hand); an unknown one starts at the earliest.
+    async def _started(self) -> tuple[AIOKafkaConsumer, AIOKafkaAdminClient]:
+        if self._consumer is None or self._admin is None:
+            # No group id: the consumer never talks to the group coordinator, whose
+            # background routine asserts on an assignment replaced while it waits (aiokafka
+            # issue 796, seen in failovers). The group's committed offsets come from the
+            # admin client instead, and the positions are set by hand.
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self._bootstrap,
-                group_id=self._group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 max_partition_fetch_bytes=4 << 20,
                 fetch_max_bytes=32 << 20,
             )
+            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
             await consumer.start()
-            self._consumer = consumer
-        return self._consumer
+            await admin.start()
+            self._consumer, self._admin = consumer, admin
+        return self._consumer, self._admin
 
     async def assign(self, tps: set[TP]) -> dict[TP, int]:
         """Read ``tps`` (and only them) from the group's committed offsets; returns those
-        offsets (the earliest where none is committed)."""
+        offsets (the earliest where none is committed); empty when a rebalance or a stop
+        came meanwhile (the next assignment starts over)."""
         self.epoch += 1
-        consumer = await self._started()
+        epoch = self.epoch
+        consumer, admin = await self._started()
         parts = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
+        # The coordinator may be moving or loading (a failover): retried like start-up.
+        committed = await retrying(
+            "reading the committed offsets",
+            lambda: admin.list_consumer_group_offsets(self._group, partitions=list(parts)),
+            (KafkaError,),
+        )
+        earliest = await consumer.beginning_offsets(list(parts))
+        if epoch != self.epoch:
+            return {}
         consumer.assign(list(parts))
         starts: dict[TP, int] = {}
-        try:
-            for part, tp in parts.items():
-                # The committed offset, or the reset one: aiokafka looks it up on assign.
-                starts[tp] = await consumer.position(part)
-        except IllegalStateError:
-            return {}  # unassigned meanwhile: a rebalance began, the next one starts over
+        for part, tp in parts.items():
+            mark = committed.get(part)
+            # None committed: from the start; committed below the log start: from there.
+            offset = max(mark.offset if mark is not None else -1, earliest[part])
+            consumer.seek(part, offset)
+            starts[tp] = offset
         self.epoch += 1
         return starts
 
@@ -99,6 +117,10 @@ class EventsFeed:
         return {TP(part.topic, part.partition): records for part, records in fetched.items()}
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
+        self.epoch += 1
+        consumer, admin = self._consumer, self._admin
+        self._consumer = self._admin = None
+        if consumer is not None:
             await consumer.stop()
+        if admin is not None:
+            await admin.close()
