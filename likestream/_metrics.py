@@ -28,6 +28,7 @@ __all__ = [
     "DROPPED_CLIENTS",
     "EVENTS",
     "EVENT_LATENCY",
+    "FANOUT_SECONDS",
     "FRAMES_ENCODED",
     "HTTP_REQUESTS",
     "HTTP_SECONDS",
@@ -210,6 +211,14 @@ FRAMES_ENCODED = Counter(
     "likestream_push_frames_encoded_total",
     "Count frames encoded for live clients: one per item, tick and kind of client, "
     "however many clients it is written to (likestream_pushes_total).",
+)
+FANOUT_SECONDS = Histogram(
+    "likestream_push_fanout_seconds",
+    "From a push tick's start to its last frame written: how long one change of the "
+    "items due took to reach every subscriber's socket (slices included). Near "
+    "LIKESTREAM_PUSH_INTERVAL_MS and above, the process is busy pushing; clients then get "
+    "fewer, coalesced frames.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 COUNT_CACHE_ITEMS = Gauge(
     "likestream_count_cache_items",

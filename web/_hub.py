@@ -27,7 +27,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
-from likestream._metrics import FRAMES_ENCODED, PUSHES, SUBSCRIPTIONS
+from likestream._metrics import FANOUT_SECONDS, FRAMES_ENCODED, PUSHES, SUBSCRIPTIONS
 from likestream.tables import CountRow, NotServable, StateReader
 
 from ._replica import Replica, Stamp
@@ -147,7 +147,7 @@ class Hub:
         self._dirty: dict[str, Stamp] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._writing: Iterator[bool] | None = None
-        self._due = 0.0
+        self._due = self._began = 0.0
 
     def update(self, item: str, stamp: Stamp) -> None:
         """A count read from ``like-counts``; fanned out when newer than any seen before."""
@@ -241,7 +241,8 @@ class Hub:
         # so at most one frame per item per interval to each client.
         self._timer = None
         loop = asyncio.get_running_loop()
-        self._due = loop.time() + self.interval
+        self._began = loop.time()
+        self._due = self._began + self.interval
         dirty, self._dirty = self._dirty, {}
         self._writing = self._writes(dirty)
         self._write_slice()
@@ -255,6 +256,7 @@ class Hub:
             asyncio.get_running_loop().call_soon(self._write_slice)
             return
         self._writing = None
+        FANOUT_SECONDS.observe(asyncio.get_running_loop().time() - self._began)
         if self._dirty:  # changed while this tick was writing: the next one is due
             self._mark(*next(iter(self._dirty.items())))
 

@@ -19,6 +19,8 @@ import os
 import time
 from dataclasses import dataclass
 
+import aiohttp
+
 from ._audience import Client, Helpers, Sent, helpers
 from ._common import (
     OPEN_FILES,
@@ -85,11 +87,46 @@ class Step:
             f"{f['p99_ms']:,.0f} ms, max {f['max_ms']:,.0f} ms (to like-counts: p99 "
             f"{f['counts_p99_ms']:,.0f} ms), {f['missing']:,.0f} changes missing, "
             f"{self.dropped} dropped (1013), {self.closed - self.dropped} otherwise closed, "
-            f"{self.failed} refused; connected in {self.connect_s:.1f}s; {self.server} "
+            f"{self.failed} refused; connected in {self.connect_s:.1f}s; {self.server}: "
+            f"{f['frames_per_s']:,.0f} frames/s, {f['server_us_per_frame']:.0f} us of CPU per "
+            f"frame, fan-out p50 {f['fanout_p50_ms']:,.0f} ms p99 {f['fanout_p99_ms']:,.0f} ms, "
             f"{self.server_cpu:.2f} cores{worker}, clients {self.clients_cpu:.2f} cores "
             f"({helpers}); {self.server} RSS {self.rss / MIB:,.0f} MiB; load average "
             f"{self.load:.1f}"
         )
+
+
+PUSH_METRICS = "likestream_push"
+_FANOUT = "likestream_push_fanout_seconds"
+
+
+def _pushed(before: dict[str, float], after: dict[str, float], span: float) -> dict[str, float]:
+    """What the server's own metrics say of the load: frames written per second, and how
+    long its fan-outs took (p50 and p99 of ``likestream_push_fanout_seconds``, ms: the
+    upper bound of the bucket the rank falls in)."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    frames = delta("likestream_pushes_total")
+    bounds = sorted(
+        (float(name.split('le="')[1].rstrip('"}')), delta(name))
+        for name in after
+        if name.startswith(_FANOUT + "_bucket")
+    )
+    total = delta(_FANOUT + "_count")
+
+    def percentile(pct: float) -> float:
+        for bound, cumulative in bounds:
+            if total and cumulative >= pct / 100 * total:
+                return bound * 1000
+        return float("nan")
+
+    return {
+        "frames_per_s": round(frames / max(span, 1e-9)),
+        "fanout_p50_ms": percentile(50),
+        "fanout_p99_ms": percentile(99),
+    }
 
 
 class Cpu:
@@ -103,8 +140,12 @@ class Cpu:
         self._began = time.monotonic()
         self._before = [cpu_seconds(pid) for pid in self.pids]
 
+    @property
+    def span(self) -> float:
+        return max(time.monotonic() - self._began, 1e-9)
+
     def cores(self) -> list[float]:
-        span = max(time.monotonic() - self._began, 1e-9)
+        span = self.span
         return [
             (cpu_seconds(pid) - before) / span
             for pid, before in zip(self.pids, self._before, strict=True)
@@ -131,14 +172,21 @@ async def _step(
     records = Client([HOT])
     follower = asyncio.create_task(follow_counts(worker.settings, records))
     pids = [server.pid] + ([worker.pid] if worker is not server else [])
-    processes, helper = Cpu(pids), Cpu(crowd.pids)
-    stamps = await paced_likes(worker.settings, [HOT], HOT_RATE, STEP_SECONDS)
-    cores, helper_cpu = processes.cores(), helper.cores()
+    async with aiohttp.ClientSession() as http:
+        before = await server.samples(http, PUSH_METRICS)
+        processes, helper = Cpu(pids), Cpu(crowd.pids)
+        stamps = await paced_likes(worker.settings, [HOT], HOT_RATE, STEP_SECONDS)
+        cores, helper_cpu = processes.cores(), helper.cores()
+        pushed = _pushed(before, await server.samples(http, PUSH_METRICS), processes.span)
     sent: Sent = {HOT: (count + 1, stamps[HOT])}
     counts = await counts_delays(follower, records, sent)
     delays, closed, dropped = await crowd.collect(sent, WAIT_SECONDS)
     figures = {"events": len(stamps[HOT]), **push_figures(delays)}
     figures["counts_p99_ms"] = round(counts.percentile(99), 1)
+    figures.update(pushed)
+    figures["server_us_per_frame"] = round(
+        cores[0] * processes.span / max(pushed["frames_per_s"] * processes.span, 1) * 1e6, 1
+    )
     return Step(
         kind,
         clients,

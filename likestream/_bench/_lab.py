@@ -122,6 +122,16 @@ class WorkerProcess:
         async with aiohttp.ClientSession() as http:
             await self.wait_status(http, "/readyz", limit)
 
+    async def samples(self, http: aiohttp.ClientSession, prefix: str) -> dict[str, float]:
+        """The ``/metrics`` samples whose name starts with ``prefix``, by name and labels."""
+        async with http.get(self.url + "/metrics") as resp:
+            text = await resp.text()
+        return {
+            name: float(value)
+            for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+            if name.startswith(prefix)
+        }
+
     async def events_total(self, http: aiohttp.ClientSession) -> float:
         async with http.get(self.url + "/metrics") as resp:
             text = await resp.text()

@@ -21,6 +21,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
+from typing import cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -201,9 +202,9 @@ class LeanSocket(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self._request)
+        # A stream transport (asyncio's, or uvloop's, which does not subclass it).
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
         if self._parser is None:
