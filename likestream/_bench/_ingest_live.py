@@ -85,6 +85,7 @@ async def _fold(lab: Lab, cfg: BenchConfig, crowd: Helpers, clients: int) -> dic
     trace = CpuTrace([gateway.pid, *crowd.pids])
     worker = lab.worker(settings)
     worker.start()
+    folding = CpuTrace([worker.pid])
     try:
         t_first, n_first, t_last, n_last = await watch_worker(worker, cfg.live_events, 120, cfg.cap)
         after = await crowd.stats()  # the frames up to the last event applied
@@ -94,16 +95,21 @@ async def _fold(lab: Lab, cfg: BenchConfig, crowd: Helpers, clients: int) -> dic
         settled = await crowd.stats()
     finally:
         await trace.stop()
+        await folding.stop()
         worker.stop()
         gateway.stop()
     span = max(t_last - t_first, 1e-9)
     cores = trace.cores(t_first, t_last)
+    [worker_cores] = folding.cores(t_first, t_last)
     return {
         "events_per_s": round((n_last - n_first) / span),
         "events_applied": round(n_last),
         "subscribers": clients,
         "frames_per_s": round((after["received"] - before["received"]) / span),
         "frames": settled["received"] - before["received"],
+        # The worker's own CPU per event: what pushes cost the fold itself, apart from
+        # the cores the gateway and the clients take from the shared machine.
+        "worker_us_per_event": round(worker_cores * span / max(n_last - n_first, 1) * 1e6, 1),
         "gateway_cores": round(cores[0], 2),
         "clients_cores": round(sum(cores[1:]), 2),
         "dropped": after["dropped"],
@@ -122,7 +128,11 @@ async def ingest_live(lab: Lab, cfg: BenchConfig) -> Result:
         "ingest-live",
         command("ingest-live", cfg, "live_events", "live_clients", "items", "users", "ws_procs"),
         live,
-        {"events_per_s": none["events_per_s"], "gateway_cores": none["gateway_cores"]},
+        {
+            "events_per_s": none["events_per_s"],
+            "worker_us_per_event": none["worker_us_per_event"],
+            "gateway_cores": none["gateway_cores"],
+        },
         ratio=float(f"{ratio:.3g}"),
         limits=(
             "the worker folds alone in its process either way: subscribers are the "
