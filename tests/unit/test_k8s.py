@@ -47,9 +47,12 @@ KUBE_VERSIONS = ("1.29", kubernetes_validate.latest_version())
 MiB = 1 << 20
 # Python, faust, aiohttp and the Kafka clients of one worker, RocksDB aside.
 PROCESS_BASELINE = 256 * MiB
-# A gateway process (about 75 MiB idle, the count cache and push buffers on top), and the
-# supervisor of a gateway of several processes.
-GATEWAY_PROCESS = 256 * MiB
+# A gateway process: about 75 MiB idle, its count cache (LIKESTREAM_COUNT_CACHE_ITEMS of
+# about 200 bytes), and its live connections (the bench's idle scenario: 19.4 KiB each);
+# and the supervisor of a gateway of several processes.
+GATEWAY_BASE = 96 * MiB
+COUNT_BYTES = 200
+CONNECTION_BYTES = 20 * 1024
 GATEWAY_SUPERVISOR = 64 * MiB
 
 
@@ -542,9 +545,15 @@ def test_gateway_processes_follow_the_cpu_limit(target: str, clean_env: pytest.M
     procs = load_settings().gateway_procs
     assert procs == math.ceil(cpu_cores(spec["resources"]["limits"]["cpu"]))
     assert procs > 1  # the point: more cores per pod
-    # Each process as much memory as a one-process gateway had, and the supervisor.
+    # Each process room for the live connections it may hold and its count cache, and
+    # the supervisor: a full process refuses connections instead of being OOM-killed.
+    env = {**r.config(), **{v["name"]: v.get("value") for v in spec.get("env", [])}}
+    connections = int(env["LIKESTREAM_PUSH_MAX_CONNECTIONS"])
+    counts = int(env.get("LIKESTREAM_COUNT_CACHE_ITEMS") or 100_000)
+    assert 0 < connections
+    process = GATEWAY_BASE + counts * COUNT_BYTES + connections * CONNECTION_BYTES
     limit = _mebibytes(spec["resources"]["limits"]["memory"])
-    assert limit >= procs * GATEWAY_PROCESS + GATEWAY_SUPERVISOR
+    assert limit >= procs * process + GATEWAY_SUPERVISOR
     assert _mebibytes(spec["resources"]["requests"]["memory"]) <= limit
     # Workers are one process each: the setting is the gateways' alone.
     for workload in r.workloads():
