@@ -22,6 +22,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._pids import alive
+
 __all__ = ["KAFKA_VERSION", "Broker", "BrokerError", "default_cache_dir"]
 
 KAFKA_VERSION = "4.1.1"
@@ -158,9 +160,9 @@ class Broker:
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
         self._pid_file.unlink(missing_ok=True)
         return True
@@ -171,7 +173,7 @@ class Broker:
             pid = int(self._pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if not _alive(pid):
+        if not alive(pid):
             return None
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -307,21 +309,6 @@ def _run_with_progress(cmd: list[str]) -> None:
         print(file=sys.stderr)
     if p.returncode != 0:
         raise BrokerError("Maven could not resolve Kafka:\n" + "\n".join(tail))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child (exited, not reaped) counts as gone.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
 
 
 def _accepts(port: int) -> bool:

@@ -35,6 +35,7 @@ import rocksdict
 
 from likestream._metrics import COUNT_CACHE_HITS, COUNT_CACHE_ITEMS, COUNT_CACHE_MISSES
 from likestream._partition import partition_for
+from likestream._pids import alive
 
 __all__ = ["Replica", "Stamp", "replica_dir"]
 
@@ -174,19 +175,9 @@ def _sweep(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     for sibling in path.parent.glob("replica-*"):
         pid = sibling.name.rpartition("-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(sibling, ignore_errors=True)
     path.mkdir(parents=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _close(db: rocksdict.Rdict, remove: Path | None) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ._audience import helpers
 from ._common import PUSH_ENV, BenchConfig, Result, command, proc_status, raise_open_files, say
-from ._fanout import MIB, fd_reason
+from ._fanout import FD_SPARE, MIB, fd_reason
 from ._lab import Lab, create_topics
 
 __all__ = ["idle"]
@@ -55,11 +55,16 @@ async def idle(lab: Lab, cfg: BenchConfig) -> Result:
     notes: list[str] = []
     connected = 0
     async with helpers(cfg.ws_procs, settings.data_dir.parent / "clients.log") as crowd:
-        for target in sorted(cfg.idle):
-            reason = fd_reason(target, cfg.ws_procs, open_files)
+        for wanted in sorted(cfg.idle):
+            target = wanted
+            reason = fd_reason(wanted, cfg.ws_procs, open_files)
             if reason:
                 notes.append(reason)
-                break
+                # The most this machine's descriptors allow, when that is still a step up.
+                target = _fitting(connected, cfg.ws_procs, open_files)
+                if not target:
+                    break
+                notes.append(f"{target:,} tried instead: the most that fit")
             say(f"idle: {target:,} subscribed connections on one gateway")
             began = time.monotonic()
             subscriptions = [[f"idle:{i % IDLE_ITEMS}"] for i in range(connected, target)]
@@ -76,7 +81,18 @@ async def idle(lab: Lab, cfg: BenchConfig) -> Result:
             say(f"idle: {step.line(base)}")
             steps.append(step)
             connected = target
+            if target != wanted:
+                break
     return _idle_result(cfg, steps, base, notes)
+
+
+def _fitting(connected: int, procs: int, open_files: int) -> int:
+    """The largest thousand of connections above ``connected`` that fits the descriptors
+    (see :func:`fd_reason`), or 0."""
+    most = (open_files - FD_SPARE) // 1000 * 1000
+    while most > connected and fd_reason(most, procs, open_files):
+        most -= 1000
+    return most if most > connected else 0
 
 
 def _idle_result(cfg: BenchConfig, steps: list[IdleStep], base: int, notes: list[str]) -> Result:

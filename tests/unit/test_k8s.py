@@ -550,7 +550,7 @@ def test_gateway_processes_follow_the_cpu_limit(target: str, clean_env: pytest.M
     env = {**r.config(), **{v["name"]: v.get("value") for v in spec.get("env", [])}}
     connections = int(env["LIKESTREAM_PUSH_MAX_CONNECTIONS"])
     counts = int(env.get("LIKESTREAM_COUNT_CACHE_ITEMS") or 100_000)
-    assert 0 < connections
+    assert connections > 0
     process = GATEWAY_BASE + counts * COUNT_BYTES + connections * CONNECTION_BYTES
     limit = _mebibytes(spec["resources"]["limits"]["memory"])
     assert limit >= procs * process + GATEWAY_SUPERVISOR
