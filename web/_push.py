@@ -175,9 +175,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(
         heartbeat=push.heartbeat, max_msg_size=HARD_MAX_FRAME, compress=False
     )
+    await ws.prepare(request)  # a bad handshake raises here, before anything is counted
     address = _address(request)
     refused = admission.enter(address)
-    await ws.prepare(request)
     if refused is not None:
         # A browser sees no status of a refused handshake, but it sees a close code.
         PUSH_REFUSED.labels(refused).inc()

@@ -311,6 +311,17 @@ async def test_a_full_process_closes_new_websockets_with_1013_and_sse_gets_503(
             assert await frame(again) == likes("post:9", 13)
 
 
+async def test_failed_handshakes_hold_no_place_under_the_cap() -> None:
+    app = create_app(State(), push=push_settings(max_connections=1))
+    async with TestClient(TestServer(app)) as http:
+        for _ in range(3):
+            async with http.get("/ws") as plain:  # no Upgrade: not a WebSocket
+                assert plain.status == 400
+        async with http.ws_connect("/ws") as ws:
+            await send(ws, "subscribe", ["post:9"])
+            assert await frame(ws) == likes("post:9", 12)
+
+
 async def test_subscriptions_past_the_process_cap_are_refused_with_an_error_frame() -> None:
     app = create_app(State(), push=push_settings(max_subscriptions=3))
     async with TestClient(TestServer(app)) as http, http.ws_connect("/ws") as ws:
