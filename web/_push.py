@@ -246,6 +246,8 @@ async def _read_ws(
             sub.send_text(_error("frame_too_large", f"frames are at most {MAX_FRAME} bytes"))
         else:
             _handle(msg.data, sub, hub, push.max_items, trends)
+        if sub.ended is not None:
+            break  # ended by a write of this very task (nothing cancelled it): close it
 
 
 TRENDING_OPS = ("subscribe_trending", "unsubscribe_trending")
@@ -368,7 +370,6 @@ def _last_event_id(request: web.Request) -> int | None:
 
 async def _keep_alive(sub: Subscriber, comment: bytes, interval: float) -> None:
     # A comment keeps proxies from timing the stream out and finds dead peers.
-    while True:
+    while sub.ended is None:  # the first count's write may have ended it already
         await asyncio.sleep(interval)
-        if not sub.write(comment):
-            return
+        sub.write(comment)

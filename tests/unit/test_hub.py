@@ -195,6 +195,20 @@ async def test_a_client_whose_socket_does_not_keep_up_is_ended_and_written_no_mo
     assert len(fine.frames) == 2
 
 
+async def test_a_client_ended_by_its_own_handler_is_not_cancelled_under_it() -> None:
+    # The handler's own subscribe may find the socket full: it must see `ended` and close
+    # the connection itself; a cancel of its own task would land at a random await.
+    hub = Hub(NothingServable(), Replica(1))
+    hub.replica.caught_up(0, 1.0)
+    me = asyncio.current_task()
+    assert me is not None
+    sub = Subscriber(Kind.WS, Socket(buffered=4096), backlog=1024, task=me)
+    hub.subscribe(sub, ["a"])
+    assert sub.ended == "slow"
+    assert me.cancelling() == 0
+    await asyncio.sleep(0)  # nothing pending to raise here
+
+
 async def test_subscribing_past_the_cap_subscribes_nothing() -> None:
     hub = Hub(NothingServable(), max_subscriptions=3)
     sub = subscriber()
