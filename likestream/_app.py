@@ -125,9 +125,10 @@ def trending_settings(settings: Settings) -> TrendingSettings:
     )
 
 
-def read_settings(settings: Settings, url: str | None) -> ReadSettings:
+def read_settings(settings: Settings, url: str | None, secret: str) -> ReadSettings:
     """``url``: this process's advertised URL; None for a gateway (it owns nothing)."""
     return ReadSettings(
+        secret=secret,
         stale_max=settings.stale_max_ms / 1000,
         forward_timeout=settings.forward_timeout_ms / 1000,
         url=url,
@@ -159,7 +160,7 @@ def build(settings: Settings, secret: str) -> Pipeline:
         push=push_settings(settings),
         dev_tokens=bool(settings.dev_tokens),
         trending=trending_settings(settings),
-        reads=read_settings(settings, settings.url),
+        reads=read_settings(settings, settings.url, secret),
         replica=count_replica(settings),
     )
     web = WebServer(api, settings.web_host, settings.web_port)

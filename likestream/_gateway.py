@@ -103,7 +103,7 @@ def run_gateway(settings: Settings, supervised_by: int | None = None) -> int:
         push=push_settings(settings),
         dev_tokens=bool(settings.dev_tokens),
         trending=trending_settings(settings),
-        reads=read_settings(settings, url=None),
+        reads=read_settings(settings, None, secret),
         replica=replica,
     )
     if supervised_by is not None:

@@ -6,8 +6,9 @@ For each item, in order:
    recovered: the table answers;
 2. **forwarded**: otherwise the owner (from the group, ``_owners.py``) is asked, all
    items of one owner in one request and the owners in parallel; membership reads
-   then try the standbys. A forwarded request carries :data:`FORWARDED` and is never
-   forwarded again, so requests cannot loop;
+   then try the standbys. A forwarded request carries :data:`FORWARDED` (a proof only
+   processes sharing the secret can make) and is never forwarded again, so requests
+   cannot loop;
 3. **stale, here**: otherwise from a replica: for counts the ``like-counts`` replica
    (``_replica.py``) or this process's own copy of the partition when that is newer;
    for memberships the copy (a standby, or the owner while it recovers or
@@ -22,7 +23,10 @@ For each item, in order:
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Sized
 from dataclasses import dataclass
@@ -46,6 +50,7 @@ __all__ = [
     "NoTables",
     "ReadSettings",
     "Reader",
+    "forwarding_proof",
     "reads_ctx",
     "stale_headers",
 ]
@@ -81,6 +86,9 @@ class ReadSettings:
     """Where the workers' group is described; None: no owner lookups (unit tests)."""
     group: str = "likestream"
     topic: str = "likes"
+    secret: str | None = None
+    """The signing secret every process shares: it proves a read was forwarded by a peer.
+    None: a proof of this process alone (unit tests), so no request is taken as one."""
 
 
 @runtime_checkable
@@ -97,6 +105,15 @@ class HeldState(Protocol):
 
 def _worst(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
+
+
+def forwarding_proof(secret: str | None) -> str:
+    """What a forwarded read carries in :data:`FORWARDED`: an HMAC of the shared secret, so
+    a client cannot mark its own request as forwarded (which would skip the owner and get
+    a stale answer or a 503 on purpose). It never leaves the processes: peers send it to
+    peers, and answers do not echo it."""
+    key = secret.encode() if secret is not None else os.urandom(32)
+    return hmac.new(key, b"likestream forwarded read v1", hashlib.sha256).hexdigest()[:32]
 
 
 def stale_headers(stale: float | None) -> dict[str, str]:
@@ -122,6 +139,13 @@ class Reader:
         self.http: aiohttp.ClientSession | None = None
         self.copies = CopyClock(settings.stale_max)
         self._down: dict[str, float] = {}
+        self._proof = forwarding_proof(settings.secret)
+
+    def forwarded(self, request: web.Request) -> bool:
+        """Whether a peer forwarded ``request`` (it is then answered from here, never
+        forwarded again); a header a client made up is ignored."""
+        claimed = request.headers.get(FORWARDED)
+        return claimed is not None and hmac.compare_digest(claimed, self._proof)
 
     # -- counts --------------------------------------------------------------------
 
@@ -268,7 +292,7 @@ class Reader:
             async with self.http.get(
                 url + path,
                 params=params,
-                headers={FORWARDED: "1"},
+                headers={FORWARDED: self._proof},
                 timeout=aiohttp.ClientTimeout(total=self.settings.forward_timeout),
             ) as response:
                 if response.status == 200:

@@ -12,7 +12,7 @@ from likestream._schema import is_valid_id
 from likestream.tables import NotServable, StateReader
 
 from ._errors import ApiError
-from ._reads import FORWARDED, READER, stale_headers
+from ._reads import READER, stale_headers
 
 __all__ = ["STATE", "routes"]
 
@@ -38,7 +38,8 @@ def _unavailable(exc: NotServable) -> ApiError:
 
 async def _likes(request: web.Request, items: list[str]) -> tuple[dict[str, int], float | None]:
     try:
-        return await request.app[READER].likes(items, FORWARDED in request.headers)
+        reader = request.app[READER]
+        return await reader.likes(items, reader.forwarded(request))
     except NotServable as exc:
         raise _unavailable(exc) from None
 
@@ -54,7 +55,8 @@ async def item_likes(request: web.Request) -> web.Response:
 async def user_liked(request: web.Request) -> web.Response:
     item, user = _id(request, "item_id"), _id(request, "user_id")
     try:
-        liked, stale = await request.app[READER].liked(item, user, FORWARDED in request.headers)
+        reader = request.app[READER]
+        liked, stale = await reader.liked(item, user, reader.forwarded(request))
     except NotServable as exc:
         raise _unavailable(exc) from None
     return web.json_response(

@@ -17,12 +17,14 @@ from likestream.tables import NO_COUNT, NO_MEMBER, CountRow, MemberRow, NotServa
 from likestream.web import FORWARDED, STALE, STALE_MS, ReadSettings, Replica, Stamp, create_app
 from likestream.web._copies import CopyClock
 from likestream.web._owners import Owners, Placement, parse_members
-from likestream.web._reads import READER, Reader
+from likestream.web._reads import READER, Reader, forwarding_proof
 
 PARTITIONS = 4
 TOPIC = "likes"
 CHANGELOG = "app-state-changelog"
 ME = "http://me:1"
+SECRET = "unit-test-secret-" + "0123456789abcdef" * 2
+PROOF = forwarding_proof(SECRET)
 
 
 def items_in(partition: int) -> list[str]:
@@ -148,7 +150,7 @@ class Peer:
         self.app.router.add_get("/items/{item}/likes/{user}", self.member)
 
     async def batch(self, request: web.Request) -> web.Response:
-        self.asked.append((request.path_qs, FORWARDED in request.headers))
+        self.asked.append((request.path_qs, request.headers.get(FORWARDED) == PROOF))
         items = request.query["items"].split(",")
         return web.json_response(
             {"likes": dict.fromkeys(items, self.likes)},
@@ -157,7 +159,7 @@ class Peer:
         )
 
     async def member(self, request: web.Request) -> web.Response:
-        self.asked.append((request.path, FORWARDED in request.headers))
+        self.asked.append((request.path, request.headers.get(FORWARDED) == PROOF))
         return web.json_response({"liked": True}, status=self.status)
 
 
@@ -187,7 +189,9 @@ async def peer_b() -> AsyncIterator[tuple[Peer, str]]:
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient]:
     app = create_app(
-        State(), reads=ReadSettings(stale_max=2.0, url=ME), replica=Replica(PARTITIONS)
+        State(),
+        reads=ReadSettings(stale_max=2.0, url=ME, secret=SECRET),
+        replica=Replica(PARTITIONS),
     )
     async with TestClient(TestServer(app)) as http:
         yield http
@@ -254,10 +258,23 @@ async def test_a_forwarded_read_is_never_forwarded_again(
     peer, url = peer_a
     place(client, {2: url}, {2: (url,)})
     load_replica(client)
-    resp = await client.get(f"/items/{item_in(2)}/likes", headers={FORWARDED: "1"})
+    resp = await client.get(f"/items/{item_in(2)}/likes", headers={FORWARDED: PROOF})
     assert resp.status == 200
     assert resp.headers[STALE] == "true"
     assert peer.asked == []
+
+
+async def test_a_client_cannot_mark_its_own_read_as_forwarded(
+    client: TestClient, peer_a: tuple[Peer, str]
+) -> None:
+    peer, url = peer_a
+    place(client, {2: url}, {2: (url,)})
+    load_replica(client)
+    for made_up in ("1", "true", forwarding_proof("another-secret-" + "x" * 32)):
+        resp = await client.get(f"/items/{item_in(2)}/likes", headers={FORWARDED: made_up})
+        assert (resp.status, (await resp.json())["likes"]) == (200, 11)  # the owner's
+        assert STALE not in resp.headers
+    assert len(peer.asked) == 3
 
 
 async def test_a_replica_older_than_the_bound_does_not_answer(client: TestClient) -> None:
@@ -282,15 +299,15 @@ async def test_a_held_copy_answers_memberships_when_it_is_new_enough(client: Tes
     load_replica(client)
     item = item_in(1)
     reader.replica.update(item, Stamp(7, 40))  # the copy's count row is as new
-    resp = await client.get(f"/items/{item}/likes/fan", headers={FORWARDED: "1"})
+    resp = await client.get(f"/items/{item}/likes/fan", headers={FORWARDED: PROOF})
     assert (resp.status, (await resp.json())["liked"]) == (200, True)
     assert resp.headers[STALE] == "true"
 
     reader.replica.update(item, Stamp(9, 50))  # newer than the copy, whose changelog...
-    resp = await client.get(f"/items/{item}/likes/fan", headers={FORWARDED: "1"})
+    resp = await client.get(f"/items/{item}/likes/fan", headers={FORWARDED: PROOF})
     assert resp.status == 503  # ...position nobody has sampled yet
     reader.copies.sampled((CHANGELOG, 1), time.time() - 0.5, end=100)
-    resp = await client.get(f"/items/{item}/likes/fan", headers={FORWARDED: "1"})
+    resp = await client.get(f"/items/{item}/likes/fan", headers={FORWARDED: PROOF})
     assert resp.status == 200
     assert 400 <= int(resp.headers[STALE_MS]) <= 2000
 
