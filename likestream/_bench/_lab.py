@@ -133,13 +133,7 @@ class WorkerProcess:
         }
 
     async def events_total(self, http: aiohttp.ClientSession) -> float:
-        async with http.get(self.url + "/metrics") as resp:
-            text = await resp.text()
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("likestream_events_total{")
-        )
+        return sum((await self.samples(http, "likestream_events_total{")).values())
 
 
 class Lab:
