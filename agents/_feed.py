@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
+from likestream._kafka import KafkaConfig
 from likestream._retry import retrying
 
 __all__ = ["Batches", "EventsFeed"]
@@ -35,8 +36,8 @@ FETCH_MAX_RECORDS = 4_000
 
 
 class EventsFeed:
-    def __init__(self, bootstrap: str, group: str) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConfig, group: str) -> None:
+        self._kafka = kafka
         self._group = group
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
@@ -48,15 +49,14 @@ class EventsFeed:
             # background routine asserts on an assignment replaced while it waits (aiokafka
             # issue 796, seen in failovers). The group's committed offsets come from the
             # admin client instead, and the positions are set by hand.
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
+            consumer = self._kafka.consumer(
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 max_partition_fetch_bytes=4 << 20,
                 fetch_max_bytes=32 << 20,
             )
-            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+            admin = self._kafka.admin()
             await consumer.start()
             await admin.start()
             self._consumer, self._admin = consumer, admin

@@ -32,6 +32,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP, StreamT
 
 from likestream import _internals as internals
+from likestream._kafka import KafkaConfig
 from likestream._metrics import DLQ_RECORDS, INVALID_EVENTS, events_folded
 from likestream._schema import InvalidEvent, parse_event
 from likestream._sender import KafkaSender, Outgoing, Sender
@@ -107,10 +108,11 @@ class LikesAgent:
         self.topics = topics
         self.tables = tables
         self.settings = settings
-        self.sender = sender or KafkaSender(settings.kafka)
+        kafka = KafkaConfig.from_settings(settings)
+        self.sender = sender or KafkaSender(kafka)
         self.positions = Positions()
         self.trending = Trending(settings.windows, settings.trending_lateness_ms)
-        self.feed = EventsFeed(settings.kafka, settings.app_id)
+        self.feed = EventsFeed(kafka, settings.app_id)
         self.confirmer = Confirmer(
             tables,
             self.positions,

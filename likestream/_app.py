@@ -21,6 +21,7 @@ from likestream.web import (
 )
 
 from . import _internals as internals
+from ._kafka import KafkaConfig
 from ._sampler import Sampler
 from ._settings import Settings
 from .client import LikeClient
@@ -48,7 +49,7 @@ def _faust_app(settings: Settings) -> faust.App:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.app_id,
-        broker=";".join(f"kafka://{s}" for s in settings.kafka.split(",")),
+        **KafkaConfig.from_settings(settings).faust_options(),
         store="rocksdb://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -88,7 +89,7 @@ def _events_topic(app: faust.App, settings: Settings) -> faust.TopicT:
 
 def write_settings(settings: Settings, secret: str) -> Writes:
     return Writes(
-        publisher=LikeClient(settings.kafka, settings.topic, linger_ms=1),
+        publisher=LikeClient(KafkaConfig.from_settings(settings), settings.topic, linger_ms=1),
         secret=secret,
         limiter=RateLimiter(settings.rate, settings.burst),
         timeout=settings.publish_timeout_ms / 1000,
@@ -101,7 +102,7 @@ def push_settings(settings: Settings) -> PushSettings:
         max_items=settings.push_max_items,
         backlog=settings.push_backlog_kb * 1024,
         heartbeat=settings.push_heartbeat_ms / 1000,
-        kafka=settings.kafka,
+        kafka=KafkaConfig.from_settings(settings),
         counts_topic=settings.counts_topic,
         partitions=settings.partitions,
         max_connections=settings.push_max_connections,
@@ -119,7 +120,7 @@ def count_replica(settings: Settings) -> Replica:
 def trending_settings(settings: Settings) -> TrendingSettings:
     return TrendingSettings(
         windows=settings.windows,
-        kafka=settings.kafka,
+        kafka=KafkaConfig.from_settings(settings),
         topic=settings.trending_topic,
         partitions=settings.partitions,
     )
@@ -132,7 +133,7 @@ def read_settings(settings: Settings, url: str | None, secret: str) -> ReadSetti
         stale_max=settings.stale_max_ms / 1000,
         forward_timeout=settings.forward_timeout_ms / 1000,
         url=url,
-        kafka=settings.kafka,
+        kafka=KafkaConfig.from_settings(settings),
         group=settings.app_id,
         topic=settings.topic,
     )

@@ -22,9 +22,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._kafka import KafkaConfig
 from ._pids import alive
 
-__all__ = ["KAFKA_VERSION", "Broker", "BrokerError", "default_cache_dir"]
+__all__ = ["KAFKA_VERSION", "Broker", "BrokerError", "Secured", "default_cache_dir"]
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
@@ -84,6 +85,40 @@ log.segment.bytes=67108864
 """
 
 
+# The secured broker's extra listener: SCRAM-SHA-512 over TLS (a self-signed certificate
+# for localhost made with keytool) or plain TCP, and the StandardAuthorizer. The PLAINTEXT
+# listener stays for the broker itself (inter-broker and controller traffic) and for
+# test set-up; its ANONYMOUS principal is therefore a super user, like Strimzi's internal
+# replication listener, which no application reaches.
+_SECURED = """listeners=PLAINTEXT://localhost:{port},CONTROLLER://localhost:{controller_port},\
+SECURED://localhost:{secured_port}
+advertised.listeners=PLAINTEXT://localhost:{port},SECURED://localhost:{secured_port}
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SECURED:{protocol}
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.secured.scram-sha-512.sasl.jaas.config=\
+org.apache.kafka.common.security.scram.ScramLoginModule required;
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS
+allow.everyone.if.no.acl.found=false
+"""
+
+_TLS = """listener.name.secured.ssl.keystore.type=PKCS12
+listener.name.secured.ssl.keystore.location={keystore}
+listener.name.secured.ssl.keystore.password={password}
+"""
+
+
+@dataclass(frozen=True)
+class Secured:
+    """The extra listener of a secured broker: SCRAM-SHA-512 users created when the log
+    directory is formatted, over TLS unless ``tls`` is False; ACLs are the caller's
+    (``likestream._kafka.create_acls`` through :attr:`Broker.kafka`)."""
+
+    users: tuple[tuple[str, str], ...]
+    """(name, password) pairs."""
+    tls: bool = True
+
+
 class BrokerError(RuntimeError):
     """A failure the user can act on; the message says what to do."""
 
@@ -104,6 +139,8 @@ class Broker:
     cache_dir: Path
     state_dir: Path
     port: int = 9092
+    secured: Secured | None = None
+    """An extra SCRAM listener on ``port + 2`` with an authorizer; None: PLAINTEXT only."""
 
     @classmethod
     def default(cls, port: int = 9092, state_dir: Path | None = None) -> Broker:
@@ -113,6 +150,31 @@ class Broker:
     @property
     def bootstrap(self) -> str:
         return f"localhost:{self.port}"
+
+    @property
+    def kafka(self) -> KafkaConfig:
+        """The PLAINTEXT listener (a super user when the broker is secured)."""
+        return KafkaConfig(self.bootstrap)
+
+    @property
+    def secured_bootstrap(self) -> str:
+        return f"localhost:{self.port + 2}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The secured listener's certificate (self-signed: its own CA), PEM."""
+        return self.state_dir / "ca.pem"
+
+    def user(self, name: str, password: str) -> KafkaConfig:
+        """A client of the secured listener as ``name`` (any password: wrong ones too)."""
+        tls = self.secured is not None and self.secured.tls
+        return KafkaConfig(
+            self.secured_bootstrap,
+            protocol="SASL_SSL" if tls else "SASL_PLAINTEXT",
+            username=name,
+            password=password,
+            ca_file=self.ca_file if tls else None,
+        )
 
     @property
     def libs(self) -> Path:
@@ -133,7 +195,7 @@ class Broker:
         if self.pid() is not None:
             return False
         java = _java()
-        for port in (self.port, self.port + 1):
+        for port in (self.port, self.port + 1, self.port + 2)[: 3 if self.secured else 2]:
             if _accepts(port):
                 raise BrokerError(f"port {port} is in use by another process; choose --port")
         self.fetch()
@@ -226,14 +288,58 @@ class Broker:
     def _write_config(self) -> Path:
         (self.state_dir / "log4j2.properties").write_text(_LOG4J.format(log=self.log_file))
         config = self.state_dir / "server.properties"
-        config.write_text(
-            _SERVER.format(
+        text = _SERVER.format(
+            port=self.port, controller_port=self.port + 1, log_dir=self.state_dir / "data"
+        )
+        if self.secured is not None:
+            drop = ("listeners=", "advertised.listeners=", "listener.security.protocol.map=")
+            text = "".join(line for line in text.splitlines(True) if not line.startswith(drop))
+            text += _SECURED.format(
                 port=self.port,
                 controller_port=self.port + 1,
-                log_dir=self.state_dir / "data",
+                secured_port=self.port + 2,
+                protocol="SASL_SSL" if self.secured.tls else "SASL_PLAINTEXT",
             )
-        )
+            if self.secured.tls:
+                text += _TLS.format(**self._keystore())
+        config.write_text(text)
         return config
+
+    def _keystore(self) -> dict[str, str]:
+        """A self-signed certificate for localhost in a PKCS12 keystore (made once), and
+        its PEM for clients to trust."""
+        keystore = self.state_dir / "broker.p12"
+        password_file = self.state_dir / "keystore.password"
+        if not keystore.exists():
+            password_file.write_text(uuid.uuid4().hex)
+            keytool = shutil.which("keytool")
+            if keytool is None:
+                raise BrokerError("keytool (part of Java) is needed for the TLS listener")
+            common = [keytool, "-keystore", str(keystore), "-storepass", password_file.read_text()]
+            for args in (
+                [
+                    "-genkeypair",
+                    "-alias",
+                    "broker",
+                    "-keyalg",
+                    "EC",
+                    "-groupname",
+                    "secp256r1",
+                    "-validity",
+                    "30",
+                    "-dname",
+                    "CN=localhost",
+                    "-ext",
+                    "san=dns:localhost,ip:127.0.0.1",
+                    "-storetype",
+                    "PKCS12",
+                ],
+                ["-exportcert", "-rfc", "-alias", "broker", "-file", str(self.ca_file)],
+            ):
+                done = subprocess.run([*common, *args], capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    raise BrokerError(f"keytool failed: {done.stdout}{done.stderr}".strip())
+        return {"keystore": str(keystore), "password": password_file.read_text()}
 
     def _format(self, java: str, config: Path) -> None:
         if (self.state_dir / "data" / "meta.properties").exists():
@@ -249,6 +355,8 @@ class Broker:
             "-c",
             str(config),
         ]
+        for name, password in self.secured.users if self.secured is not None else ():
+            cmd += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise BrokerError(

@@ -23,11 +23,12 @@ from aiohttp import web
 from likestream.web import NoTables, create_app
 
 from ._app import count_replica, push_settings, read_settings, trending_settings, write_settings
+from ._kafka import warn_if_plaintext
 from ._logging import logging_config
 from ._retry import retrying
 from ._secret import signing_secret
 from ._settings import Settings
-from ._topics import KafkaUnreachable, ensure_topics
+from ._topics import KafkaUnreachable, ensure_topics, gateway_topics
 
 __all__ = ["run_gateway"]
 
@@ -89,10 +90,15 @@ def run_gateway(settings: Settings, supervised_by: int | None = None) -> int:
     """
     logging.config.dictConfig(logging_config(settings))
     secret = signing_secret(settings)  # prod refuses a missing or weak one before anything runs
+    warn_if_plaintext(settings)
     if supervised_by is None:
         # The topics must exist (the replica tails like-counts); their partitions must agree.
         asyncio.run(
-            retrying("creating topics", lambda: ensure_topics(settings), (KafkaUnreachable,))
+            retrying(
+                "creating topics",
+                lambda: ensure_topics(settings, gateway_topics(settings)),
+                (KafkaUnreachable,),
+            )
         )
     replica = count_replica(settings)
     app = create_app(

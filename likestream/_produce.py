@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO
 
+from ._kafka import KafkaConfig
 from ._schema import Action, InvalidEvent, LikeEvent, event_from_json
 from .client import LikeClient, new_event
 
@@ -44,12 +45,12 @@ def synthetic_events(
 
 
 async def produce(
-    bootstrap: str, topic: str, events: Iterable[LikeEvent], total: int | None = None
+    kafka: KafkaConfig, topic: str, events: Iterable[LikeEvent], total: int | None = None
 ) -> int:
     """Publish ``events`` and wait for every acknowledgement; returns how many were sent."""
     progress = _Progress(total)
     sent = 0
-    async with LikeClient(bootstrap, topic, linger_ms=10) as client:
+    async with LikeClient(kafka, topic, linger_ms=10) as client:
         pending: list[asyncio.Future[object]] = []
         for event in events:
             pending.append(await client.send(event))

@@ -26,6 +26,7 @@ from prometheus_client import Counter, Gauge
 from likestream.tables import LikeTables
 
 from . import _internals as internals
+from ._kafka import KafkaConfig
 from ._metrics import (
     ASSIGNED_PARTITIONS,
     CONSUMER_LAG,
@@ -173,9 +174,9 @@ class Sampler(Service):
 
     async def _connect(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None or self._offsets is None:
-            servers = self.settings.kafka
-            self._admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-            self._offsets = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+            kafka = KafkaConfig.from_settings(self.settings)
+            self._admin = kafka.admin()
+            self._offsets = kafka.consumer(enable_auto_commit=False)
             await self._admin.start()
             await self._offsets.start()
         return self._admin, self._offsets

@@ -17,6 +17,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import RecordMetadata
 
+from ._kafka import KafkaConfig
+
 __all__ = ["MAX_BATCH_BYTES", "NO_HEADERS", "KafkaSender", "Outgoing", "Sender"]
 
 size_of = DefaultRecordBatchBuilder.size_of
@@ -59,8 +61,8 @@ _SLACK = 64  # bytes per record that ``size_of`` leaves out (varints, batch head
 class KafkaSender:
     """A Sender over its own idempotent producer (acks=all); start before use."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConfig) -> None:
+        self._kafka = kafka
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
 
@@ -71,8 +73,7 @@ class KafkaSender:
     async def _start(self) -> None:
         if self._producer is None:
             # Created here: aiokafka wants a running loop.
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self._bootstrap,
+            producer = self._kafka.producer(
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=0,  # callers hand over whole batches already

@@ -195,6 +195,68 @@ class Settings(BaseSettings):
     """How often a worker publishes changed top items of its partitions, milliseconds:
     the staleness of ``GET /trending`` on top of reading the topic."""
 
+    # -- Kafka security (one block: see likestream/_kafka.py, the one client factory) --
+
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = (
+        Field(None, validate_default=True)
+    )
+    """How every Kafka client connects: ``PLAINTEXT``, ``SSL`` (TLS), ``SASL_PLAINTEXT`` or
+    ``SASL_SSL`` (SASL over TLS, what Kubernetes uses). Unset: ``PLAINTEXT`` in dev; prod
+    refuses to start without it (an explicit ``PLAINTEXT`` starts with a warning)."""
+
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    """SASL mechanism with a ``SASL_*`` protocol."""
+
+    kafka_username: str | None = Field(None, validate_default=True)
+    """SASL user name (the KafkaUser of this process's role); required with ``SASL_*``."""
+
+    kafka_password: SecretStr | None = Field(None, validate_default=True)
+    """SASL password; required with ``SASL_*``. Masked by ``likestream config``."""
+
+    kafka_ca_file: Path | None = Field(None, validate_default=True)
+    """PEM file of the CA that signed the brokers' certificates, with ``SSL``/``SASL_SSL``
+    (Strimzi: the cluster CA secret's ``ca.crt``). Unset: the system's CAs."""
+
+    kafka_cert_file: Path | None = None
+    """PEM client certificate for mutual TLS (optional; with ``LIKESTREAM_KAFKA_KEY_FILE``)."""
+
+    kafka_key_file: Path | None = Field(None, validate_default=True)
+    """PEM private key of ``LIKESTREAM_KAFKA_CERT_FILE``."""
+
+    @field_validator("kafka_security_protocol")
+    @classmethod
+    def _check_kafka_protocol(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("env") == "prod":
+            raise ValueError(
+                "required when LIKESTREAM_ENV=prod (SASL_SSL with SCRAM in Kubernetes; "
+                "PLAINTEXT only knowingly)"
+            )
+        return value
+
+    @field_validator("kafka_username", "kafka_password")
+    @classmethod
+    def _check_kafka_sasl(cls, value: Any, info: ValidationInfo) -> Any:
+        protocol = info.data.get("kafka_security_protocol") or ""
+        if protocol.startswith("SASL_") and not value:
+            raise ValueError(f"required with LIKESTREAM_KAFKA_SECURITY_PROTOCOL={protocol}")
+        return value
+
+    @field_validator("kafka_ca_file", "kafka_cert_file", "kafka_key_file")
+    @classmethod
+    def _check_kafka_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None:
+            if info.data.get("kafka_security_protocol") not in ("SSL", "SASL_SSL"):
+                raise ValueError(
+                    "only used with LIKESTREAM_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL"
+                )
+            if not value.is_file():
+                raise ValueError(f"no such file: {value}")
+        if info.field_name == "kafka_key_file" and (value is None) != (
+            info.data.get("kafka_cert_file") is None
+        ):
+            raise ValueError("LIKESTREAM_KAFKA_CERT_FILE and LIKESTREAM_KAFKA_KEY_FILE go together")
+        return value
+
     @field_validator("kafka")
     @classmethod
     def _check_kafka(cls, value: str) -> str:

@@ -1,19 +1,30 @@
 """Create the app's own topics with the configured partitions (auto-creation is off).
 
-The changelog topics are created by Faust itself when the tables start.
+The changelog topics are created by Faust itself when the tables start. On a secured
+cluster the topics are declared by the operator (k8s/base/topics.yaml) and a role may
+lack Create: a missing topic then stops start-up saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
 
+from ._kafka import KafkaConfig
 from ._settings import Settings
 
-__all__ = ["KafkaUnreachable", "TopicError", "TopicSpec", "ensure_topics", "topic_specs"]
+__all__ = [
+    "KafkaUnreachable",
+    "TopicError",
+    "TopicSpec",
+    "ensure_topics",
+    "gateway_topics",
+    "topic_specs",
+]
 
 
 CONNECT_TIMEOUT = 30.0
@@ -46,9 +57,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-async def ensure_topics(settings: Settings) -> None:
-    """Create missing topics; fail when an existing one has other partitions."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=10_000)
+def gateway_topics(settings: Settings) -> set[str]:
+    """What a gateway reads or writes: not the dead letters, which its user cannot see."""
+    return {settings.topic, settings.counts_topic, settings.trending_topic}
+
+
+async def ensure_topics(settings: Settings, only: Collection[str] | None = None) -> None:
+    """Create missing topics; fail when an existing one has other partitions. ``only``:
+    the names of the topics this process uses (a gateway's user may not see the rest)."""
+    admin = KafkaConfig.from_settings(settings).admin(request_timeout_ms=10_000)
     try:
         await asyncio.wait_for(admin.start(), CONNECT_TIMEOUT)
     except (KafkaConnectionError, TimeoutError) as exc:
@@ -56,16 +73,25 @@ async def ensure_topics(settings: Settings) -> None:
             f"cannot reach Kafka at {settings.kafka} (LIKESTREAM_KAFKA): {exc}"
         ) from None
     try:
-        specs = topic_specs(settings)
+        specs = [s for s in topic_specs(settings) if only is None or s.name in only]
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
-            await admin.create_topics(
+            response = await admin.create_topics(
                 [
                     NewTopic(s.name, s.partitions, settings.replication, topic_configs=s.config)
                     for s in missing
                 ]
             )
+            for name, code, message in (e[:3] for e in response.topic_errors):
+                if code not in (
+                    0,
+                    TopicAlreadyExistsError.errno,
+                ):  # a peer's concurrent start made it
+                    raise TopicError(
+                        f"cannot create topic {name!r}: {for_code(code).__name__} ({message}); "
+                        "declare it (k8s/base/topics.yaml) or grant Create on it"
+                    )
         await _check_partitions(admin, specs)
     finally:
         await admin.close()

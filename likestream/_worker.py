@@ -9,6 +9,7 @@ import logging.config
 import faust
 
 from ._app import build
+from ._kafka import warn_if_plaintext
 from ._logging import logging_config
 from ._retry import retrying
 from ._secret import signing_secret
@@ -29,6 +30,7 @@ def run_worker(settings: Settings) -> None:
     # Before anything logs (the dev-secret notice, topic creation); faust applies it again.
     logging.config.dictConfig(logging_config(settings))
     secret = signing_secret(settings)  # prod refuses a missing or weak one before anything runs
+    warn_if_plaintext(settings)
     asyncio.run(retrying("creating topics", lambda: ensure_topics(settings), (KafkaUnreachable,)))
     pipeline = build(settings, secret)
     gc.set_threshold(*GC_THRESHOLDS)

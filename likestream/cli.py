@@ -128,6 +128,7 @@ def _config(settings: Settings) -> None:
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> None:
+    from ._kafka import KafkaConfig
     from ._produce import produce, read_events, synthetic_events
 
     total: int | None = None
@@ -139,7 +140,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> None:
         events = read_events(args.file)
     else:
         events = [_event_from_args(args.event)]
-    asyncio.run(produce(settings.kafka, settings.topic, events, total))
+    asyncio.run(produce(KafkaConfig.from_settings(settings), settings.topic, events, total))
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> None:

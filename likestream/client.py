@@ -8,15 +8,17 @@ replicas, and an idempotent producer so that its own retries never duplicate.
 Example::
 
     import asyncio
-    from likestream.client import LikeClient
+    from likestream.client import KafkaConfig, LikeClient
 
     async def main() -> None:
-        async with LikeClient("localhost:9092") as client:
+        async with LikeClient(KafkaConfig("localhost:9092")) as client:
             await client.like("alice", "post:9")   # returns once Kafka acknowledged it
 
     asyncio.run(main())
 
-Without asyncio, :class:`SyncLikeClient` does the same with plain calls.
+Without asyncio, :class:`SyncLikeClient` does the same with plain calls. A secured
+cluster takes its security options in the :class:`KafkaConfig` (``protocol``,
+``username``, ``password``, ``ca_file``; see ``likestream/_kafka.py``).
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
+from ._kafka import KafkaConfig
 from ._partition import partition_for
 from ._schema import Action, LikeEvent, encode_event
 
 __all__ = [
     "DeliveryError",
+    "KafkaConfig",
     "LikeClient",
     "RecordMetadata",
     "SyncLikeClient",
@@ -70,14 +74,14 @@ class LikeClient:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaConfig,
         topic: str = "likes",
         linger_ms: int = 5,
         request_timeout_ms: int = 30_000,
     ) -> None:
         self.topic = topic
+        self._kafka = kafka
         self._config = {
-            "bootstrap_servers": bootstrap,
             "linger_ms": linger_ms,
             "request_timeout_ms": request_timeout_ms,
         }
@@ -85,7 +89,7 @@ class LikeClient:
 
     async def start(self) -> None:
         # aiokafka binds a producer to the running loop, so it is made here.
-        producer = AIOKafkaProducer(
+        producer = self._kafka.producer(
             **self._config, acks="all", enable_idempotence=True, partitioner=by_item
         )
         try:
@@ -160,13 +164,13 @@ class SyncLikeClient:
     It runs its own event loop in the calling thread, so use it from one thread
     and not inside a running event loop::
 
-        with SyncLikeClient("localhost:9092") as client:
+        with SyncLikeClient(KafkaConfig("localhost:9092")) as client:
             client.like("alice", "post:9")
     """
 
-    def __init__(self, bootstrap: str, topic: str = "likes", linger_ms: int = 5) -> None:
+    def __init__(self, kafka: KafkaConfig, topic: str = "likes", linger_ms: int = 5) -> None:
         self._runner = asyncio.Runner()
-        self._client = LikeClient(bootstrap, topic, linger_ms)
+        self._client = LikeClient(kafka, topic, linger_ms)
         try:
             self._runner.run(self._client.start())
         except BaseException:

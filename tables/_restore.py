@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
+from likestream._kafka import KafkaConfig
 from likestream._metrics import RESTORED_RECORDS
 
 if TYPE_CHECKING:
@@ -31,11 +32,10 @@ STALL_S = 30.0
 PROGRESS_S = 5.0
 
 
-async def restore(table: StampedTable, bootstrap: str, partitions: list[int]) -> int:
+async def restore(table: StampedTable, kafka: KafkaConfig, partitions: list[int]) -> int:
     """Merge the changelog of ``partitions`` into RocksDB; returns the records read."""
     topic = table.changelog_topic.get_topic_name()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = kafka.consumer(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",  # compaction may have removed the start

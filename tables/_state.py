@@ -20,6 +20,7 @@ from aiokafka.structs import RecordMetadata
 from faust.types import TP
 
 from likestream import _internals as internals
+from likestream._kafka import KafkaConfig
 from likestream._partition import partition_for
 from likestream._sender import NO_HEADERS, Sender
 from likestream._settings import Settings
@@ -208,7 +209,7 @@ class LikeTables:
             # and it answers reads while its owner is away (web/_reads.py).
             standby_buffer_size=1,
         )
-        table.bootstrap, table.source_topic = settings.kafka, settings.topic
+        table.kafka, table.source_topic = KafkaConfig.from_settings(settings), settings.topic
         app.tables.add(table)
         self.table = table
         self._pending: dict[int, _Pending] = {}

@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP, EventT
 
 from likestream import _internals as internals
+from likestream._kafka import KafkaConfig
 
 from ._restore import restore
 from ._rows import supersedes
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 class StampedTable(faust.Table[bytes, bytes]):
     # Set by the owner: where to restore owned partitions from (``_restore.py``).
-    bootstrap: str | None = None
+    kafka: KafkaConfig | None = None
     source_topic: str | None = None
     # Records the bulk restore still has to read; None when it is not running.
     restoring: int | None = None
@@ -64,9 +65,9 @@ class StampedTable(faust.Table[bytes, bytes]):
             await self.on_assigned(assigned)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         owned = sorted(tp.partition for tp in assigned if tp.topic == self.source_topic)
-        if self.bootstrap is not None and owned:
+        if self.kafka is not None and owned:
             try:
-                await restore(self, self.bootstrap, owned)
+                await restore(self, self.kafka, owned)
             except KafkaError as exc:
                 # Faust's own recovery still runs and gets there, only slower.
                 log.warning("bulk restore of %s failed (%r)", self.name, exc)

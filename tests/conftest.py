@@ -17,26 +17,31 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from oracle import Oracle
 
 from likestream._broker import Broker, default_cache_dir
+from likestream._kafka import KafkaConfig
 
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 
 
-def free_port_pair() -> int:
-    """A port p such that p and p+1 are free (the broker and its controller)."""
+def free_port_pair(span: int = 2) -> int:
+    """A port p such that p to p+span-1 are free (the broker, its controller, and a
+    secured broker's SCRAM listener)."""
     for _ in range(50):
         with socket.socket() as sock:
             sock.bind(("localhost", 0))
             port = int(sock.getsockname()[1])
-        with socket.socket() as probe:
-            if probe.connect_ex(("localhost", port + 1)) != 0 and port < 65000:
-                return port
+        if port < 65000 and all(_closed(port + i) for i in range(1, span)):
+            return port
     raise RuntimeError("no free port pair")
+
+
+def _closed(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("localhost", port)) != 0
 
 
 def free_port() -> int:
@@ -169,13 +174,13 @@ class Cluster:
         self.app_id = f"likestream-{tag}"
 
     @property
-    def kafka(self) -> str:
-        return self.broker.bootstrap
+    def kafka(self) -> KafkaConfig:
+        return self.broker.kafka
 
     def worker(self, name: str, command: str = "worker", **settings: str) -> Worker:
         """A worker (or ``command="gateway"``); ``settings`` adds LIKESTREAM_* variables."""
         env = {
-            "LIKESTREAM_KAFKA": self.kafka,
+            "LIKESTREAM_KAFKA": self.broker.bootstrap,
             "LIKESTREAM_TOPIC": self.topic,
             "LIKESTREAM_COUNTS_TOPIC": self.counts_topic,
             "LIKESTREAM_TRENDING_TOPIC": self.trending_topic,
@@ -196,8 +201,8 @@ class Cluster:
         so this is the observable "caught up" condition. Returns seconds waited.
         """
         began = time.monotonic()
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka)
+        admin = self.kafka.admin()
+        consumer = self.kafka.consumer()
         await admin.start()
         await consumer.start()
         try:
@@ -225,7 +230,7 @@ class Cluster:
 
 async def read_topic(cluster: Cluster, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` from its beginning to its current end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=cluster.kafka, enable_auto_commit=False)
+    consumer = cluster.kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:

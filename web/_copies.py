@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from likestream._kafka import KafkaConfig
+
 from ._polling import poll_forever
 
 __all__ = ["SAMPLE_SECONDS", "CopyClock", "sample_forever"]
@@ -46,12 +48,12 @@ class CopyClock:
 
 
 async def sample_forever(
-    kafka: str, held: Callable[[], list[tuple[str, int]]], clock: CopyClock
+    kafka: KafkaConfig, held: Callable[[], list[tuple[str, int]]], clock: CopyClock
 ) -> None:
     """Sample the end offsets of the ``held()`` changelog partitions until cancelled."""
 
     async def connect() -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(bootstrap_servers=kafka)
+        consumer = kafka.consumer()
         await consumer.start()
         return consumer
 

@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 
 from likestream._internals import MemberAssignment, decode_member_assignment
+from likestream._kafka import KafkaConfig
 
 from ._polling import poll_forever
 
@@ -104,11 +105,11 @@ async def _describe(admin: AIOKafkaAdminClient, group: str, topic: str) -> tuple
     return state, parse_members((m["member_assignment"] for m in members), topic)
 
 
-async def watch_owners(kafka: str, group: str, topic: str, owners: Owners) -> None:
+async def watch_owners(kafka: KafkaConfig, group: str, topic: str, owners: Owners) -> None:
     """Keep ``owners`` current until cancelled; Kafka going away only pauses it."""
 
     async def connect() -> AIOKafkaAdminClient:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+        admin = kafka.admin()
         await admin.start()
         return admin
 

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from aiohttp import HttpVersion11, WSMsgType, web
 
+from likestream._kafka import KafkaConfig
 from likestream._metrics import (
     DROPPED_CLIENTS,
     PUSH_REFUSED,
@@ -69,7 +70,7 @@ class PushSettings:
     """Bytes written to a client and not yet taken by its socket before it is too slow."""
     heartbeat: float
     """WebSocket ping interval and SSE keep-alive interval, seconds."""
-    kafka: str | None = None
+    kafka: KafkaConfig | None = None
     """Where to tail the counts topic; None: no tail (unit tests feed the hub)."""
     counts_topic: str = "like-counts"
     partitions: int = 1

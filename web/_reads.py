@@ -35,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 import aiohttp
 from aiohttp import web
 
+from likestream._kafka import KafkaConfig
 from likestream._metrics import READS
 from likestream.tables import CountRow, MemberRow, NotServable, StateReader
 
@@ -82,7 +83,7 @@ class ReadSettings:
     forward_timeout: float = 1.0
     url: str | None = None
     """This process's advertised URL (never forwarded to); None for a gateway."""
-    kafka: str | None = None
+    kafka: KafkaConfig | None = None
     """Where the workers' group is described; None: no owner lookups (unit tests)."""
     group: str = "likestream"
     topic: str = "likes"

@@ -16,8 +16,9 @@ import logging
 from collections.abc import Callable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
+from likestream._kafka import KafkaConfig
 from likestream._schema import is_valid_id
 
 from ._hub import Hub, Stamp
@@ -43,7 +44,7 @@ def parse_count(record: ConsumerRecord[bytes, bytes]) -> tuple[str, Stamp] | Non
     return item, Stamp(likes, offset)
 
 
-async def tail_counts(kafka: str, topic: str, partitions: int, hub: Hub) -> None:
+async def tail_counts(kafka: KafkaConfig, topic: str, partitions: int, hub: Hub) -> None:
     """Feed ``hub`` from ``topic`` until cancelled; reconnects when Kafka goes away."""
 
     def handle(record: ConsumerRecord[bytes, bytes]) -> None:
@@ -59,7 +60,11 @@ CaughtUp = Callable[[int, float], None]
 
 
 async def tail_topic(
-    kafka: str, topic: str, partitions: int, handle: Handle, caught_up: CaughtUp | None = None
+    kafka: KafkaConfig,
+    topic: str,
+    partitions: int,
+    handle: Handle,
+    caught_up: CaughtUp | None = None,
 ) -> None:
     """Every record of ``topic`` from its beginning, then as they come, to ``handle``;
     until cancelled, reconnecting when Kafka goes away. ``caught_up(partition, at)``
@@ -75,11 +80,9 @@ async def tail_topic(
 
 
 async def _tail_once(
-    kafka: str, topic: str, partitions: int, handle: Handle, caught_up: CaughtUp | None
+    kafka: KafkaConfig, topic: str, partitions: int, handle: Handle, caught_up: CaughtUp | None
 ) -> None:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka, enable_auto_commit=False, fetch_max_wait_ms=250
-    )
+    consumer = kafka.consumer(enable_auto_commit=False, fetch_max_wait_ms=250)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]

@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 from aiokafka import ConsumerRecord
 
+from likestream._kafka import KafkaConfig
 from likestream._top import PartitionTop, merge_tops, parse_top
 from likestream._window_spec import Window
 
@@ -44,7 +45,7 @@ DEFAULT_LIMIT = 10
 @dataclass(frozen=True)
 class TrendingSettings:
     windows: tuple[Window, ...]
-    kafka: str | None = None
+    kafka: KafkaConfig | None = None
     """Where to read the trending topic; None: nothing read (unit tests feed the board)."""
     topic: str = "like-trending"
     partitions: int = 1

@@ -15,8 +15,8 @@ import uuid
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer
 
+from .._kafka import KafkaConfig
 from .._produce import produce, synthetic_events
 from .._settings import Settings
 from ._common import BenchConfig, Result, command, say
@@ -44,7 +44,7 @@ async def bare_consume(settings: Settings, total: int) -> tuple[float, float]:
 
     Returns (events/s from the first record to the last, seconds).
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False)
+    consumer = KafkaConfig.from_settings(settings).consumer(enable_auto_commit=False)
     await consumer.start()
     counts: dict[str, int] = {}
     seen = 0
@@ -178,7 +178,7 @@ async def ingest(lab: Lab, cfg: BenchConfig) -> Result:
     say(f"ingest: producing {cfg.events:,} events ({cfg.items:,} items, {cfg.users:,} users)")
     events = list(synthetic_events(cfg.events, cfg.items, cfg.users, seed=cfg.seed))
     expected = expected_counts(events)
-    await produce(settings.kafka, settings.topic, events, cfg.events)
+    await produce(KafkaConfig.from_settings(settings), settings.topic, events, cfg.events)
     del events
 
     say("ingest: baseline, a bare aiokafka consumer with orjson and a dict")

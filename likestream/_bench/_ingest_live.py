@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from .._kafka import KafkaConfig
 from .._produce import produce, synthetic_events
 from ._audience import Helpers, helpers
 from ._common import PUSH_ENV, BenchConfig, Result, command, cpu_seconds, say
@@ -70,7 +71,7 @@ async def _fold(lab: Lab, cfg: BenchConfig, crowd: Helpers, clients: int) -> dic
     await create_topics(settings)
     say(f"ingest-live: producing {cfg.live_events:,} events, then {clients:,} subscribers")
     events = synthetic_events(cfg.live_events, cfg.items, cfg.users, seed=cfg.seed)
-    await produce(settings.kafka, settings.topic, events, cfg.live_events)
+    await produce(KafkaConfig.from_settings(settings), settings.topic, events, cfg.live_events)
     gateway = lab.gateway(settings, **PUSH_ENV)
     await gateway.start_ready()
     if clients:

@@ -13,10 +13,10 @@ import uuid
 from pathlib import Path
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
 from .._broker import Broker, default_cache_dir
+from .._kafka import KafkaConfig
 from .._settings import Settings, load_settings
 from .._topics import ensure_topics
 from ._common import free_port, free_port_pair, proc_status, say
@@ -189,7 +189,7 @@ class Lab:
 async def create_topics(settings: Settings) -> None:
     """The app's topics, then wait until each partition has a leader (no produce retries)."""
     await ensure_topics(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
+    admin = KafkaConfig.from_settings(settings).admin()
     await admin.start()
     try:
         for _ in range(100):
@@ -211,8 +211,8 @@ async def wait_committed(settings: Settings, limit: float, group: str | None = N
 
     ``group``: another consumer group than the app's own (a peer's, in ``ingest``).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka)
+    admin = KafkaConfig.from_settings(settings).admin()
+    consumer = KafkaConfig.from_settings(settings).consumer()
     await admin.start()
     await consumer.start()
     try:
@@ -232,7 +232,7 @@ async def wait_committed(settings: Settings, limit: float, group: str | None = N
 
 async def topic_records(settings: Settings, topic: str) -> int:
     """Records currently in ``topic`` (end minus beginning offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka)
+    consumer = KafkaConfig.from_settings(settings).consumer()
     await consumer.start()
     try:
         tps = partitions_of(settings, topic)

@@ -15,8 +15,7 @@ import time
 import uuid
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
+from .._kafka import KafkaConfig
 from .._settings import Settings
 from ..client import LikeClient, new_event
 from ..web._tail import parse_count
@@ -49,7 +48,9 @@ async def paced_likes(
     tag = uuid.uuid4().hex[:6]
     times: dict[str, list[float]] = {item: [] for item in items}
     pending: list[asyncio.Future[Any]] = []
-    async with LikeClient(settings.kafka, settings.topic, linger_ms=1) as client:
+    async with LikeClient(
+        KafkaConfig.from_settings(settings), settings.topic, linger_ms=1
+    ) as client:
         began = time.monotonic()
         while (elapsed := time.monotonic() - began) < duration:
             for _ in range(int(elapsed * rate) + 1 - len(pending)):
@@ -66,8 +67,7 @@ async def paced_likes(
 async def follow_counts(settings: Settings, into: Client) -> None:
     """Note every ``like-counts`` record in ``into`` as it is read, until cancelled: the
     part of the delay before the push path."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka,
+    consumer = KafkaConfig.from_settings(settings).consumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",  # the scenario's own topic: every record is the load's
         fetch_max_wait_ms=5,

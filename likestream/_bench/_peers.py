@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from .._broker import default_cache_dir
+from .._kafka import KafkaConfig
 from .._schema import LikeEvent
 from .._settings import Settings
 from ._common import say
@@ -353,8 +353,7 @@ def last_values(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[st
 
 async def read_counts(settings: Settings, topic: str, limit: float = 60.0) -> dict[str, int]:
     """The last value per key of a counts topic, committed transactions only."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka,
+    consumer = KafkaConfig.from_settings(settings).consumer(
         enable_auto_commit=False,
         isolation_level="read_committed",
     )
@@ -379,7 +378,7 @@ async def read_counts(settings: Settings, topic: str, limit: float = 60.0) -> di
 
 async def create_output_topic(settings: Settings, topic: str) -> None:
     """A peer's counts topic, shaped as likestream's: same partitions, compacted."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
+    admin = KafkaConfig.from_settings(settings).admin()
     await admin.start()
     try:
         await admin.create_topics(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
+from .._kafka import KafkaConfig
 from .._produce import produce, synthetic_events
 from ._common import BenchConfig, Result, command, free_port, percentile, say
 from ._lab import Lab, create_topics, wait_committed
@@ -231,7 +232,7 @@ async def _preloaded_worker(lab: Lab, cfg: BenchConfig) -> str:
     preload = min(cfg.events, 10_000)
     say(f"reads: preloading {preload:,} events over {cfg.items:,} items")
     events = synthetic_events(preload, cfg.items, cfg.users, seed=cfg.seed)
-    await produce(settings.kafka, settings.topic, events, preload)
+    await produce(KafkaConfig.from_settings(settings), settings.topic, events, preload)
     worker = lab.worker(settings)
     await worker.start_ready()
     await wait_committed(settings, limit=300)

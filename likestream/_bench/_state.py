@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import aiohttp
 
+from .._kafka import KafkaConfig
 from .._produce import produce
 from .._schema import LikeEvent
 from ..client import new_event
@@ -31,7 +32,9 @@ async def state(lab: Lab, cfg: BenchConfig) -> Result:
     await create_topics(settings)
     total = cfg.memberships
     say(f"state: producing {total:,} distinct memberships over {cfg.items:,} items")
-    await produce(settings.kafka, settings.topic, _memberships(total, cfg.items), total)
+    await produce(
+        KafkaConfig.from_settings(settings), settings.topic, _memberships(total, cfg.items), total
+    )
     worker = lab.worker(settings)
     worker.start()
     *_, folded = await watch_worker(worker, total, 120, cfg.cap)

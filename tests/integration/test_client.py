@@ -7,12 +7,12 @@ import uuid
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
 
 from likestream._broker import Broker
 from likestream._partition import partition_for
-from likestream.client import DeliveryError, LikeClient, SyncLikeClient, new_event
+from likestream.client import DeliveryError, KafkaConfig, LikeClient, SyncLikeClient, new_event
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ JAVA_OF_8 = [
 
 async def new_topic(broker: Broker, partitions: int) -> str:
     name = f"client-{partitions}-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin = broker.kafka.admin()
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, partitions, 1)])
@@ -43,7 +43,7 @@ async def new_topic(broker: Broker, partitions: int) -> str:
 async def records_by_partition(
     broker: Broker, topic: str, partitions: int
 ) -> dict[int, list[tuple[bytes, dict[str, object]]]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+    consumer = broker.kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -71,7 +71,7 @@ async def topic8(broker: Broker) -> str:
 
 
 async def test_records_land_on_the_java_partition(broker: Broker, topic8: str) -> None:
-    async with LikeClient(broker.bootstrap, topic8) as client:
+    async with LikeClient(broker.kafka, topic8) as client:
         for item, java in JAVA_OF_8:
             stored = await client.like("u1", item)
             assert stored.partition == java == partition_for(item.encode(), 8)
@@ -88,7 +88,7 @@ async def test_records_land_on_the_java_partition(broker: Broker, topic8: str) -
 async def test_batches_are_confirmed_and_keyed(broker: Broker) -> None:
     topic = await new_topic(broker, 12)
     events = [new_event(f"u{i % 7}", f"item:{i}", "like") for i in range(500)]
-    async with LikeClient(broker.bootstrap, topic) as client:
+    async with LikeClient(broker.kafka, topic) as client:
         stored = await client.send_many(events)
     assert [s.partition for s in stored] == [partition_for(e.item_id.encode(), 12) for e in events]
 
@@ -102,7 +102,7 @@ async def test_batches_are_confirmed_and_keyed(broker: Broker) -> None:
 
 async def test_sync_client(broker: Broker, topic8: str) -> None:
     def use() -> list[int]:
-        with SyncLikeClient(broker.bootstrap, topic8) as client:
+        with SyncLikeClient(broker.kafka, topic8) as client:
             liked = client.like("alice", "post:9")
             unliked = client.unlike("alice", "post:9")
             many = client.send_many([new_event("bob", "x", "like")])
@@ -114,11 +114,11 @@ async def test_sync_client(broker: Broker, topic8: str) -> None:
 
 
 async def test_unknown_topic_is_a_delivery_error(broker: Broker) -> None:
-    async with LikeClient(broker.bootstrap, "no-such-topic", request_timeout_ms=1000) as client:
+    async with LikeClient(broker.kafka, "no-such-topic", request_timeout_ms=1000) as client:
         with pytest.raises(DeliveryError):
             await client.like("alice", "post:9")
 
 
 async def test_unreachable_kafka_is_a_delivery_error() -> None:
     with pytest.raises(DeliveryError, match="cannot reach Kafka"):
-        await LikeClient("localhost:9").start()
+        await LikeClient(KafkaConfig("localhost:9")).start()

@@ -11,7 +11,6 @@ import time
 
 import aiohttp
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from conftest import Cluster, Worker, assert_matches, read_topic, report
 from oracle import Oracle, mixed_events
@@ -102,7 +101,7 @@ async def test_recovers_after_changelog_compaction(
     request: pytest.FixtureRequest,
 ) -> None:
     changelog = f"{cluster.app_id}-state-changelog"
-    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.kafka)
+    admin = cluster.kafka.admin()
     await admin.start()
     try:
         (response,) = await admin.alter_configs(

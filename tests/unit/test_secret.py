@@ -42,17 +42,20 @@ def test_weakness(secret: str, weak: bool) -> None:
 @pytest.mark.parametrize("secret", [None, ""])
 def test_prod_refuses_a_missing_secret(cache_dir: Path, secret: str | None) -> None:
     with pytest.raises(SettingsError, match="LIKESTREAM_SECRET: required"):
-        signing_secret(load_settings(env="prod", secret=secret))
+        signing_secret(load_settings(env="prod", kafka_security_protocol="SSL", secret=secret))
     assert not (cache_dir / "dev-secret").exists()
 
 
 def test_prod_refuses_a_weak_secret() -> None:
     with pytest.raises(SettingsError, match="LIKESTREAM_SECRET: too weak"):
-        signing_secret(load_settings(env="prod", secret="hunter2"))
+        signing_secret(load_settings(env="prod", kafka_security_protocol="SSL", secret="hunter2"))
 
 
 def test_prod_takes_a_strong_secret() -> None:
-    assert signing_secret(load_settings(env="prod", secret=STRONG)) == STRONG
+    assert (
+        signing_secret(load_settings(env="prod", kafka_security_protocol="SSL", secret=STRONG))
+        == STRONG
+    )
 
 
 def test_dev_accepts_a_weak_secret_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -92,8 +95,11 @@ def test_token_command_refuses_a_bad_user(capsys: pytest.CaptureFixture[str]) ->
     assert "USER must be" in capsys.readouterr().err
 
 
-def test_prod_worker_stops_before_touching_kafka(capsys: pytest.CaptureFixture[str]) -> None:
+def test_prod_worker_stops_before_touching_kafka(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Nothing listens on port 9; reaching Kafka first would fail differently, and slowly.
+    monkeypatch.setenv("LIKESTREAM_KAFKA_SECURITY_PROTOCOL", "SSL")
     began = time.monotonic()
     assert main(["worker", "--env", "prod", "--kafka", "localhost:9"]) == 2
     assert "LIKESTREAM_SECRET" in capsys.readouterr().err

@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
+from likestream._kafka import KafkaConfig
 from likestream._sender import MAX_BATCH_BYTES, KafkaSender, Outgoing
 
 
@@ -15,9 +15,7 @@ class Producer:
     """aiokafka's own batch builder; sending only counts each batch's records."""
 
     def __init__(self) -> None:
-        self._real = AIOKafkaProducer(
-            bootstrap_servers="127.0.0.1:1", max_batch_size=MAX_BATCH_BYTES
-        )
+        self._real = KafkaConfig("127.0.0.1:1").producer(max_batch_size=MAX_BATCH_BYTES)
         self.batches: list[int] = []
 
     def create_batch(self) -> Any:
@@ -29,7 +27,7 @@ class Producer:
 
 
 def sender_with(producer: Producer) -> KafkaSender:
-    sender = KafkaSender("127.0.0.1:1")
+    sender = KafkaSender(KafkaConfig("127.0.0.1:1"))
     sender._producer = producer  # type: ignore[assignment]
     return sender
 

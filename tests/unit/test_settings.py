@@ -70,6 +70,7 @@ def test_cors_origins_are_a_set(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_dev_tokens_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().dev_tokens is True
     monkeypatch.setenv("LIKESTREAM_ENV", "prod")
+    monkeypatch.setenv("LIKESTREAM_KAFKA_SECURITY_PROTOCOL", "SSL")
     assert load_settings().dev_tokens is False
     monkeypatch.setenv("LIKESTREAM_DEV_TOKENS", "true")
     with pytest.raises(SettingsError, match="LIKESTREAM_DEV_TOKENS"):
