@@ -48,3 +48,36 @@ def test_only_the_likestream_namespace_is_installed(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+KAFKA_CLIENTS = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient", "AIOKafkaClient"}
+FACTORY = ROOT / "likestream" / "_kafka.py"
+
+
+def _constructions(path: Path) -> list[str]:
+    """aiokafka clients built in ``path``, and calls given faust's ``broker=``."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+        if name in KAFKA_CLIENTS:
+            found.append(f"{name}(...) at line {node.lineno}")
+        if any(k.arg in ("broker", "bootstrap_servers") for k in node.keywords):
+            found.append(f"{name}(broker=/bootstrap_servers=...) at line {node.lineno}")
+    return found
+
+
+def test_kafka_clients_come_from_the_one_factory() -> None:
+    """Every Kafka connection gets the security settings: none is built by hand."""
+    paths = [
+        path
+        for folder in ("likestream", "web", "agents", "tables", "tests")
+        for path in (ROOT / folder).rglob("*.py")
+        if path != FACTORY and ".venv" not in path.parts
+    ]
+    assert len(paths) > 50  # the walk found the code
+    bad = {str(p.relative_to(ROOT)): c for p in paths if (c := _constructions(p))}
+    assert bad == {}, "build Kafka clients with likestream._kafka.KafkaConfig"
+    assert _constructions(FACTORY)  # the check sees them where they are
