@@ -277,12 +277,14 @@ def test_env_names_are_settings(target: str) -> None:
 
 
 @pytest.mark.parametrize("target", OVERLAYS)
-def test_settings_load_from_each_pods_env(target: str, clean_env: pytest.MonkeyPatch) -> None:
+def test_settings_load_from_each_pods_env(
+    target: str, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     r = rendered(target)
     for workload in r.workloads():
         pod = f"{workload['metadata']['name']}-0"
         env = pod_env(r, workload, pod, secret="s" * 32)
-        for name, value in env.items():
+        for name, value in with_stand_ins(r, workload, env, tmp_path).items():
             clean_env.setenv(name, value)
         settings = load_settings()  # every value passes the app's own validation
         assert settings.env == target
@@ -445,9 +447,9 @@ def test_kafka_address_agrees_everywhere(target: str) -> None:
     host, port = address.rsplit(":", 1)
     [kafka] = r.of_kind("Kafka")
     assert host == f"{kafka['metadata']['name']}-kafka-bootstrap"
-    plain = [x for x in kafka["spec"]["kafka"]["listeners"] if x["port"] == int(port)]
-    assert plain
-    assert plain[0]["tls"] is False
+    listener = [x for x in kafka["spec"]["kafka"]["listeners"] if x["port"] == int(port)]
+    assert listener
+    assert listener[0]["tls"] is True
     for pool in r.of_kind("KafkaNodePool") + r.of_kind("KafkaTopic"):
         assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
     for policy in r.of_kind("NetworkPolicy"):
@@ -461,7 +463,10 @@ def test_kafka_address_agrees_everywhere(target: str) -> None:
         ]
         assert [p["port"] for rule in to_kafka for p in rule["ports"]] == [int(port)]
     for scaled in r.of_kind("ScaledObject"):
-        assert scaled["spec"]["triggers"][0]["metadata"]["bootstrapServers"] == address
+        # KEDA's operator resolves a short name in its own namespace: fully qualified.
+        namespace = scaled["metadata"]["namespace"]
+        fqdn = f"{host}.{namespace}.svc:{port}"
+        assert scaled["spec"]["triggers"][0]["metadata"]["bootstrapServers"] == fqdn
 
 
 @pytest.mark.parametrize("target", OVERLAYS)
@@ -531,7 +536,9 @@ def test_worker_memory_covers_rocksdb(target: str) -> None:
 
 
 @pytest.mark.parametrize("target", OVERLAYS)
-def test_gateway_processes_follow_the_cpu_limit(target: str, clean_env: pytest.MonkeyPatch) -> None:
+def test_gateway_processes_follow_the_cpu_limit(
+    target: str, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     r = rendered(target)
     gateway = r.one("Deployment", "likestream-gateway")
     spec = container(gateway)
@@ -540,7 +547,8 @@ def test_gateway_processes_follow_the_cpu_limit(target: str, clean_env: pytest.M
     assert ref["resource"] == "limits.cpu"
     assert cpu_cores(ref["divisor"]) == 1  # one process per core, rounded up
     assert ref.get("containerName", spec["name"]) == spec["name"]
-    for name, value in pod_env(r, gateway, "likestream-gateway-0", secret="s" * 32).items():
+    env = pod_env(r, gateway, "likestream-gateway-0", secret="s" * 32)
+    for name, value in with_stand_ins(r, gateway, env, tmp_path).items():
         clean_env.setenv(name, value)
     procs = load_settings().gateway_procs
     assert procs == math.ceil(cpu_cores(spec["resources"]["limits"]["cpu"]))
@@ -585,11 +593,13 @@ def test_secret_is_a_placeholder_in_dev_and_external_in_prod() -> None:
     assert dev.config()["LIKESTREAM_ENV"] == "dev"
     assert prod.config()["LIKESTREAM_ENV"] == "prod"
     for r in (dev, prod):
+        kafka_users = {u["metadata"]["name"] for u in r.of_kind("KafkaUser")}  # Strimzi's
         refs = [
             var["valueFrom"]["secretKeyRef"]
             for w in r.workloads()
             for var in container(w)["env"]
             if "secretKeyRef" in var.get("valueFrom", {})
+            and var["valueFrom"]["secretKeyRef"]["name"] not in kafka_users
         ]
         assert len(refs) == len(r.workloads())  # every pod gets the key...
         assert all(not ref.get("optional", False) for ref in refs)  # ...or does not start
@@ -654,3 +664,136 @@ def test_dockerfile_builds_a_non_root_image_of_the_app(defaults: Settings) -> No
 def test_dockerignore_keeps_local_state_out_of_the_build() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".venv", ".git", "data", "test-artifacts"} <= ignored
+
+
+def with_stand_ins(r: Rendered, workload: Doc, env: dict[str, str], tmp: Path) -> dict[str, str]:
+    """``env`` with each file a setting names, which a Secret volume of the pod holds,
+    replaced by an empty stand-in here (the settings check that the file exists)."""
+    out = dict(env)
+    for name in ("LIKESTREAM_KAFKA_CA_FILE",):
+        assert mounted_secret_file(r, workload, env[name]) is not None, name
+        out[name] = str(tmp / "stand-in.pem")
+        (tmp / "stand-in.pem").write_text("")
+    return out
+
+
+def mounted_secret_file(r: Rendered, workload: Doc, path: str) -> tuple[str, str] | None:
+    """(Secret name, key) of the file at ``path`` in the workload's container, if a
+    Secret volume puts it there."""
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+    for mount in container(workload)["volumeMounts"]:
+        secret = volumes.get(mount["name"], {}).get("secret")  # not: claim templates
+        if secret is None or not path.startswith(mount["mountPath"] + "/"):
+            continue
+        relative = path.removeprefix(mount["mountPath"] + "/")
+        for item in secret.get("items", []):
+            if item["path"] == relative:
+                return secret["secretName"], item["key"]
+    return None
+
+
+def _acls(user: Doc) -> dict[tuple[str, str, str], set[str]]:
+    return {
+        (
+            a["resource"]["type"],
+            a["resource"]["name"],
+            a["resource"].get("patternType", "literal"),
+        ): set(a["operations"])
+        for a in user["spec"]["authorization"]["acls"]
+    }
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_kafka_takes_only_tls_scram_users_with_their_roles_acls(target: str) -> None:
+    """Issue 15's "Kafka is open": no plaintext listener, no anonymous client, each role
+    only what it does (the integration test runs a worker and a gateway under these)."""
+    r = rendered(target)
+    config = r.config()
+    [kafka] = r.of_kind("Kafka")
+    cluster = kafka["metadata"]["name"]
+    spec = kafka["spec"]["kafka"]
+    assert spec["authorization"] == {"type": "simple"}
+    assert "userOperator" in kafka["spec"]["entityOperator"]
+    for listener in spec["listeners"]:
+        assert listener["tls"] is True
+        assert listener["authentication"] == {"type": "scram-sha-512"}
+        # Strimzi's NetworkPolicy for the listener: each worker and gateway, and KEDA.
+        peers = listener["networkPolicyPeers"]
+        selected = [r.pods_matching(p["podSelector"]["matchLabels"]) for p in peers[:-1]]
+        assert [[w["metadata"]["name"] for w in m] for m in selected] == [
+            ["likestream-worker"],
+            ["likestream-gateway"],
+        ]
+        assert peers[-1] == {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}
+        }
+
+    topic, app = config["LIKESTREAM_TOPIC"], config["LIKESTREAM_APP_ID"]
+    counts, trending = config["LIKESTREAM_COUNTS_TOPIC"], config["LIKESTREAM_TRENDING_TOPIC"]
+    users = {u["metadata"]["name"]: u for u in r.of_kind("KafkaUser")}
+    for user in users.values():
+        assert user["metadata"]["labels"]["strimzi.io/cluster"] == cluster
+        assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+        assert all(a.get("type", "allow") == "allow" for a in user["spec"]["authorization"]["acls"])
+    assert _acls(users["likestream-worker"]) == {
+        ("topic", topic, "literal"): {"Read", "Describe"},
+        ("group", app, "literal"): {"Read", "Describe"},
+        ("topic", f"{app}-", "prefix"): {"Create", "Read", "Write", "Describe"},
+        ("topic", counts, "literal"): {"Read", "Write", "Describe"},
+        ("topic", trending, "literal"): {"Read", "Write", "Describe"},
+        ("topic", f"{topic}.dlq", "literal"): {"Write", "Describe"},
+    }
+    assert _acls(users["likestream-gateway"]) == {
+        ("topic", topic, "literal"): {"Write", "Describe"},
+        ("topic", counts, "literal"): {"Read", "Describe"},
+        ("topic", trending, "literal"): {"Read", "Describe"},
+        ("group", app, "literal"): {"Describe"},
+    }
+    assert _acls(users["likestream-keda"]) == {
+        ("topic", topic, "literal"): {"Describe"},
+        ("group", app, "literal"): {"Describe"},
+    }
+    # No other topic starts with the changelog prefix: the prefix grants nothing else.
+    assert not [t for t in (topic, f"{topic}.dlq", counts, trending) if t.startswith(f"{app}-")]
+
+    for workload in r.workloads():
+        role = workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        env = pod_env(r, workload, "pod-0", secret="s" * 32)
+        user = f"likestream-{role}"
+        assert user in users
+        assert env["LIKESTREAM_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert env["LIKESTREAM_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert env["LIKESTREAM_KAFKA_USERNAME"] == user
+        [password] = [
+            v for v in container(workload)["env"] if v["name"] == "LIKESTREAM_KAFKA_PASSWORD"
+        ]
+        # The Secret the user operator writes for the user: its name, key `password`.
+        assert password["valueFrom"]["secretKeyRef"] == {"name": user, "key": "password"}
+        ca = mounted_secret_file(r, workload, env["LIKESTREAM_KAFKA_CA_FILE"])
+        assert ca == (f"{cluster}-cluster-ca-cert", "ca.crt")
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_keda_checks_lag_as_its_own_user_over_tls(target: str) -> None:
+    r = rendered(target)
+    [kafka] = r.of_kind("Kafka")
+    cluster = kafka["metadata"]["name"]
+    for scaled in r.of_kind("ScaledObject"):
+        [trigger] = scaled["spec"]["triggers"]
+        assert trigger["metadata"]["sasl"] == "scram_sha512"
+        assert trigger["metadata"]["tls"] == "enable"
+        auth = r.one("TriggerAuthentication", trigger["authenticationRef"]["name"])
+        secrets = {
+            ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]
+        }
+        assert secrets == {
+            "password": ("likestream-keda", "password"),
+            "ca": (f"{cluster}-cluster-ca-cert", "ca.crt"),
+        }
+        [username] = auth["spec"]["configMapTargetRef"]
+        assert username["parameter"] == "username"
+        name = r.one("ConfigMap", username["name"])["data"][username["key"]]
+        assert name == "likestream-keda"
+        assert r.find("KafkaUser", name)
+    if not r.of_kind("ScaledObject"):  # dev: no KEDA, and so no KEDA kinds to apply
+        assert r.of_kind("TriggerAuthentication") == []
