@@ -39,7 +39,7 @@ from ._logging import logging_config
 from ._retry import retrying
 from ._secret import signing_secret
 from ._settings import ENV_PREFIX, Settings, SettingsError
-from ._topics import KafkaUnreachable, ensure_topics
+from ._topics import KafkaUnreachable, ensure_topics, gateway_topics
 
 __all__ = ["STOP_SECONDS", "SUPERVISED_BY", "Supervisor", "child_env", "supervise"]
 
@@ -194,7 +194,13 @@ def supervise(settings: Settings) -> int:
     logging.config.dictConfig(logging_config(settings))
     signing_secret(settings)  # prod refuses a missing or weak one before anything runs
     check_port_free(settings.web_host, settings.web_port)
-    asyncio.run(retrying("creating topics", lambda: ensure_topics(settings), (KafkaUnreachable,)))
+    asyncio.run(
+        retrying(
+            "creating topics",
+            lambda: ensure_topics(settings, gateway_topics(settings)),
+            (KafkaUnreachable,),
+        )
+    )
     # Fresh and private: the children's metric files, removed when they are all gone.
     metrics_dir = tempfile.mkdtemp(prefix="likestream-metrics-")
     log.info(

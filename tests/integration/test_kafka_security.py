@@ -101,11 +101,12 @@ async def cluster(secured: Broker, tmp_path_factory: pytest.TempPathFactory) -> 
     return cluster
 
 
-def role(cluster: Cluster, secured: Broker, name: str, command: str) -> Worker:
+def role(cluster: Cluster, secured: Broker, name: str, command: str, **more: str) -> Worker:
     """A worker or gateway that reaches Kafka only through the secured listener."""
     return cluster.worker(
         name,
         command,
+        **more,
         kafka=secured.secured_bootstrap,
         kafka_security_protocol="SASL_SSL",
         kafka_sasl_mechanism="SCRAM-SHA-512",
@@ -124,7 +125,9 @@ async def worker(cluster: Cluster, secured: Broker) -> AsyncIterator[Worker]:
 
 @pytest.fixture(scope="module")
 async def gateway(cluster: Cluster, secured: Broker, worker: Worker) -> AsyncIterator[Worker]:
-    async with role(cluster, secured, "gateway", "gateway").running() as instance:
+    # Two processes: the supervisor hands the credentials to its children (Settings.as_env).
+    gateway = role(cluster, secured, "gateway", "gateway", gateway_procs="2")
+    async with gateway.running() as instance:
         yield instance
 
 
