@@ -195,7 +195,8 @@ class Broker:
         if self.pid() is not None:
             return False
         java = _java()
-        for port in (self.port, self.port + 1, self.port + 2)[: 3 if self.secured else 2]:
+        ports = [self.port, self.port + 1] + ([self.port + 2] if self.secured else [])
+        for port in ports:
             if _accepts(port):
                 raise BrokerError(f"port {port} is in use by another process; choose --port")
         self.fetch()
