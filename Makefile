@@ -2,19 +2,33 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
+# The image's dependencies (Dockerfile): every runtime dependency of pyproject.toml and
+# every package it pulls in, pinned with the hashes of all their files on PyPI, for
+# Python 3.11 on any platform (the image: Linux x86_64 and arm64). `make lock` keeps
+# the pins that still fit pyproject.toml; `make lock LOCK_ARGS=--upgrade` takes the newest.
+LOCK   := $(BIN)/uv pip compile --universal --python-version 3.11 --generate-hashes \
+          --custom-compile-command 'make lock' --quiet $(LOCK_ARGS)
 
-.PHONY: install chromium kafka peers broker broker-stop run test unit integration chaos lint fmt clean bench
+.PHONY: install lock chromium kafka peers broker broker-stop run test unit integration chaos lint fmt clean bench
 
-$(STAMP): pyproject.toml
+# The image's versions first (requirements.lock), so that the tests run what it ships.
+$(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
 	$(BIN)/pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 install: $(STAMP)
+
+# The build tools' lock is constrained by the runtime lock: a package in both
+# (packaging) gets one version.
+lock: install                 ## regenerate requirements.lock and requirements-build.lock (needs PyPI)
+	$(LOCK) pyproject.toml -o requirements.lock
+	$(LOCK) requirements-build.in --constraint requirements.lock -o requirements-build.lock
 
 chromium:                     ## Debian's Chromium for the browser test (Playwright never downloads one)
 	@test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q chromium; }

@@ -12,6 +12,7 @@ import copy
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -22,7 +23,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from kustomize_lite import UnsupportedKustomization, render
+from locks import BUILD_LOCK, RUNTIME_LOCK, read_lock
 from manifests import (
+    K8S,
     OVERLAYS,
     ROOT,
     TARGETS,
@@ -38,20 +41,32 @@ from manifests import (
     rendered,
 )
 
-from likestream._settings import ENV_PREFIX, Settings, load_settings
+from likestream._secret import signing_secret
+from likestream._settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from likestream._topics import topic_specs
 from likestream.web import create_app
+from likestream.web._page import dev_routes
+from likestream.web._reads import FORWARDED
+from likestream.web._replica import _BLOCK_CACHE, _WRITE_BUFFER
 
 # The oldest Kubernetes the manifests support, and the newest the package knows.
 KUBE_VERSIONS = ("1.29", kubernetes_validate.latest_version())
 MiB = 1 << 20
 # Python, faust, aiohttp and the Kafka clients of one worker, RocksDB aside.
 PROCESS_BASELINE = 256 * MiB
-# A gateway process: about 75 MiB idle, its count cache (LIKESTREAM_COUNT_CACHE_ITEMS of
-# about 200 bytes), and its live connections (the bench's idle scenario: 19.4 KiB each);
-# and the supervisor of a gateway of several processes.
-GATEWAY_BASE = 96 * MiB
+# Every process's replica of like-counts (web/_replica.py): RocksDB's block cache and
+# two memtables in memory, and its count cache (LIKESTREAM_COUNT_CACHE_ITEMS of about
+# 200 bytes); on disk about 50 bytes per item (measured with UUID item ids), twice that
+# while RocksDB compacts.
+REPLICA_ROCKSDB = _BLOCK_CACHE + 2 * _WRITE_BUFFER
 COUNT_BYTES = 200
+REPLICA_DISK_BYTES_PER_ITEM = 2 * 50
+# The items a gateway's state volume is sized for (k8s/base/gateway.yaml, README).
+GATEWAY_ITEMS = 5_000_000
+# A gateway process: about 75 MiB idle, its replica, and its live connections (the
+# bench's idle scenario: 19.4 KiB each); and the supervisor of a gateway of several
+# processes.
+GATEWAY_BASE = 96 * MiB
 CONNECTION_BYTES = 20 * 1024
 GATEWAY_SUPERVISOR = 64 * MiB
 
@@ -515,6 +530,15 @@ def test_workers_stop_gracefully_and_keep_their_names(target: str) -> None:
         assert any(p["spec"]["selector"]["matchLabels"].items() <= labels.items() for p in pdbs)
 
 
+def test_readme_states_the_gateway_size_of_the_manifest() -> None:
+    # README "Gateway processes" documents a pod's memory and the items its volume holds.
+    gateway = container(rendered("prod").one("Deployment", "likestream-gateway"))
+    limit = _mebibytes(gateway["resources"]["limits"]["memory"]) // MiB
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"{limit} MiB of memory" in readme
+    assert f"{GATEWAY_ITEMS // 1_000_000} million items" in readme
+
+
 def _mebibytes(quantity: str) -> int:
     number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()  # type: ignore[union-attr]
     return int(number) * (1024 if unit == "Gi" else 1) * MiB
@@ -529,9 +553,11 @@ def test_worker_memory_covers_rocksdb(target: str) -> None:
     )
     # One worker may hold every partition (the others down, or just one worker).
     rocksdb = int(config["LIKESTREAM_PARTITIONS"]) * per_db * MiB
+    counts = int(config.get("LIKESTREAM_COUNT_CACHE_ITEMS") or 100_000)
+    replica = REPLICA_ROCKSDB + counts * COUNT_BYTES
     resources = container(r.one("StatefulSet", "likestream-worker"))["resources"]
     limit = _mebibytes(resources["limits"]["memory"])
-    assert limit >= rocksdb + PROCESS_BASELINE
+    assert limit >= rocksdb + replica + PROCESS_BASELINE
     assert _mebibytes(resources["requests"]["memory"]) <= limit
 
 
@@ -559,10 +585,20 @@ def test_gateway_processes_follow_the_cpu_limit(
     connections = int(env["LIKESTREAM_PUSH_MAX_CONNECTIONS"])
     counts = int(env.get("LIKESTREAM_COUNT_CACHE_ITEMS") or 100_000)
     assert connections > 0
-    process = GATEWAY_BASE + counts * COUNT_BYTES + connections * CONNECTION_BYTES
+    replica = REPLICA_ROCKSDB + counts * COUNT_BYTES
+    process = GATEWAY_BASE + replica + connections * CONNECTION_BYTES
     limit = _mebibytes(spec["resources"]["limits"]["memory"])
     assert limit >= procs * process + GATEWAY_SUPERVISOR
     assert _mebibytes(spec["resources"]["requests"]["memory"]) <= limit
+    # Each process's replica on disk, under LIKESTREAM_DATA_DIR: a volume past its
+    # sizeLimit gets the pod evicted.
+    data_dir = r.config()["LIKESTREAM_DATA_DIR"]
+    [mount] = [m for m in spec["volumeMounts"] if m["mountPath"] == data_dir]
+    [volume] = [
+        v for v in gateway["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]
+    ]
+    disk = _mebibytes(volume["emptyDir"]["sizeLimit"])
+    assert disk >= procs * GATEWAY_ITEMS * REPLICA_DISK_BYTES_PER_ITEM
     # Workers are one process each: the setting is the gateways' alone.
     for workload in r.workloads():
         if workload is not gateway:
@@ -797,3 +833,215 @@ def test_keda_checks_lag_as_its_own_user_over_tls(target: str) -> None:
         assert r.find("KafkaUser", name)
     if not r.of_kind("ScaledObject"):  # dev: no KEDA, and so no KEDA kinds to apply
         assert r.of_kind("TriggerAuthentication") == []
+
+
+def _final_stage() -> list[tuple[str, str]]:
+    instructions = _dockerfile()
+    return instructions[max(i for i, (w, _) in enumerate(instructions) if w == "FROM") :]
+
+
+def test_base_image_is_pinned_by_digest() -> None:
+    # A tag moves; a digest names one multi-platform image index for good.
+    stages = [rest for word, rest in _dockerfile() if word == "FROM"]
+    assert len(stages) >= 2
+    for stage in stages:
+        assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}( AS \w+)?", stage), stage
+    # The venv built in one stage runs in the other: the same Python, byte for byte.
+    assert len({stage.split()[0] for stage in stages}) == 1
+
+
+def _image_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for word, rest in _final_stage():
+        if word == "ENV":
+            env |= dict(pair.split("=", 1) for pair in shlex.split(rest))
+    return env
+
+
+def _make_recipe(target: str) -> list[str]:
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line)
+    return [lines[start], *recipe]
+
+
+def test_image_runs_in_prod_and_make_run_in_dev(clean_env: pytest.MonkeyPatch) -> None:
+    image = {k: v for k, v in _image_env().items() if k.startswith(ENV_PREFIX)}
+    for name, value in image.items():
+        clean_env.setenv(name, value)
+    with pytest.raises(SettingsError, match="LIKESTREAM_KAFKA_SECURITY_PROTOCOL"):
+        load_settings()  # no start on a Kafka of unknown security
+    clean_env.setenv("LIKESTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    clean_env.setenv("LIKESTREAM_KAFKA_USERNAME", "u")
+    clean_env.setenv("LIKESTREAM_KAFKA_PASSWORD", "p")
+    settings = load_settings()
+    assert settings.env == "prod"
+    assert settings.dev_tokens is False  # POST /dev/token does not exist
+    assert settings.web_host == "0.0.0.0"  # reached on the pod's address
+    with pytest.raises(SettingsError, match="LIKESTREAM_SECRET"):
+        signing_secret(settings)  # no start without a secret
+    for name in [*image, "LIKESTREAM_KAFKA_SECURITY_PROTOCOL"]:
+        clean_env.delenv(name)
+    clean_env.delenv("LIKESTREAM_KAFKA_USERNAME")
+    clean_env.delenv("LIKESTREAM_KAFKA_PASSWORD")
+    # `make run` starts the worker with the settings' own defaults: dev.
+    assert not any(ENV_PREFIX in line for line in _make_recipe("run"))
+    assert load_settings().env == "dev"
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_pods_listen_on_their_own_address(target: str) -> None:
+    # Set by the manifests themselves: not left to the image or to the app's default
+    # (loopback only, where a probe or a Service could not reach it).
+    r = rendered(target)
+    for workload in r.workloads():
+        env = pod_env(r, workload, f"{workload['metadata']['name']}-0", secret="s" * 32)
+        assert env["LIKESTREAM_WEB_HOST"] == "0.0.0.0", workload["metadata"]["name"]
+
+
+def _pip(command: str) -> list[str]:
+    """The arguments of a ``pip`` (any path to it) command, else nothing."""
+    words = shlex.split(command)
+    at = [i for i, word in enumerate(words) if word.rpartition("/")[2] == "pip"]
+    return words[at[0] + 1 :] if at else []
+
+
+def test_dockerfile_installs_only_hashed_locks() -> None:
+    instructions = _dockerfile()
+    copied = {word for w, rest in instructions if w == "COPY" for word in rest.split()}
+    assert {"requirements.lock", "requirements-build.lock"} <= copied
+    commands = [c for w, rest in instructions if w == "RUN" for c in rest.split("&&")]
+    installs = [args for c in commands if (args := _pip(c))[:1] == ["install"]]
+    # The build tools (hashed), then the runtime lock (hashed) built with those tools and
+    # no isolated build that would fetch its own, then the package without dependencies.
+    assert len(installs) == 3
+    tools, runtime, package = installs
+    assert {"--require-hashes", "requirements-build.lock"} <= set(tools)
+    assert tools[tools.index("-r") + 1] == "requirements-build.lock"
+    assert {"--require-hashes", "--no-build-isolation"} <= set(runtime)
+    assert runtime[runtime.index("-r") + 1] == "requirements.lock"
+    assert {"--no-deps", "--no-build-isolation"} <= set(package)
+    assert package[-1] == "."
+    # The build tools do not ship: those the runtime does not need are removed.
+    [uninstall] = [args for c in commands if (args := _pip(c))[:1] == ["uninstall"]]
+    build, needed = read_lock(BUILD_LOCK), read_lock(RUNTIME_LOCK)
+    # setuptools stays: every venv of Python 3.11 has one.
+    assert {a for a in uninstall[1:] if a != "-y"} == set(build) - set(needed) - {"setuptools"}
+
+
+# -- the findings of issue 15 ---------------------------------------------------------
+
+
+def test_dev_routes_its_token_endpoint_and_prod_does_not(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    [path] = {route.path for route in dev_routes}  # type: ignore[attr-defined]
+    for target, on in (("dev", True), ("prod", False)):
+        r = rendered(target)
+        [ingress] = r.of_kind("Ingress")
+        assert _exposed(ingress, path) is on, target
+        gateway = r.one("Deployment", "likestream-gateway")
+        env = pod_env(r, gateway, "likestream-gateway-0", secret="s" * 32)
+        for name, value in with_stand_ins(r, gateway, env, tmp_path).items():
+            clean_env.setenv(name, value)
+        assert load_settings().dev_tokens is on, target  # served where routed, only there
+        for name in env:
+            clean_env.delenv(name)
+
+
+def test_logs_are_json_in_prod() -> None:
+    assert rendered("prod").config()["LIKESTREAM_LOG_FORMAT"] == "json"
+    assert rendered("dev").config()["LIKESTREAM_LOG_FORMAT"] == "plain"  # kubectl logs
+
+
+def test_ingress_controller_strips_the_forwarding_header() -> None:
+    # ingress-nginx's proxy-set-headers ConfigMap: a header set to "" is not passed on.
+    docs = list(yaml.safe_load_all((K8S / "ingress-nginx" / "proxy-headers.yaml").read_text()))
+    [headers] = docs
+    assert _errors(headers) == []
+    assert headers["metadata"]["namespace"] == "ingress-nginx"  # where the controller reads it
+    assert headers["data"] == {FORWARDED: ""}
+    # No snippet annotation: ingress-nginx refuses those with its default settings.
+    for target in OVERLAYS:
+        [ingress] = rendered(target).of_kind("Ingress")
+        annotations = ingress["metadata"].get("annotations", {})
+        assert not [a for a in annotations if a.endswith("-snippet")]
+
+
+RUNBOOK = K8S / "RUNBOOK.md"
+
+
+def _alerts(target: str) -> dict[str, Doc]:
+    [rule] = rendered(target).of_kind("PrometheusRule")
+    return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of the headings of ``markdown``."""
+    headings = re.findall(r"^#+\s+(.+?)\s*$", markdown, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+
+
+def test_every_alert_links_its_runbook_section() -> None:
+    alerts = _alerts("prod")
+    anchors = _anchors(RUNBOOK.read_text())
+    for name, rule in alerts.items():
+        url = rule["annotations"]["runbook_url"]
+        page, _, anchor = url.partition("#")
+        assert page.startswith("https://"), name
+        assert page.endswith("/k8s/RUNBOOK.md"), name
+        assert anchor == name.lower(), name
+        assert anchor in anchors, f"{name}: no section {anchor}"
+    # ...and the runbook has no section for an alert that does not exist.
+    sections = re.findall(r"^## (Likestream\w+)$", RUNBOOK.read_text(), flags=re.MULTILINE)
+    assert sorted(sections) == sorted(alerts)
+
+
+def test_an_alert_fires_when_targets_are_down_or_gone() -> None:
+    r = rendered("prod")
+    scraped = {
+        s["metadata"]["name"]
+        for s in r.of_kind("Service")
+        if r.one("ServiceMonitor", "likestream")["spec"]["selector"]["matchLabels"].items()
+        <= s["metadata"]["labels"].items()
+    }
+    exprs = {name: " ".join(str(rule["expr"]).split()) for name, rule in _alerts("prod").items()}
+    # prometheus-operator's job label is the Service's name.
+    down = [e for e in exprs.values() if re.search(r"\bup\{job=~\"[^\"]+\"\}.*== 0$", e)]
+    assert len(down) == 1
+    jobs = re.search(r'job=~"([^"]+)"', down[0])[1].split("|")  # type: ignore[index]
+    assert set(jobs) == scraped
+    absent = [e for e in exprs.values() if "absent(up{" in e]
+    assert len(absent) == 1
+    assert set(re.findall(r'absent\(up\{job="([^"]+)"\}\)', absent[0])) == scraped
+
+
+# Kafka versions each Strimzi operator release supports (strimzi.io/downloads, the
+# releases' notes). Strimzi 0.52 (1.0) drops the v1beta2 API these manifests use.
+STRIMZI_KAFKA = {
+    "0.45": {"3.8.0", "3.8.1", "3.9.0"},
+    "0.46": {"3.9.0", "4.0.0"},
+    "0.47": {"3.9.0", "3.9.1", "4.0.0"},
+    "0.48": {"4.0.0", "4.1.0"},
+    "0.49": {"4.0.0", "4.0.1", "4.1.0", "4.1.1"},
+    "0.50": {"4.0.0", "4.0.1", "4.1.0", "4.1.1"},
+    "0.51": {"4.1.0", "4.1.1", "4.2.0"},
+}
+
+
+def test_the_documented_strimzi_supports_the_kafka_version() -> None:
+    [kafka] = rendered("prod").of_kind("Kafka")
+    version = kafka["spec"]["kafka"]["version"]
+    named: set[str] = set()
+    for doc in (ROOT / "README.md", K8S / "README.md"):
+        for line in doc.read_text().splitlines():
+            if "Strimzi" in line:
+                named |= set(re.findall(r"\b0\.\d\d\b", line))
+    assert named, "the docs name no Strimzi version"
+    for release in named:
+        assert version in STRIMZI_KAFKA.get(release, set()), f"Strimzi {release}, Kafka {version}"
+    assert kafka["apiVersion"] == "kafka.strimzi.io/v1beta2"

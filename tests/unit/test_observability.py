@@ -96,7 +96,8 @@ def test_alert_rules_use_only_exposed_metrics() -> None:
     used: set[str] = set()
     for name, rule in _alerts().items():
         found = set(METRIC_RE.findall(str(rule["expr"])))
-        assert found, f"{name} uses no likestream metric"
+        # Or Prometheus' own `up` of the likestream jobs (targets down or missing).
+        assert found or re.search(r'\bup\{job=~?"likestream-', str(rule["expr"])), name
         assert found <= exposed, f"{name}: unknown metrics {found - exposed}"
         assert rule["labels"]["severity"] in ("warning", "critical")
         assert rule["annotations"]["summary"]
@@ -191,6 +192,18 @@ RULE_TESTS: dict[str, Any] = {
                     "series": 'likestream_dropped_clients_total{namespace="ls",pod="g-0"}',
                     "values": "0+60x40",  # 1/s
                 },
+                {
+                    "series": 'up{job="likestream-worker",namespace="ls",pod="w-0"}',
+                    "values": "1x40",
+                },
+                {
+                    "series": 'up{job="likestream-gateway",namespace="ls",pod="g-0"}',
+                    "values": "1x40",
+                },
+                {
+                    "series": 'up{job="likestream-gateway",namespace="ls",pod="g-1"}',
+                    "values": "1x10 0x30",  # unscrapable from minute 11
+                },
             ],
             "alert_rule_test": [
                 {
@@ -230,8 +243,45 @@ RULE_TESTS: dict[str, Any] = {
                 },
                 {"eval_time": "30m", "alertname": "LikestreamProducerErrors", "exp_alerts": []},
                 {"eval_time": "5m", "alertname": "LikestreamLagGrowing", "exp_alerts": []},
+                {
+                    "eval_time": "30m",
+                    "alertname": "LikestreamTargetDown",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "severity": "warning",
+                                "namespace": "ls",
+                                "job": "likestream-gateway",
+                                "pod": "g-1",
+                            }
+                        }
+                    ],
+                },
+                {"eval_time": "12m", "alertname": "LikestreamTargetDown", "exp_alerts": []},
+                {"eval_time": "30m", "alertname": "LikestreamTargetsMissing", "exp_alerts": []},
             ],
-        }
+        },
+        {
+            # Workers scraped, no gateway target at all.
+            "interval": "1m",
+            "input_series": [
+                {
+                    "series": 'up{job="likestream-worker",namespace="ls",pod="w-0"}',
+                    "values": "1x40",
+                },
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "30m",
+                    "alertname": "LikestreamTargetsMissing",
+                    "exp_alerts": [
+                        {"exp_labels": {"severity": "critical", "job": "likestream-gateway"}}
+                    ],
+                },
+                {"eval_time": "5m", "alertname": "LikestreamTargetsMissing", "exp_alerts": []},
+                {"eval_time": "30m", "alertname": "LikestreamTargetDown", "exp_alerts": []},
+            ],
+        },
     ],
 }
 
