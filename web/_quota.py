@@ -6,8 +6,9 @@ the user's bucket (``_limits.RateLimiter``) in its memory. A process taking a wr
 
 - takes the token itself when it owns that partition;
 - otherwise asks the owner (from the group, ``_owners.py``) with
-  ``POST /internal/limits/{user_id}``, proven like a forwarded read
-  (``_reads.forwarding_proof``); the owner answers from its bucket, never forwards;
+  ``POST /internal/limits`` (the user id in the body, so out of access logs), proven like
+  a forwarded read (``_reads.forwarding_proof``); the owner answers from its bucket, never
+  forwards;
 - otherwise refuses (:class:`LimitUnavailable`, a 503): no known owner, the owner did not
   answer within the timeout, or answered that it no longer owns the partition. Failing
   closed: a limit is never loosened because a peer is away.
@@ -33,16 +34,16 @@ from aiohttp import web
 
 from likestream._metrics import rate_limit_check
 from likestream._partition import partition_for
+from likestream._schema import is_valid_id
 
 from ._errors import ApiError
 from ._limits import RateLimiter
 from ._owners import Owners
 from ._reads import DOWN_SECONDS, FORWARDED, forwarding_proof
-from ._views import _id
 
 __all__ = [
     "LIMITS",
-    "LIMITS_PREFIX",
+    "LIMITS_PATH",
     "Here",
     "LimitSettings",
     "LimitUnavailable",
@@ -56,7 +57,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LIMITS_PREFIX = "/internal/limits/"
+LIMITS_PATH = "/internal/limits"
+MAX_BODY = 1024
 RETRY_AFTER = {"Retry-After": "1"}
 
 
@@ -170,7 +172,8 @@ class Limits:
             return None
         try:
             async with self.http.post(
-                url + LIMITS_PREFIX + user_id,
+                url + LIMITS_PATH,
+                json={"user_id": user_id},
                 headers={FORWARDED: self._proof},
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
             ) as response:
@@ -196,13 +199,13 @@ LIMITS = web.AppKey("limits", Limits)
 limit_routes = web.RouteTableDef()
 
 
-@limit_routes.post(LIMITS_PREFIX + "{user_id}")
+@limit_routes.post(LIMITS_PATH)
 async def take_token(request: web.Request) -> web.Response:
     """Internal: a token from the bucket this process keeps; only for peers."""
     limits = request.app[LIMITS]
     if not limits.proven(request):
         raise ApiError(403, "forbidden", "internal endpoint, for likestream processes only")
-    user = _id(request, "user_id")
+    user = await _user_of(request)
     wait = limits.take_here(user)
     if wait is None:
         raise ApiError(
@@ -212,6 +215,20 @@ async def take_token(request: web.Request) -> web.Response:
             RETRY_AFTER,
         )
     return web.json_response({"wait": wait}, headers={"Cache-Control": "no-store"})
+
+
+async def _user_of(request: web.Request) -> str:
+    bad = ApiError(400, "invalid_user_id", 'expected {"user_id": "<a valid id>"}')
+    if (request.content_length or 0) > MAX_BODY:
+        raise bad
+    try:
+        body = await request.json()
+    except ValueError:
+        raise bad from None
+    user = body.get("user_id") if isinstance(body, dict) else None
+    if not is_valid_id(user):
+        raise bad
+    return str(user)
 
 
 async def limits_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -21,6 +21,7 @@ from likestream.web._reads import forwarding_proof
 SECRET = "unit-test-secret-" + "0123456789abcdef" * 2
 PROOF = forwarding_proof(SECRET)
 PARTITIONS = 4
+ALICE = {"user_id": "alice"}
 
 
 class State:
@@ -121,13 +122,13 @@ async def owner() -> AsyncIterator[TestClient]:
 async def test_internal_endpoint_refuses_without_proof(
     owner: TestClient, headers: dict[str, str]
 ) -> None:
-    resp = await owner.post("/internal/limits/alice", headers=headers)
+    resp = await owner.post("/internal/limits", json=ALICE, headers=headers)
     assert resp.status == 403
     assert (await resp.json())["error"]["code"] == "forbidden"
     # Nothing was taken: with proof, the whole burst is still there.
     answers = []
     for _ in range(3):
-        resp = await owner.post("/internal/limits/alice", headers={FORWARDED: PROOF})
+        resp = await owner.post("/internal/limits", json=ALICE, headers={FORWARDED: PROOF})
         assert resp.status == 200
         assert resp.headers["Cache-Control"] == "no-store"
         answers.append((await resp.json())["wait"])
@@ -136,18 +137,22 @@ async def test_internal_endpoint_refuses_without_proof(
 
 
 async def test_internal_endpoint_checks_the_user_id(owner: TestClient) -> None:
-    resp = await owner.post("/internal/limits/bad%20id", headers={FORWARDED: PROOF})
+    for body in ({"user_id": "bad id"}, {"user": "alice"}, ["alice"], {"user_id": 7}):
+        resp = await owner.post("/internal/limits", json=body, headers={FORWARDED: PROOF})
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "invalid_user_id"
+    resp = await owner.post("/internal/limits", data=b"{", headers={FORWARDED: PROOF})
     assert resp.status == 400
 
 
 async def test_internal_endpoint_is_not_for_browsers(owner: TestClient) -> None:
     # CORS allows any origin for the API here, never for /internal/.
     preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
-    resp = await owner.options("/internal/limits/alice", headers=preflight)
+    resp = await owner.options("/internal/limits", headers=preflight)
     assert resp.status == 403
     assert "Access-Control-Allow-Origin" not in resp.headers
     resp = await owner.post(
-        "/internal/limits/alice", headers={FORWARDED: PROOF, "Origin": "https://app.example"}
+        "/internal/limits", json=ALICE, headers={FORWARDED: PROOF, "Origin": "https://app.example"}
     )
     assert resp.status == 200
     assert "Access-Control-Allow-Origin" not in resp.headers
@@ -162,9 +167,11 @@ async def test_internal_endpoint_answers_only_for_partitions_it_holds() -> None:
         u for u in ("bob", "carol", "dave", "erin") if partition_for(u.encode(), 4) != held
     )
     async with TestClient(server) as client:
-        resp = await client.post("/internal/limits/alice", headers={FORWARDED: PROOF})
+        resp = await client.post("/internal/limits", json=ALICE, headers={FORWARDED: PROOF})
         assert resp.status == 200
-        resp = await client.post(f"/internal/limits/{other}", headers={FORWARDED: PROOF})
+        resp = await client.post(
+            "/internal/limits", json={"user_id": other}, headers={FORWARDED: PROOF}
+        )
         assert resp.status == 503
         assert (await resp.json())["error"]["code"] == "not_owner"
 
