@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faust
+from faust.types import TP
 
 from likestream.agents import LikesAgent, Topics
 from likestream.tables import LikeTables
 from likestream.web import (
+    LimitSettings,
     PushSettings,
     RateLimiter,
     ReadSettings,
@@ -30,6 +33,7 @@ __all__ = [
     "Pipeline",
     "build",
     "count_replica",
+    "holds_nothing",
     "push_settings",
     "read_settings",
     "trending_settings",
@@ -87,13 +91,38 @@ def _events_topic(app: faust.App, settings: Settings) -> faust.TopicT:
     )
 
 
-def write_settings(settings: Settings, secret: str) -> Writes:
+def write_settings(
+    settings: Settings, secret: str, url: str | None, holds: Callable[[int], bool]
+) -> Writes:
+    """``url``: this process's advertised URL, None for a gateway; ``holds``: whether it owns
+    an events partition, and so keeps the rate-limit buckets of the users hashed to it."""
     return Writes(
         publisher=LikeClient(KafkaConfig.from_settings(settings), settings.topic, linger_ms=1),
         secret=secret,
         limiter=RateLimiter(settings.rate, settings.burst),
         timeout=settings.publish_timeout_ms / 1000,
+        limits=LimitSettings(
+            partitions=settings.partitions,
+            url=url,
+            secret=secret,
+            timeout=settings.limit_timeout_ms / 1000,
+            holds=holds,
+        ),
     )
+
+
+def holds_nothing(partition: int) -> bool:
+    """A gateway's ``holds``: it owns no partition, so keeps no rate-limit bucket."""
+    return False
+
+
+def _holds_actives(app: faust.App, topic: str) -> Callable[[int], bool]:
+    # The worker's own assignment, not the group's description: only the member Kafka
+    # gave the partition keeps its users' buckets.
+    def holds(partition: int) -> bool:
+        return TP(topic, partition) in app.assignor.assigned_actives()
+
+    return holds
 
 
 def push_settings(settings: Settings) -> PushSettings:
@@ -155,7 +184,7 @@ def build(settings: Settings, secret: str) -> Pipeline:
     sampler = Sampler(app, tables, settings)
     api = create_app(
         tables,
-        write_settings(settings, secret),
+        write_settings(settings, secret, settings.url, _holds_actives(app, settings.topic)),
         settings.cors_origin_set,
         status=sampler,
         push=push_settings(settings),

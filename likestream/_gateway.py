@@ -22,7 +22,14 @@ from aiohttp import web
 
 from likestream.web import NoTables, create_app
 
-from ._app import count_replica, push_settings, read_settings, trending_settings, write_settings
+from ._app import (
+    count_replica,
+    holds_nothing,
+    push_settings,
+    read_settings,
+    trending_settings,
+    write_settings,
+)
 from ._kafka import warn_if_plaintext
 from ._logging import logging_config
 from ._retry import retrying
@@ -103,7 +110,7 @@ def run_gateway(settings: Settings, supervised_by: int | None = None) -> int:
     replica = count_replica(settings)
     app = create_app(
         NoTables(replica),
-        write_settings(settings, secret),
+        write_settings(settings, secret, None, holds_nothing),
         settings.cors_origin_set,
         status=GatewayStatus(settings),
         push=push_settings(settings),

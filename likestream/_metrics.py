@@ -37,6 +37,7 @@ __all__ = [
     "PUSHES",
     "PUSH_REFUSED",
     "RATE_LIMITED",
+    "RATE_LIMIT_CHECKS",
     "READS",
     "READY",
     "RECOVERY_IN_PROGRESS",
@@ -50,6 +51,7 @@ __all__ = [
     "agent_producer_error",
     "events_folded",
     "http_producer_error",
+    "rate_limit_check",
     "trending_late",
 ]
 
@@ -164,6 +166,19 @@ def agent_producer_error() -> None:
 RATE_LIMITED = Counter(
     "likestream_rate_limited_total", "Writes refused with 429: the user's bucket was empty."
 )
+RATE_LIMIT_CHECKS = Counter(
+    "likestream_rate_limit_checks_total",
+    "Write tokens asked for, by where the user's bucket was: here (this process owns the "
+    "user's partition), owner (asked the owning worker), unavailable (no owner known or "
+    "it did not answer: the write was refused with 503).",
+    ["where"],
+)
+_RATE_LIMIT_CHECKS = {w: RATE_LIMIT_CHECKS.labels(w) for w in ("here", "owner", "unavailable")}
+
+
+def rate_limit_check(where: str) -> None:
+    _RATE_LIMIT_CHECKS[where].inc()
+
 
 # -- HTTP --------------------------------------------------------------------------
 

@@ -195,6 +195,11 @@ class Settings(BaseSettings):
     """How often a worker publishes changed top items of its partitions, milliseconds:
     the staleness of ``GET /trending`` on top of reading the topic."""
 
+    limit_timeout_ms: int = Field(500, ge=50, le=10_000)
+    """How long a write waits for the worker that keeps the user's rate-limit bucket (the
+    owner of the user's partition) before it is refused with 503: limits are never
+    loosened because that worker is away."""
+
     # -- Kafka security (one block: see likestream/_kafka.py, the one client factory) --
 
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = (

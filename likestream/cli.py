@@ -94,6 +94,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_setting_flags(token)
 
+    erase = sub.add_parser(
+        "erase",
+        help="unlike everything USER liked, through the events topic (counts stay exact)",
+    )
+    erase.add_argument("user", metavar="USER")
+    erase.add_argument(
+        "--timeout",
+        type=_duration,
+        default="2m",
+        help="how long to wait for the workers to apply the unlikes (default 2m)",
+    )
+    _add_setting_flags(erase)
+
     from ._bench import add_parser as add_bench
 
     add_bench(sub)
@@ -152,6 +165,25 @@ def _token(args: argparse.Namespace, settings: Settings) -> None:
     print(mint_token(signing_secret(settings), args.user, args.ttl))
 
 
+def _erase(args: argparse.Namespace, settings: Settings) -> int:
+    """0: erased and seen applied; 1: not all seen applied in time (what was published
+    stays published); 2: a bad USER, Kafka unreachable, no changelog to read."""
+    from ._erase import EraseError, EraseUnconfirmed, erase  # faust, rocksdict: only here
+
+    if not is_valid_id(args.user):
+        raise InvalidEvent("USER must be 1-128 characters of [A-Za-z0-9._:@-]")
+    try:
+        report = asyncio.run(erase(settings, args.user, args.timeout))
+    except EraseUnconfirmed as exc:
+        print(f"likestream erase: {exc}", file=sys.stderr)
+        return 1
+    except EraseError as exc:
+        print(f"likestream erase: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
 def _status(args: argparse.Namespace, settings: Settings) -> None:
     from ._status import fetch_status, format_status
 
@@ -190,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _token(args, settings)
         elif args.command == "status":
             _status(args, settings)
+        elif args.command == "erase":
+            return _erase(args, settings)
         elif args.command == "gateway":
             if settings.gateway_procs > 1 and args.supervised_by is None:
                 from ._supervisor import supervise  # without the web stack: a small process

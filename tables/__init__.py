@@ -1,7 +1,15 @@
 """Table definitions and state access: the only place that knows how state is stored."""
 
-from ._rows import NO_COUNT, NO_MEMBER, CountRow, MemberRow
-from ._state import ITEM_ROWS_MAX, Flushed, FoldRows, LikeTables, NotServable, StateReader
+from ._rows import NO_COUNT, NO_MEMBER, CountRow, MemberRow, decode_member, member_of_key
+from ._state import (
+    ITEM_ROWS_MAX,
+    Flushed,
+    FoldRows,
+    LikeTables,
+    NotServable,
+    StateReader,
+    changelog_topic,
+)
 from ._table import StampedTable
 from ._windows import NO_WATERMARK, Watermark, WindowRow
 
@@ -20,4 +28,7 @@ __all__ = [
     "StateReader",
     "Watermark",
     "WindowRow",
+    "changelog_topic",
+    "decode_member",
+    "member_of_key",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "encode_member",
     "encode_row",
     "member_key",
+    "member_of_key",
     "row_offset",
     "supersedes",
 ]
@@ -54,6 +55,19 @@ def count_key(item_id: str) -> bytes:
 
 def member_key(item_id: str, user_id: str) -> bytes:
     return b"m/" + item_id.encode() + b"/" + user_id.encode()
+
+
+def member_of_key(key: bytes) -> tuple[str, str] | None:
+    """The (item, user) of a member row's key; None for a key of another kind."""
+    if not key.startswith(b"m/"):
+        return None
+    parts = key.split(b"/")
+    if len(parts) != 3:
+        return None
+    try:
+        return parts[1].decode(), parts[2].decode()
+    except UnicodeDecodeError:
+        return None  # not written by likestream: ids are ASCII
 
 
 def encode_row(row: CountRow | MemberRow) -> bytes:

@@ -47,7 +47,15 @@ from ._windows import (
     watermark_key,
 )
 
-__all__ = ["ITEM_ROWS_MAX", "Flushed", "FoldRows", "LikeTables", "NotServable", "StateReader"]
+__all__ = [
+    "ITEM_ROWS_MAX",
+    "Flushed",
+    "FoldRows",
+    "LikeTables",
+    "NotServable",
+    "StateReader",
+    "changelog_topic",
+]
 
 TABLE_NAME = "state"
 MiB = 1 << 20
@@ -57,6 +65,11 @@ rows travel in one record batch, and at most twice this many rows of the longest
 (ids of 128 characters) fit in one (``likestream/_sender.py`` MAX_BATCH_BYTES)."""
 COUNT_CACHE_ROWS = 1 << 20
 """Count rows the fold keeps in memory (about 150 B each); past it the cache starts over."""
+
+
+def changelog_topic(app_id: str) -> str:
+    """The state table's changelog topic, as faust names it (``<app id>-state-changelog``)."""
+    return f"{app_id}-{TABLE_NAME}-changelog"
 
 
 class NotServable(Exception):

@@ -6,6 +6,7 @@ from ._errors import ApiError
 from ._hub import Hub, Stamp
 from ._limits import RateLimiter
 from ._push import HUB, PushSettings
+from ._quota import LimitSettings
 from ._reads import FORWARDED, STALE, STALE_MS, NoTables, ReadSettings
 from ._replica import Replica, replica_dir
 from ._status import StatusSource
@@ -19,6 +20,7 @@ __all__ = [
     "STALE_MS",
     "ApiError",
     "Hub",
+    "LimitSettings",
     "NoTables",
     "Publisher",
     "PushSettings",

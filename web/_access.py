@@ -25,8 +25,9 @@ __all__ = ["REQUEST_ID_HEADER", "access_log", "add_request_id"]
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _SANE = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
-# Probes and scrapes come every few seconds: logged at debug, not info.
-_QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
+# Probes and scrapes come every few seconds: logged at debug, not info. So do the rate
+# limit checks peers ask for: the write they are part of is logged where it arrived.
+_QUIET = frozenset({"/healthz", "/readyz", "/metrics", "/internal/limits"})
 
 log = logging.getLogger("likestream.access")
 errors = logging.getLogger("likestream.web")

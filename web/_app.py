@@ -21,6 +21,7 @@ from ._hub import Hub
 from ._owners import Owners
 from ._page import dev_routes, page_routes
 from ._push import PushSettings, install
+from ._quota import LIMITS, Limits, limit_routes, limits_ctx
 from ._reads import READER, Reader, ReadSettings, reads_ctx
 from ._replica import Replica
 from ._status import STATUS, StatusSource, status_routes
@@ -82,7 +83,8 @@ def create_app(
     app[STATE] = state
     if replica is None:
         replica = Replica(push.partitions if push is not None else 1)
-    app[READER] = Reader(state, replica, Owners(), reads or ReadSettings())
+    owners = Owners()  # one watch of the group, for reads and rate limits alike
+    app[READER] = Reader(state, replica, owners, reads or ReadSettings())
     app.cleanup_ctx.append(reads_ctx)
     app[CORS_ORIGINS] = frozenset(cors_origins)
     if status is not None:
@@ -94,8 +96,11 @@ def create_app(
     app.add_routes(page_routes)
     if writes is not None:
         app[WRITES] = writes
+        app[LIMITS] = Limits(writes.limiter, owners, writes.limits)
         app.add_routes(write_routes)
+        app.add_routes(limit_routes)
         app.cleanup_ctx.append(publisher_ctx)
+        app.cleanup_ctx.append(limits_ctx)
         if dev_tokens:
             app.add_routes(dev_routes)
     if trending is not None:

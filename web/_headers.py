@@ -31,9 +31,12 @@ ALLOW_HEADERS = "Authorization, Content-Type"
 # Browsers see these on cross-origin answers: why to wait, why a token failed, how stale.
 EXPOSE_HEADERS = "Retry-After, WWW-Authenticate, X-Likestream-Stale, X-Likestream-Stale-Ms"
 PREFLIGHT_MAX_AGE = "600"
+INTERNAL_PREFIX = "/internal/"
 
 
 def _allowed_origin(request: web.Request) -> str | None:
+    if request.path.startswith(INTERNAL_PREFIX):
+        return None  # process to process only: no browser page may call it
     origin = request.headers.get(hdrs.ORIGIN)
     allowed = request.app[CORS_ORIGINS]
     if origin and (origin in allowed or "*" in allowed):

@@ -6,7 +6,8 @@ through a :class:`Publisher` (``likestream.client.LikeClient`` in a worker, a fa
 in unit tests). A 503 means "not confirmed", never "dropped for sure": the event
 may still land once Kafka is back. Retrying is safe because a like is membership:
 the same like twice is a no-op, and events of one process reach a partition in
-the order they were sent.
+the order they were sent. The user's token comes from the one bucket the user has
+across all processes (``_quota.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import web
@@ -28,6 +29,7 @@ from likestream.client import DeliveryError, new_event
 from ._auth import authenticate
 from ._errors import ApiError
 from ._limits import RateLimiter
+from ._quota import LIMITS, Limits, LimitSettings, LimitUnavailable
 from ._views import _id
 
 __all__ = ["MAX_BODY", "WRITES", "Publisher", "Writes", "publisher_ctx", "write_routes"]
@@ -54,8 +56,11 @@ class Writes:
     publisher: Publisher
     secret: str
     limiter: RateLimiter
+    """The buckets this process keeps: of the users whose partitions it owns."""
     timeout: float
     """Seconds to wait for Kafka's acknowledgement before answering 503."""
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    """Where the other users' buckets are; the default keeps them all here (one process)."""
 
 
 WRITES = web.AppKey("writes", Writes)
@@ -78,7 +83,7 @@ async def _write(request: web.Request, action: Action) -> web.Response:
     user = authenticate(request, writes.secret)
     item = _id(request, "item_id")
     await _read_small_body(request)
-    _take_token(writes.limiter, user)
+    await _take_token(request.app[LIMITS], user)
     event = new_event(user, item, action)
     await _publish(writes, event)
     return web.json_response(
@@ -97,8 +102,18 @@ async def _read_small_body(request: web.Request) -> None:
             raise too_large
 
 
-def _take_token(limiter: RateLimiter, user: str) -> None:
-    wait = limiter.take(user)
+async def _take_token(limits: Limits, user: str) -> None:
+    try:
+        wait = await limits.take(user)
+    except LimitUnavailable as exc:
+        log.debug("a write refused: its rate limit is unavailable: %s", exc)
+        raise ApiError(
+            503,
+            "rate_limit_unavailable",
+            f"the user's rate limit cannot be checked now ({exc}); retry later",
+            {"Retry-After": "1"},
+        ) from None
+    limiter = limits.buckets
     if wait > 0:
         RATE_LIMITED.inc()
         raise ApiError(
