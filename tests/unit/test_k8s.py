@@ -789,6 +789,11 @@ def test_kafka_takes_only_tls_scram_users_with_their_roles_acls(target: str) -> 
         ("topic", topic, "literal"): {"Describe"},
         ("group", app, "literal"): {"Describe"},
     }
+    assert _acls(users["likestream-admin"]) == {  # likestream erase
+        ("topic", topic, "literal"): {"Write", "Describe"},
+        ("topic", f"{app}-", "prefix"): {"Read", "Describe"},
+        ("group", app, "literal"): {"Describe"},
+    }
     # No other topic starts with the changelog prefix: the prefix grants nothing else.
     assert not [t for t in (topic, f"{topic}.dlq", counts, trending) if t.startswith(f"{app}-")]
 
