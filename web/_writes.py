@@ -52,7 +52,6 @@ class Publisher(Protocol):
 @dataclass(frozen=True)
 class Writes:
     publisher: Publisher
-    secret: str
     limiter: RateLimiter
     timeout: float
     """Seconds to wait for Kafka's acknowledgement before answering 503."""
@@ -75,7 +74,7 @@ async def unlike(request: web.Request) -> web.Response:
 
 async def _write(request: web.Request, action: Action) -> web.Response:
     writes = request.app[WRITES]
-    user = authenticate(request, writes.secret)
+    user = await authenticate(request)
     item = _id(request, "item_id")
     await _read_small_body(request)
     _take_token(writes.limiter, user)

@@ -82,6 +82,7 @@ def test_dev_tokens_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) 
 def test_the_advertised_url_defaults_to_the_web_address(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(web_host="127.0.0.1", web_port="7001").url == "http://127.0.0.1:7001"
     monkeypatch.setattr("socket.gethostname", lambda: "box")
-    assert load_settings().url == "http://box:6066"  # the wildcard address: the host name
+    assert load_settings().url == "http://127.0.0.1:6066"  # the default: this machine only
+    assert load_settings(web_host="0.0.0.0").url == "http://box:6066"  # wildcard: host name
     monkeypatch.setenv("LIKESTREAM_ADVERTISED_URL", "http://w-0.likestream-worker:6066/")
     assert load_settings().url == "http://w-0.likestream-worker:6066"
