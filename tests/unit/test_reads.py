@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from likestream._partition import partition_for
-from likestream.tables import NO_COUNT, NO_MEMBER, CountRow, MemberRow, NotServable
 from likestream._tokens import Tokens, mint_token
+from likestream.tables import NO_COUNT, NO_MEMBER, CountRow, MemberRow, NotServable
 from likestream.web import (
     FORWARDED,
     STALE,

@@ -58,7 +58,7 @@ def test_weakness(secret: str, weak: bool) -> None:
 
 @pytest.mark.parametrize("secret", [None, ""])
 def test_prod_refuses_a_missing_secret(cache_dir: Path, secret: str | None) -> None:
-    with pytest.raises(SettingsError, match="LIKESTREAM_SECRET: required.*LIKESTREAM_JWKS_URL"):
+    with pytest.raises(SettingsError, match=r"LIKESTREAM_SECRET: required.*LIKESTREAM_JWKS_URL"):
         signing_secret(load_settings(env="prod", secret=secret))
     assert not (cache_dir / "dev-secret").exists()
 
@@ -155,8 +155,8 @@ def test_prod_requires_a_strong_internal_secret_of_its_own() -> None:
         internal_secret(load_settings(secret=STRONG, **{**PROD, "internal_secret": "hunter2"}))
     with pytest.raises(SettingsError, match="LIKESTREAM_INTERNAL_SECRET: must differ"):
         internal_secret(load_settings(secret=STRONG, **{**PROD, "internal_secret": STRONG}))
+    settings = load_settings(secret=STRONG, previous_secrets=f"{STRONG}x,{INTERNAL}", **PROD)
     with pytest.raises(SettingsError, match="LIKESTREAM_INTERNAL_SECRET: must differ"):
-        settings = load_settings(secret=STRONG, previous_secrets=f"{STRONG}x,{INTERNAL}", **PROD)
         internal_secret(settings)
     assert load_credentials(load_settings(secret=STRONG, **PROD)).internal_secret == INTERNAL
 
