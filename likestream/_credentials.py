@@ -50,12 +50,11 @@ def load_credentials(settings: Settings) -> Credentials:
     Reads the identity provider's keys (blocking) when ``jwks_url`` is set."""
     policy = token_policy(settings)
     internal = internal_secret(settings)
-    signing = signing_secret(settings)
-    secrets = ([signing] if signing is not None else []) + previous_secrets(settings)
+    signing, previous = signing_secret(settings), previous_secrets(settings)
     jwks = None
     if settings.jwks_url is not None:
         jwks = _jwks(settings, settings.jwks_url)
-    return Credentials(Tokens(secrets, policy, jwks), internal)
+    return Credentials(Tokens(signing, previous, policy, jwks), internal)
 
 
 def _jwks(settings: Settings, url: str) -> JwksKeys:

@@ -116,15 +116,19 @@ class Tokens:
 
     def __init__(
         self,
-        secrets: Sequence[str] = (),
+        signing: str | None = None,
+        previous: Sequence[str] = (),
         policy: TokenPolicy | None = None,
         jwks: KeySet | None = None,
     ) -> None:
-        """``secrets``: HS256 keys, the first one signs; ``jwks``: public keys."""
+        """``signing``: the HS256 key that signs (and verifies); ``previous``: HS256 keys
+        that only verify; ``jwks``: the identity provider's public keys."""
         self.policy = policy or TokenPolicy()
         self.jwks = jwks
-        self._signing = secrets[0] if secrets else None
-        self._secrets = {key_id(s): s for s in secrets}
+        self._signing = signing
+        self._secrets = {key_id(s): s for s in previous}
+        if signing is not None:
+            self._secrets[key_id(signing)] = signing
 
     @property
     def can_mint(self) -> bool:
@@ -174,7 +178,8 @@ class Tokens:
             raise InvalidToken("HS256 tokens are not accepted here: no LIKESTREAM_SECRET")
         if kid is None:
             # Tokens minted before kids: only the current secret may have signed them.
-            assert self._signing is not None
+            if self._signing is None:
+                raise InvalidToken("HS256 token has no kid")
             return self._signing
         found = self._secrets.get(kid)
         if found is None:

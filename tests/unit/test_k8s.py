@@ -381,7 +381,7 @@ def _changelogs(settings: Settings) -> dict[str, Any]:
     from likestream._credentials import Credentials
     from likestream._tokens import Tokens
 
-    app = build(settings, Credentials(Tokens(["x" * 32]), "y" * 32)).app
+    app = build(settings, Credentials(Tokens("x" * 32), "y" * 32)).app
     return {t.changelog_topic.get_topic_name(): t.changelog_topic for t in app.tables.values()}
 
 

@@ -35,7 +35,7 @@ DASHBOARD = K8S / "observability" / "likestream-dashboard.json"
 RULES = K8S / "base" / "prometheusrule.yaml"
 METRIC_RE = re.compile(r"\blikestream_[a-z0-9_]+\b")
 SECRET = "observability-unit-secret-" + "0123456789abcdef" * 2
-AUTH = Auth(Tokens([SECRET]))
+AUTH = Auth(Tokens(SECRET))
 
 
 def exposed_samples() -> set[str]:

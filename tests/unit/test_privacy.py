@@ -51,7 +51,7 @@ def bearer(user: str, secret: str = SECRET) -> dict[str, str]:
 
 async def serve(public: bool = False, internal: str = INTERNAL) -> TestClient:
     writes = Writes(Publisher(), RateLimiter(100, 100), timeout=1)
-    auth = Auth(Tokens([SECRET]), public_memberships=public)
+    auth = Auth(Tokens(SECRET), public_memberships=public)
     app = create_app(State(), writes, auth=auth, internal_secret=internal, dev_tokens=True)
     client = TestClient(TestServer(app))
     await client.start_server()

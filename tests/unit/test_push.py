@@ -25,7 +25,7 @@ from likestream.web import HUB, Auth, Hub, PushSettings, RateLimiter, Stamp, Wri
 from likestream.web._tail import parse_count
 
 SECRET = "unit-test-secret-" + "0123456789abcdef" * 2
-AUTH = Auth(Tokens([SECRET]))
+AUTH = Auth(Tokens(SECRET))
 MAX_ITEMS = 5
 LIMIT = 20.0  # seconds; generous, only hit when something is broken
 

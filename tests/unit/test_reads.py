@@ -207,7 +207,7 @@ async def client() -> AsyncIterator[TestClient]:
         State(),
         reads=ReadSettings(stale_max=2.0, url=ME),
         replica=Replica(PARTITIONS),
-        auth=Auth(Tokens([TOKEN_KEY])),
+        auth=Auth(Tokens(TOKEN_KEY)),
         internal_secret=SECRET,
     )
     async with TestClient(TestServer(app)) as http:

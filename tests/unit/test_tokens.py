@@ -101,7 +101,7 @@ EC_JWK = jwk(EC_KEY.public_key(), "ec-1")
 
 def test_minted_token_verifies_to_its_user() -> None:
     token = mint_token(SECRET, "alice", 60, POLICY)
-    assert Tokens([SECRET], POLICY).verify(token) == "alice"
+    assert Tokens(SECRET, policy=POLICY).verify(token) == "alice"
     header = jwt.get_unverified_header(token)
     assert header == {"alg": "HS256", "typ": "JWT", "kid": key_id(SECRET)}
     got = jwt.decode(token, SECRET, algorithms=["HS256"], audience="likestream")
@@ -158,14 +158,14 @@ def test_mint_refuses_a_lifetime_the_policy_would_refuse() -> None:
 )
 def test_bad_tokens_are_refused_with_a_reason(token: str, reason: str) -> None:
     with pytest.raises(InvalidToken, match=reason):
-        Tokens([SECRET], POLICY).verify(token)
+        Tokens(SECRET, policy=POLICY).verify(token)
 
 
 def test_a_real_token_relabelled_alg_none_is_refused() -> None:
     # The classic forgery: keep a genuine payload, claim alg "none", drop or keep the MAC.
     header, payload, mac = mint_token(SECRET, "alice", 60, POLICY).split(".")
     none = b64({"alg": "none", "typ": "JWT", "kid": key_id(SECRET)})
-    tokens = Tokens([SECRET], POLICY)
+    tokens = Tokens(SECRET, policy=POLICY)
     for forged in (f"{none}.{payload}.", f"{none}.{payload}.{mac}"):
         with pytest.raises(InvalidToken, match="HS256"):
             tokens.verify(forged)
@@ -173,7 +173,7 @@ def test_a_real_token_relabelled_alg_none_is_refused() -> None:
 
 
 def test_without_a_policy_issuer_and_audience_a_token_must_carry_no_audience() -> None:
-    tokens = Tokens([SECRET])
+    tokens = Tokens(SECRET)
     assert tokens.verify(signed(claims(iss=None, aud=None))) == "alice"
     assert tokens.verify(signed(claims(aud=None))) == "alice"  # an iss is not checked
     with pytest.raises(InvalidToken, match="audience"):
@@ -183,11 +183,11 @@ def test_without_a_policy_issuer_and_audience_a_token_must_carry_no_audience() -
 def test_rotation_previous_secrets_verify_until_removed() -> None:
     old_token = mint_token(OLD, "alice", 60, POLICY)
     new_token = mint_token(SECRET, "bob", 60, POLICY)
-    rotating = Tokens([SECRET, OLD], POLICY)
+    rotating = Tokens(SECRET, [OLD], POLICY)
     assert rotating.verify(old_token) == "alice"
     assert rotating.verify(new_token) == "bob"
     assert jwt.get_unverified_header(rotating.mint("carol", 60))["kid"] == key_id(SECRET)
-    rotated = Tokens([SECRET], POLICY)
+    rotated = Tokens(SECRET, policy=POLICY)
     with pytest.raises(InvalidToken, match="rotated out"):
         rotated.verify(old_token)
     # A kid-less token (minted before kids) is tried against the signing secret only.
@@ -197,8 +197,17 @@ def test_rotation_previous_secrets_verify_until_removed() -> None:
     assert rotating.verify(signed(claims(), kid=None)) == "alice"
 
 
+def test_moving_to_the_identity_provider_old_tokens_verify_and_nothing_mints() -> None:
+    # Prod with LIKESTREAM_JWKS_URL, no LIKESTREAM_SECRET, the old one still verifying.
+    moving = Tokens(None, [OLD], POLICY, StaticKeys(public_set(RSA_JWK)))
+    assert moving.verify(mint_token(OLD, "alice", 60, POLICY)) == "alice"
+    assert not moving.can_mint
+    with pytest.raises(InvalidToken, match="HS256 token has no kid"):
+        moving.verify(signed(claims(), key=OLD, kid=None))
+
+
 def test_without_a_secret_hs256_is_refused_and_nothing_mints() -> None:
-    tokens = Tokens([], POLICY, StaticKeys(public_set(RSA_JWK)))
+    tokens = Tokens(policy=POLICY, jwks=StaticKeys(public_set(RSA_JWK)))
     with pytest.raises(InvalidToken, match="HS256 tokens are not accepted"):
         tokens.verify(mint_token(SECRET, "alice", 60, POLICY))
     assert not tokens.can_mint
@@ -215,7 +224,7 @@ def test_without_a_secret_hs256_is_refused_and_nothing_mints() -> None:
 def test_public_key_tokens_verify_with_the_key_their_kid_names(
     key: Any, alg: str, kid: str
 ) -> None:
-    tokens = Tokens([SECRET], POLICY, StaticKeys(public_set(RSA_JWK, EC_JWK)))
+    tokens = Tokens(SECRET, policy=POLICY, jwks=StaticKeys(public_set(RSA_JWK, EC_JWK)))
     assert tokens.verify(signed(claims(sub="idp-user"), key=key, alg=alg, kid=kid)) == "idp-user"
     # The same policy: lifetime, issuer, audience.
     with pytest.raises(InvalidToken, match="longer than"):
@@ -225,7 +234,7 @@ def test_public_key_tokens_verify_with_the_key_their_kid_names(
 
 
 def test_public_key_refusals() -> None:
-    tokens = Tokens([SECRET], POLICY, StaticKeys(public_set(RSA_JWK, EC_JWK)))
+    tokens = Tokens(SECRET, policy=POLICY, jwks=StaticKeys(public_set(RSA_JWK, EC_JWK)))
     cases = [
         (signed(claims(), key=OTHER_RSA, alg="RS256", kid="rsa-1"), "signature"),
         (signed(claims(), key=RSA_KEY, alg="RS256", kid=None), "RS256 token has no kid"),
@@ -243,7 +252,9 @@ def test_public_key_refusals() -> None:
 
 def test_without_a_key_set_public_key_tokens_are_refused() -> None:
     with pytest.raises(InvalidToken, match="not signed with HS256"):
-        Tokens([SECRET], POLICY).verify(signed(claims(), key=RSA_KEY, alg="RS256", kid="rsa-1"))
+        Tokens(SECRET, policy=POLICY).verify(
+            signed(claims(), key=RSA_KEY, alg="RS256", kid="rsa-1")
+        )
 
 
 def test_hs256_signed_with_the_rsa_public_key_is_refused() -> None:
@@ -260,8 +271,8 @@ def test_hs256_signed_with_the_rsa_public_key_is_refused() -> None:
 
     mac = hmac.new(pem, f"{header}.{body}".encode(), hashlib.sha256).digest()
     forged = f"{header}.{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
-    for secrets in ([SECRET], []):
-        tokens = Tokens(secrets, POLICY, StaticKeys(public_set(RSA_JWK)))
+    for signing in (SECRET, None):
+        tokens = Tokens(signing, policy=POLICY, jwks=StaticKeys(public_set(RSA_JWK)))
         with pytest.raises(InvalidToken, match=r"kid names no secret|HS256 tokens are not"):
             tokens.verify(forged)
 
@@ -278,7 +289,7 @@ def test_a_symmetric_key_in_the_key_set_is_never_used() -> None:
 
 async def test_an_unknown_kid_reads_the_key_set_again_once() -> None:
     rotated = StaticKeys(public_set(RSA_JWK), then=public_set(RSA_JWK, EC_JWK))
-    tokens = Tokens([], POLICY, rotated)
+    tokens = Tokens(policy=POLICY, jwks=rotated)
     assert await tokens.verify_async(signed(claims(), key=EC_KEY, alg="ES256", kid="ec-1"))
     assert rotated.reads == 1
     assert await tokens.verify_async(signed(claims(), key=EC_KEY, alg="ES256", kid="ec-1"))
@@ -302,7 +313,7 @@ async def test_made_up_kids_read_the_key_set_at_most_once_per_cooldown(
         return {"keys": [RSA_JWK]}
 
     monkeypatch.setattr(keys._client, "fetch_data", fetch)
-    tokens = Tokens([], POLICY, keys)
+    tokens = Tokens(policy=POLICY, jwks=keys)
     attempts = [
         tokens.verify_async(signed(claims(), key=RSA_KEY, alg="RS256", kid=f"random-{i}"))
         for i in range(50)

@@ -14,7 +14,7 @@ from likestream.client import DeliveryError
 from likestream.web import Auth, RateLimiter, Writes, create_app
 
 SECRET = "unit-test-secret-" + "0123456789abcdef" * 2
-AUTH = Auth(Tokens([SECRET]))
+AUTH = Auth(Tokens(SECRET))
 ORIGIN = "https://app.example"
 
 
