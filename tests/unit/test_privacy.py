@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from likestream._logging import JsonFormatter, PlainFormatter, RequestIdFilter
-from likestream._tokens import Tokens, mint_token
+from likestream._tokens import TokenPolicy, Tokens, mint_token
 from likestream.web import FORWARDED, Auth, RateLimiter, Writes, create_app
 from likestream.web._access import UserTags
 from likestream.web._reads import forwarding_proof
@@ -187,3 +187,21 @@ async def test_a_refused_user_segment_is_hashed_too(
     assert "example.com" not in json_out + plain_out
     (line,) = [json.loads(x) for x in json_out.splitlines()]
     assert line["path"] == "/items/post:1/likes/" + UserTags(INTERNAL)("not valid@example.com")
+
+
+async def test_dev_tokens_live_no_longer_than_the_policy_allows() -> None:
+    policy = TokenPolicy(issuer="https://dev.example", audience="demo", max_lifetime=300)
+    writes = Writes(Publisher(), RateLimiter(100, 100), timeout=1)
+    app = create_app(State(), writes, auth=Auth(Tokens(SECRET, policy=policy)), dev_tokens=True)
+    async with TestClient(TestServer(app)) as http:
+        resp = await http.post("/dev/token", json={"user_id": USER})
+        body = await resp.json()
+        assert body["expires_in"] == 300
+        resp = await http.get(PATH, headers={"Authorization": f"Bearer {body['token']}"})
+        assert resp.status == 200
+
+
+def test_dev_tokens_need_a_key_to_sign_with() -> None:
+    writes = Writes(Publisher(), RateLimiter(100, 100), timeout=1)
+    with pytest.raises(ValueError, match="HS256 secret"):
+        create_app(State(), writes, auth=Auth(Tokens()), dev_tokens=True)
