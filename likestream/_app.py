@@ -11,6 +11,7 @@ from faust.types import TP
 from likestream.agents import LikesAgent, Topics
 from likestream.tables import LikeTables
 from likestream.web import (
+    Auth,
     LimitSettings,
     PushSettings,
     RateLimiter,
@@ -24,6 +25,7 @@ from likestream.web import (
 )
 
 from . import _internals as internals
+from ._credentials import Credentials
 from ._kafka import KafkaConfig
 from ._sampler import Sampler
 from ._settings import Settings
@@ -31,6 +33,7 @@ from .client import LikeClient
 
 __all__ = [
     "Pipeline",
+    "auth_settings",
     "build",
     "count_replica",
     "holds_nothing",
@@ -92,19 +95,19 @@ def _events_topic(app: faust.App, settings: Settings) -> faust.TopicT:
 
 
 def write_settings(
-    settings: Settings, secret: str, url: str | None, holds: Callable[[int], bool]
+    settings: Settings, internal_secret: str, url: str | None, holds: Callable[[int], bool]
 ) -> Writes:
     """``url``: this process's advertised URL, None for a gateway; ``holds``: whether it owns
-    an events partition, and so keeps the rate-limit buckets of the users hashed to it."""
+    an events partition, and so keeps the rate-limit buckets of the users hashed to it;
+    ``internal_secret``: what proves a rate-limit call came from a peer."""
     return Writes(
         publisher=LikeClient(KafkaConfig.from_settings(settings), settings.topic, linger_ms=1),
-        secret=secret,
         limiter=RateLimiter(settings.rate, settings.burst),
         timeout=settings.publish_timeout_ms / 1000,
         limits=LimitSettings(
             partitions=settings.partitions,
             url=url,
-            secret=secret,
+            secret=internal_secret,
             timeout=settings.limit_timeout_ms / 1000,
             holds=holds,
         ),
@@ -155,10 +158,13 @@ def trending_settings(settings: Settings) -> TrendingSettings:
     )
 
 
-def read_settings(settings: Settings, url: str | None, secret: str) -> ReadSettings:
+def auth_settings(settings: Settings, credentials: Credentials) -> Auth:
+    return Auth(tokens=credentials.tokens, public_memberships=settings.public_memberships)
+
+
+def read_settings(settings: Settings, url: str | None) -> ReadSettings:
     """``url``: this process's advertised URL; None for a gateway (it owns nothing)."""
     return ReadSettings(
-        secret=secret,
         stale_max=settings.stale_max_ms / 1000,
         forward_timeout=settings.forward_timeout_ms / 1000,
         url=url,
@@ -168,8 +174,8 @@ def read_settings(settings: Settings, url: str | None, secret: str) -> ReadSetti
     )
 
 
-def build(settings: Settings, secret: str) -> Pipeline:
-    """The worker's parts; ``secret`` verifies write tokens (see ``_secret.py``)."""
+def build(settings: Settings, credentials: Credentials) -> Pipeline:
+    """The worker's parts; ``credentials`` from ``_credentials.load_credentials``."""
     app = _faust_app(settings)
     topics = Topics(
         events=_events_topic(app, settings),
@@ -184,14 +190,21 @@ def build(settings: Settings, secret: str) -> Pipeline:
     sampler = Sampler(app, tables, settings)
     api = create_app(
         tables,
-        write_settings(settings, secret, settings.url, _holds_actives(app, settings.topic)),
+        write_settings(
+            settings,
+            credentials.internal_secret,
+            settings.url,
+            _holds_actives(app, settings.topic),
+        ),
         settings.cors_origin_set,
         status=sampler,
         push=push_settings(settings),
         dev_tokens=bool(settings.dev_tokens),
         trending=trending_settings(settings),
-        reads=read_settings(settings, settings.url, secret),
+        reads=read_settings(settings, settings.url),
         replica=count_replica(settings),
+        auth=auth_settings(settings, credentials),
+        internal_secret=credentials.internal_secret,
     )
     web = WebServer(api, settings.web_host, settings.web_port)
     return Pipeline(app, tables, web, sampler)

@@ -23,6 +23,7 @@ from aiohttp import web
 from likestream.web import NoTables, create_app
 
 from ._app import (
+    auth_settings,
     count_replica,
     holds_nothing,
     push_settings,
@@ -30,10 +31,10 @@ from ._app import (
     trending_settings,
     write_settings,
 )
+from ._credentials import load_credentials
 from ._kafka import warn_if_plaintext
 from ._logging import logging_config
 from ._retry import retrying
-from ._secret import signing_secret
 from ._settings import Settings
 from ._topics import KafkaUnreachable, ensure_topics, gateway_topics
 
@@ -96,7 +97,8 @@ def run_gateway(settings: Settings, supervised_by: int | None = None) -> int:
     SO_REUSEPORT, leave the topics to the supervisor, stop if it is gone.
     """
     logging.config.dictConfig(logging_config(settings))
-    secret = signing_secret(settings)  # prod refuses a missing or weak one before anything runs
+    # Prod refuses missing or weak secrets, or an unreadable JWKS, before anything runs.
+    credentials = load_credentials(settings)
     warn_if_plaintext(settings)
     if supervised_by is None:
         # The topics must exist (the replica tails like-counts); their partitions must agree.
@@ -110,14 +112,16 @@ def run_gateway(settings: Settings, supervised_by: int | None = None) -> int:
     replica = count_replica(settings)
     app = create_app(
         NoTables(replica),
-        write_settings(settings, secret, None, holds_nothing),
+        write_settings(settings, credentials.internal_secret, None, holds_nothing),
         settings.cors_origin_set,
         status=GatewayStatus(settings),
         push=push_settings(settings),
         dev_tokens=bool(settings.dev_tokens),
         trending=trending_settings(settings),
-        reads=read_settings(settings, None, secret),
+        reads=read_settings(settings, None),
         replica=replica,
+        auth=auth_settings(settings, credentials),
+        internal_secret=credentials.internal_secret,
     )
     if supervised_by is not None:
         app.cleanup_ctx.append(_watch_supervisor(supervised_by))

@@ -1,14 +1,23 @@
-"""The JWT signing secret: ``LIKESTREAM_SECRET``, or a generated one in development.
+"""The secrets: the HS256 token key ``LIKESTREAM_SECRET`` (or a generated one in
+development), the former keys still verifying, and the internal secret.
 
-Production (``LIKESTREAM_ENV=prod``) refuses a missing or weak secret. In
-development an unset secret is generated once per machine and kept in
-``dev-secret`` under the cache directory (``LIKESTREAM_CACHE_DIR``, default
-``~/.cache/likestream``), readable by its owner only, so that every worker and
-``likestream token`` on the machine sign and verify with the same key.
+Production (``LIKESTREAM_ENV=prod``) refuses a weak secret, and a missing one unless
+tokens come from an identity provider (``LIKESTREAM_JWKS_URL``). In development an
+unset secret is generated once per machine and kept in ``dev-secret`` under the cache
+directory (``LIKESTREAM_CACHE_DIR``, default ``~/.cache/likestream``), readable by its
+owner only, so that every worker and ``likestream token`` on the machine sign and
+verify with the same key.
+
+The internal secret keys what processes prove to each other (forwarded reads) and the
+user-id hashes in logs. Production requires its own (a token key is not one: with an
+identity provider there is none); development derives it from the signing secret, so
+the processes of one machine (or sharing ``LIKESTREAM_SECRET``) agree.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -17,7 +26,15 @@ from pathlib import Path
 from ._broker import default_cache_dir
 from ._settings import Settings, SettingsError
 
-__all__ = ["MIN_SECRET_BYTES", "dev_secret", "dev_secret_path", "signing_secret", "weakness"]
+__all__ = [
+    "MIN_SECRET_BYTES",
+    "dev_secret",
+    "dev_secret_path",
+    "internal_secret",
+    "previous_secrets",
+    "signing_secret",
+    "weakness",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +52,18 @@ def weakness(secret: str) -> str | None:
     return None
 
 
-def signing_secret(settings: Settings) -> str:
-    """The secret to sign and verify tokens with; :class:`SettingsError` if prod has none."""
+def signing_secret(settings: Settings) -> str | None:
+    """The HS256 secret to sign and verify tokens with: None in prod when tokens come only
+    from the identity provider; :class:`SettingsError` if prod has neither, or a weak one."""
     given = settings.secret.get_secret_value() if settings.secret is not None else ""
     if not given:  # unset, or set to nothing
         if settings.env == "prod":
-            raise SettingsError("LIKESTREAM_SECRET: required when LIKESTREAM_ENV=prod")
+            if settings.jwks_url is not None:
+                return None
+            raise SettingsError(
+                "LIKESTREAM_SECRET: required when LIKESTREAM_ENV=prod "
+                "(or LIKESTREAM_JWKS_URL, for tokens from an identity provider)"
+            )
         path = dev_secret_path()
         log.warning(
             "LIKESTREAM_SECRET is not set: using the development secret in %s "
@@ -57,6 +80,49 @@ def signing_secret(settings: Settings) -> str:
             )
         log.warning("LIKESTREAM_SECRET is weak (%s): refused when LIKESTREAM_ENV=prod", problem)
     return given
+
+
+def previous_secrets(settings: Settings) -> list[str]:
+    """``LIKESTREAM_PREVIOUS_SECRETS``: former HS256 keys that still verify."""
+    raw = settings.previous_secrets
+    found = [s.strip() for s in raw.get_secret_value().split(",")] if raw is not None else []
+    found = [s for s in found if s]
+    for number, secret in enumerate(found, 1):
+        problem = weakness(secret)
+        if problem is not None and settings.env == "prod":
+            raise SettingsError(
+                f"LIKESTREAM_PREVIOUS_SECRETS: secret {number} too weak ({problem})"
+            )
+    return found
+
+
+def internal_secret(settings: Settings) -> str:
+    """The key of what processes prove to each other; :class:`SettingsError` if prod has
+    none, a weak one, or the token key again."""
+    given = settings.internal_secret.get_secret_value() if settings.internal_secret else ""
+    if settings.env == "prod":
+        if not given:
+            raise SettingsError(
+                "LIKESTREAM_INTERNAL_SECRET: required when LIKESTREAM_ENV=prod; use e.g. "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        problem = weakness(given)
+        if problem is not None:
+            raise SettingsError(f"LIKESTREAM_INTERNAL_SECRET: too weak ({problem})")
+        token_keys = [settings.secret, settings.previous_secrets]
+        if any(k is not None and given in k.get_secret_value().split(",") for k in token_keys):
+            raise SettingsError(
+                "LIKESTREAM_INTERNAL_SECRET: must differ from the token secrets "
+                "(LIKESTREAM_SECRET, LIKESTREAM_PREVIOUS_SECRETS)"
+            )
+        return given
+    if given:
+        return given
+    # Dev: the token key may be the on-disk one or LIKESTREAM_SECRET; either way every
+    # process of the machine has the same, and so derives the same internal secret.
+    token_key = settings.secret.get_secret_value() if settings.secret is not None else ""
+    base = token_key or dev_secret(dev_secret_path())
+    return hmac.new(base.encode(), b"likestream internal secret v1", hashlib.sha256).hexdigest()
 
 
 def dev_secret_path() -> Path:

@@ -24,6 +24,7 @@ _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _HOST_PORT_RE = re.compile(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
 _ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
 _URL_RE = re.compile(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?/?")
+_JWKS_URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/\S*)?")
 
 
 class SettingsError(ValueError):
@@ -54,8 +55,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     """This process's RocksDB databases and other local state."""
 
-    web_host: str = "0.0.0.0"
-    """Address the HTTP server binds to."""
+    web_host: str = "127.0.0.1"
+    """Address the HTTP server binds to: this machine only unless set (containers set
+    ``0.0.0.0``)."""
 
     web_port: int = Field(6066, ge=1, le=65535)
     """HTTP port."""
@@ -67,8 +69,44 @@ class Settings(BaseSettings):
     the gateway's CPU limit. Workers are always one process."""
 
     secret: SecretStr | None = None
-    """JWT signing key (HS256). Prod requires a strong one (``_secret.py``); in dev, unset
-    means a generated development secret shared by the machine's processes."""
+    """HS256 key that signs and verifies tokens (``likestream token``, ``/dev/token``). Prod
+    requires it or ``jwks_url``, and a strong one (``_secret.py``); in dev, unset means a
+    generated development secret shared by the machine's processes."""
+
+    # -- tokens, the internal secret, privacy (README "Tokens") -------------------------
+
+    previous_secrets: SecretStr | None = None
+    """Former HS256 keys, comma separated: tokens they signed still verify (each token's
+    ``kid`` names its key) until removed from here. Prod requires each to be strong."""
+
+    jwks_url: str | None = None
+    """The identity provider's JWK Set URL: tokens signed RS256/ES256 with one of its keys
+    are accepted, so no process holds a key that can sign. Prod requires https and reads it
+    at start-up (unreadable: start-up fails)."""
+
+    jwks_refresh_s: int = Field(300, ge=1, le=86_400)
+    """How often the JWK Set is read again, seconds: a key the provider removed is refused
+    at most this long after. A token naming an unknown key also triggers a read, at most
+    once per 10 s."""
+
+    jwt_issuer: str | None = None
+    """Required ``iss`` of every token (``likestream token`` sets it). Prod requires it."""
+
+    jwt_audience: str | None = None
+    """Required ``aud`` of every token (``likestream token`` sets it); unset: tokens must
+    carry none. Prod requires it."""
+
+    jwt_max_lifetime_s: int = Field(86_400, ge=60, le=30 * 86_400)
+    """The longest lifetime accepted (``exp`` minus ``iat``, both required), seconds."""
+
+    internal_secret: SecretStr | None = None
+    """Key of what processes prove to each other (forwarded reads) and of the user-id
+    hashes in logs; never a token key. Prod requires a strong one, other than
+    ``LIKESTREAM_SECRET``; dev, unset: derived from the signing secret."""
+
+    public_memberships: bool = False
+    """Whether anyone may read any user's membership (``GET /items/{id}/likes/{user}``);
+    off: only with a token whose subject is that user."""
 
     rate: float = Field(5.0, gt=0)
     """Per-user like rate, tokens per second."""
@@ -311,6 +349,20 @@ class Settings(BaseSettings):
     def _check_url(cls, value: str | None) -> str | None:
         if value is not None and not _URL_RE.fullmatch(value):
             raise ValueError("expected http(s)://host[:port] with no path")
+        return value
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, value: str | None) -> str | None:
+        if value is not None and not _JWKS_URL_RE.fullmatch(value):
+            raise ValueError("expected an http(s):// URL")
+        return value
+
+    @field_validator("jwt_issuer", "jwt_audience")
+    @classmethod
+    def _check_claim(cls, value: str | None) -> str | None:
+        if value is not None and not (0 < len(value) <= 1000 and value.isprintable()):
+            raise ValueError("expected 1-1000 printable characters")
         return value
 
     @field_validator("trending_windows")

@@ -35,9 +35,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
+from ._credentials import load_credentials
 from ._logging import logging_config
 from ._retry import retrying
-from ._secret import signing_secret
 from ._settings import ENV_PREFIX, Settings, SettingsError
 from ._topics import KafkaUnreachable, ensure_topics, gateway_topics
 
@@ -192,7 +192,7 @@ class Supervisor:
 def supervise(settings: Settings) -> int:
     """``likestream gateway`` with more than one process; returns the exit code."""
     logging.config.dictConfig(logging_config(settings))
-    signing_secret(settings)  # prod refuses a missing or weak one before anything runs
+    load_credentials(settings)  # prod refuses missing or weak secrets before anything runs
     check_port_free(settings.web_host, settings.web_port)
     asyncio.run(
         retrying(

@@ -9,10 +9,10 @@ import logging.config
 import faust
 
 from ._app import build
+from ._credentials import load_credentials
 from ._kafka import warn_if_plaintext
 from ._logging import logging_config
 from ._retry import retrying
-from ._secret import signing_secret
 from ._settings import Settings
 from ._topics import KafkaUnreachable, ensure_topics
 
@@ -29,10 +29,11 @@ GC_THRESHOLDS = (50_000, 10, 10)
 def run_worker(settings: Settings) -> None:
     # Before anything logs (the dev-secret notice, topic creation); faust applies it again.
     logging.config.dictConfig(logging_config(settings))
-    secret = signing_secret(settings)  # prod refuses a missing or weak one before anything runs
+    # Prod refuses missing or weak secrets, or an unreadable JWKS, before anything runs.
+    credentials = load_credentials(settings)
     warn_if_plaintext(settings)
     asyncio.run(retrying("creating topics", lambda: ensure_topics(settings), (KafkaUnreachable,)))
-    pipeline = build(settings, secret)
+    pipeline = build(settings, credentials)
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()  # what start-up built lives as long as the process: never scanned again
     worker = faust.Worker(

@@ -86,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_setting_flags(status)
 
     token = sub.add_parser(
-        "token", help="mint a token for the write API (signed like the workers' tokens)"
+        "token",
+        help="mint an HS256 token (LIKESTREAM_SECRET, with the issuer and audience set)",
     )
     token.add_argument("user", metavar="USER")
     token.add_argument(
@@ -157,12 +158,25 @@ def _produce(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> None:
+    from ._credentials import token_policy
     from ._secret import signing_secret
     from ._tokens import mint_token
 
     if not is_valid_id(args.user):
         raise InvalidEvent("USER must be 1-128 characters of [A-Za-z0-9._:@-]")
-    print(mint_token(signing_secret(settings), args.user, args.ttl))
+    policy = token_policy(settings)
+    if args.ttl > policy.max_lifetime:
+        raise SettingsError(
+            f"--ttl {args.ttl}s is longer than LIKESTREAM_JWT_MAX_LIFETIME_S "
+            f"({policy.max_lifetime}s): the workers would refuse the token"
+        )
+    secret = signing_secret(settings)
+    if secret is None:
+        raise SettingsError(
+            "no LIKESTREAM_SECRET to sign with: with LIKESTREAM_JWKS_URL, tokens come from "
+            "the identity provider"
+        )
+    print(mint_token(secret, args.user, args.ttl, policy))
 
 
 def _erase(args: argparse.Namespace, settings: Settings) -> int:

@@ -23,6 +23,7 @@ from oracle import Oracle
 
 from likestream._broker import Broker, default_cache_dir
 from likestream._kafka import KafkaConfig
+from likestream._tokens import mint_token
 
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 
@@ -172,6 +173,8 @@ class Cluster:
         self.counts_topic = f"like-counts-{tag}"
         self.trending_topic = f"like-trending-{tag}"
         self.app_id = f"likestream-{tag}"
+        # The token key of the module's processes (a module may drop it for the dev one).
+        self.secret = f"cluster-secret-{uuid.uuid4().hex}"
 
     @property
     def kafka(self) -> KafkaConfig:
@@ -189,10 +192,16 @@ class Cluster:
             "LIKESTREAM_DATA_DIR": str(self.root / name / "data"),
             "LIKESTREAM_WEB_PORT": str(free_port()),
             "LIKESTREAM_WEB_HOST": "127.0.0.1",
+            "LIKESTREAM_SECRET": self.secret,
             **{f"LIKESTREAM_{k.upper()}": v for k, v in settings.items()},
         }
         (self.root / name).mkdir(parents=True, exist_ok=True)
         return Worker(env, self.root / name / f"{command}.log", command)
+
+    def bearer(self, user: str) -> dict[str, str]:
+        """The Authorization header of ``user``: memberships are read with their own user's
+        token."""
+        return {"Authorization": f"Bearer {mint_token(self.secret, user, 3600)}"}
 
     async def wait_caught_up(self, limit: float = 120.0) -> float:
         """Wait until the group's committed offsets reach the end of every partition.
@@ -247,7 +256,9 @@ async def read_topic(cluster: Cluster, topic: str) -> list[ConsumerRecord[bytes,
     return records
 
 
-async def assert_matches(http: aiohttp.ClientSession, worker: Worker, oracle: Oracle) -> None:
+async def assert_matches(
+    http: aiohttp.ClientSession, worker: Worker, oracle: Oracle, cluster: Cluster
+) -> None:
     """Every count (batch reads) and every membership (single reads) equals the oracle."""
     expected = oracle.counts()
     items = sorted(expected)
@@ -262,7 +273,8 @@ async def assert_matches(http: aiohttp.ClientSession, worker: Worker, oracle: Or
     sem = asyncio.Semaphore(32)
 
     async def liked(item: str, user: str) -> tuple[tuple[str, str], bool]:
-        async with sem, http.get(f"{worker.url}/items/{item}/likes/{user}") as resp:
+        url = f"{worker.url}/items/{item}/likes/{user}"
+        async with sem, http.get(url, headers=cluster.bearer(user)) as resp:
             assert resp.status == 200
             return (item, user), (await resp.json())["liked"]
 

@@ -2,6 +2,7 @@
 live pushes over WebSocket and SSE; the demo page."""
 
 from ._app import WebServer, create_app
+from ._auth import Auth
 from ._errors import ApiError
 from ._hub import Hub, Stamp
 from ._limits import RateLimiter
@@ -19,6 +20,7 @@ __all__ = [
     "STALE",
     "STALE_MS",
     "ApiError",
+    "Auth",
     "Hub",
     "LimitSettings",
     "NoTables",

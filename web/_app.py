@@ -14,7 +14,8 @@ from mode import Service
 from likestream._metrics import HTTP_REQUESTS, HTTP_SECONDS
 from likestream.tables import StateReader
 
-from ._access import access_log, add_request_id
+from ._access import USER_TAGS, UserTags, access_log, add_request_id
+from ._auth import AUTH, Auth, tokens_ctx
 from ._errors import errors_middleware
 from ._headers import CORS_ORIGINS, add_headers, cors_preflight
 from ._hub import Hub
@@ -69,6 +70,8 @@ def create_app(
     trending: TrendingSettings | None = None,
     reads: ReadSettings | None = None,
     replica: Replica | None = None,
+    auth: Auth | None = None,
+    internal_secret: str | None = None,
 ) -> web.Application:
     """The HTTP API and the page; the write routes only when ``writes`` is given, the
     pushes when ``push`` is, ``POST /dev/token`` only with ``writes`` and ``dev_tokens``,
@@ -76,15 +79,21 @@ def create_app(
 
     Reads go to other processes as ``reads`` says (default: none; only this process's
     state and replica). ``replica`` is fed by the pushes' tail of ``like-counts``.
+    ``auth``: how tokens are checked (default: no token is accepted) and whether
+    memberships are public. ``internal_secret`` keys forwarded reads' proof and the
+    user tags of the logs (None: this process's own, so no read is taken as forwarded).
     """
     app = web.Application(
         middlewares=[access_log, metrics_middleware, cors_preflight, errors_middleware]
     )
     app[STATE] = state
+    app[AUTH] = auth or Auth()
+    app[USER_TAGS] = UserTags(internal_secret)
+    app.cleanup_ctx.append(tokens_ctx)
     if replica is None:
         replica = Replica(push.partitions if push is not None else 1)
     owners = Owners()  # one watch of the group, for reads and rate limits alike
-    app[READER] = Reader(state, replica, owners, reads or ReadSettings())
+    app[READER] = Reader(state, replica, owners, reads or ReadSettings(), internal_secret)
     app.cleanup_ctx.append(reads_ctx)
     app[CORS_ORIGINS] = frozenset(cors_origins)
     if status is not None:
@@ -102,6 +111,8 @@ def create_app(
         app.cleanup_ctx.append(publisher_ctx)
         app.cleanup_ctx.append(limits_ctx)
         if dev_tokens:
+            if not app[AUTH].tokens.can_mint:
+                raise ValueError("development tokens need an HS256 secret to sign with")
             app.add_routes(dev_routes)
     if trending is not None:
         install_trending(app, trending)

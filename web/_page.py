@@ -13,10 +13,9 @@ import orjson
 from aiohttp import web
 
 from likestream._schema import is_valid_id
-from likestream._tokens import mint_token
 
+from ._auth import AUTH
 from ._errors import ApiError
-from ._writes import WRITES
 
 __all__ = ["DEV_TOKEN_TTL", "STATIC", "dev_routes", "page_routes"]
 
@@ -68,8 +67,10 @@ async def dev_token(request: web.Request) -> web.Response:
             400, "invalid_user_id", 'expected {"user_id": "..."}: 1-128 of [A-Za-z0-9._:@-]'
         )
     assert isinstance(user, str)
-    token = mint_token(request.app[WRITES].secret, user, DEV_TOKEN_TTL)
+    tokens = request.app[AUTH].tokens
+    ttl = min(DEV_TOKEN_TTL, tokens.policy.max_lifetime)
+    token = tokens.mint(user, ttl)
     return web.json_response(
-        {"token": token, "user_id": user, "expires_in": DEV_TOKEN_TTL},
+        {"token": token, "user_id": user, "expires_in": ttl},
         headers={"Cache-Control": "no-store"},
     )

@@ -7,8 +7,9 @@ For each item, in order:
 2. **forwarded**: otherwise the owner (from the group, ``_owners.py``) is asked, all
    items of one owner in one request and the owners in parallel; membership reads
    then try the standbys. A forwarded request carries :data:`FORWARDED` (a proof only
-   processes sharing the secret can make) and is never forwarded again, so requests
-   cannot loop;
+   processes sharing the internal secret can make) and is never forwarded again, so
+   requests cannot loop; a forwarded membership read is answered without a token (the
+   process that forwarded it checked the caller's);
 3. **stale, here**: otherwise from a replica: for counts the ``like-counts`` replica
    (``_replica.py``) or this process's own copy of the partition when that is newer;
    for memberships the copy (a standby, or the owner while it recovers or
@@ -87,9 +88,6 @@ class ReadSettings:
     """Where the workers' group is described; None: no owner lookups (unit tests)."""
     group: str = "likestream"
     topic: str = "likes"
-    secret: str | None = None
-    """The signing secret every process shares: it proves a read was forwarded by a peer.
-    None: a proof of this process alone (unit tests), so no request is taken as one."""
 
 
 @runtime_checkable
@@ -109,10 +107,12 @@ def _worst(a: float | None, b: float | None) -> float | None:
 
 
 def forwarding_proof(secret: str | None) -> str:
-    """What a forwarded read carries in :data:`FORWARDED`: an HMAC of the shared secret, so
-    a client cannot mark its own request as forwarded (which would skip the owner and get
-    a stale answer or a 503 on purpose). It never leaves the processes: peers send it to
-    peers, and answers do not echo it."""
+    """What a forwarded read carries in :data:`FORWARDED`: an HMAC of the internal secret
+    (``LIKESTREAM_INTERNAL_SECRET``) every process shares, so a client cannot mark its own
+    request as forwarded (which would skip the owner and get a stale answer or a 503 on
+    purpose, or read another user's membership). It never leaves the processes: peers
+    send it to peers, and answers do not echo it. ``secret`` None: a proof of this process
+    alone (unit tests), so no request is taken as one."""
     key = secret.encode() if secret is not None else os.urandom(32)
     return hmac.new(key, b"likestream forwarded read v1", hashlib.sha256).hexdigest()[:32]
 
@@ -131,7 +131,12 @@ def _stale_of(response: aiohttp.ClientResponse) -> float | None:
 
 class Reader:
     def __init__(
-        self, state: StateReader, replica: Replica, owners: Owners, settings: ReadSettings
+        self,
+        state: StateReader,
+        replica: Replica,
+        owners: Owners,
+        settings: ReadSettings,
+        internal_secret: str | None = None,
     ) -> None:
         self.state = state
         self.replica = replica
@@ -140,7 +145,7 @@ class Reader:
         self.http: aiohttp.ClientSession | None = None
         self.copies = CopyClock(settings.stale_max)
         self._down: dict[str, float] = {}
-        self._proof = forwarding_proof(settings.secret)
+        self._proof = forwarding_proof(internal_secret)
 
     def forwarded(self, request: web.Request) -> bool:
         """Whether a peer forwarded ``request`` (it is then answered from here, never

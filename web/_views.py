@@ -11,6 +11,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from likestream._schema import is_valid_id
 from likestream.tables import NotServable, StateReader
 
+from ._auth import authorize_member
 from ._errors import ApiError
 from ._reads import READER, stale_headers
 
@@ -54,9 +55,12 @@ async def item_likes(request: web.Request) -> web.Response:
 @routes.get("/items/{item_id}/likes/{user_id}")
 async def user_liked(request: web.Request) -> web.Response:
     item, user = _id(request, "item_id"), _id(request, "user_id")
+    reader = request.app[READER]
+    forwarded = reader.forwarded(request)
+    if not forwarded:  # a peer forwards only what its own caller was allowed to read
+        await authorize_member(request, user)
     try:
-        reader = request.app[READER]
-        liked, stale = await reader.liked(item, user, reader.forwarded(request))
+        liked, stale = await reader.liked(item, user, forwarded)
     except NotServable as exc:
         raise _unavailable(exc) from None
     return web.json_response(

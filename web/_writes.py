@@ -54,7 +54,6 @@ class Publisher(Protocol):
 @dataclass(frozen=True)
 class Writes:
     publisher: Publisher
-    secret: str
     limiter: RateLimiter
     """The buckets this process keeps: of the users whose partitions it owns."""
     timeout: float
@@ -80,7 +79,7 @@ async def unlike(request: web.Request) -> web.Response:
 
 async def _write(request: web.Request, action: Action) -> web.Response:
     writes = request.app[WRITES]
-    user = authenticate(request, writes.secret)
+    user = await authenticate(request)
     item = _id(request, "item_id")
     await _read_small_body(request)
     await _take_token(request.app[LIMITS], user)

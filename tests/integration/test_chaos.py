@@ -210,7 +210,7 @@ async def mismatches(http: aiohttp.ClientSession, chaos: Chaos) -> list[str]:
     async def check(item: str, user: str) -> None:
         served_by = owner[partition_for(item.encode(), cluster.partitions)]
         url = f"{served_by.url}/items/{item}/likes/{user}"
-        async with sem, http.get(url) as resp:
+        async with sem, http.get(url, headers=cluster.bearer(user)) as resp:
             assert resp.status == 200, await resp.text()
             if (await resp.json())["liked"] != oracle.members[(item, user)]:
                 wrong.append(f"member {item}/{user}")

@@ -270,6 +270,9 @@ def test_logs_are_json_lines_with_request_ids(worker: Worker) -> None:
     assert refused["logger"] == "likestream.access"
     assert refused["status"] == 429
     assert refused["method"] == "POST"
+    # The user it was refused for shows as a keyed hash, never as the id.
+    assert re.fullmatch("u:[0-9a-f]{12}", refused["user"])
+    assert not any("obs-user" in line for line in lines)
     access = [d for d in docs if d["logger"] == "likestream.access"]
     # Without an X-Request-Id the worker makes one up.
     assert all(re.fullmatch("[0-9a-f]{32}", d["request_id"]) for d in access if d is not refused)

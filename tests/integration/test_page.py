@@ -64,10 +64,16 @@ async def browser(chromium: Path) -> AsyncIterator[Browser]:
         await instance.close()
 
 
-async def open_as(browser: Browser, worker: Worker, user: str) -> Page:
+async def open_as(
+    browser: Browser, worker: Worker, user: str, items: list[str] = ITEMS, wait: str = ""
+) -> Page:
+    """The page of ``items``, signed in as ``user`` (after the count of ``wait`` shows,
+    if given)."""
     context = await browser.new_context(viewport={"width": 720, "height": 520})
     page = await context.new_page()
-    await page.goto(f"{worker.url}/?items={','.join(ITEMS)}")
+    await page.goto(f"{worker.url}/?items={','.join(items)}")
+    if wait:
+        await expect(count(page, wait)).to_have_text("1", timeout=WAIT_MS)
     await expect(page.locator("#connection")).to_have_attribute(
         "data-state", "live", timeout=WAIT_MS
     )
@@ -196,3 +202,18 @@ async def test_the_trending_panel_shows_the_hot_items(
     )
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "page-trending.png"), full_page=True)
+
+
+async def test_signing_in_shows_what_the_user_already_likes(
+    browser: Browser, worker: Worker, cluster: Cluster
+) -> None:
+    # Memberships are private: the page reads them with the user's own token.
+    async with LikeClient(cluster.kafka, cluster.topic) as client:
+        await client.like("ivy@example.com", "page:mine")
+    items = ["page:mine", "page:other"]
+    page = await open_as(browser, worker, "ivy@example.com", items, wait="page:mine")
+    await expect(button(page, "page:mine")).to_have_attribute(
+        "aria-pressed", "true", timeout=WAIT_MS
+    )
+    await expect(button(page, "page:other")).to_have_attribute("aria-pressed", "false")
+    assert "ivy@example.com" not in worker.log.read_text()  # its reads are logged hashed

@@ -48,7 +48,7 @@ async def test_counts_match_oracle(
     await produce(cluster.kafka, cluster.topic, events)
     produced = time.monotonic() - began
     caught_up = await cluster.wait_caught_up()
-    await assert_matches(http, worker, oracle)
+    await assert_matches(http, worker, oracle, cluster)
 
     published = await read_counts_topic(cluster)
     expected = oracle.counts()
@@ -94,7 +94,7 @@ async def test_invalid_records_go_to_dlq(
             if i % 20 == 0 and i // 20 < len(poison):
                 await client.send_raw(*poison[i // 20])
     await cluster.wait_caught_up()
-    await assert_matches(http, worker, oracle)
+    await assert_matches(http, worker, oracle, cluster)
 
     dead = [
         (r.key, r.value, dict(r.headers)) for r in await read_topic(cluster, f"{cluster.topic}.dlq")
@@ -108,17 +108,25 @@ async def test_invalid_records_go_to_dlq(
 
 
 async def test_clean_restart_keeps_counts(
-    worker: Worker, oracle: Oracle, http: aiohttp.ClientSession, request: pytest.FixtureRequest
+    cluster: Cluster,
+    worker: Worker,
+    oracle: Oracle,
+    http: aiohttp.ClientSession,
+    request: pytest.FixtureRequest,
 ) -> None:
     took = worker.stop()
     worker.start()
     await worker.wait_ready()
-    await assert_matches(http, worker, oracle)
+    await assert_matches(http, worker, oracle, cluster)
     report(request.config, f"integration: SIGTERM stop took {took:.1f}s; counts kept in RocksDB")
 
 
 async def test_lost_data_dir_recovers_from_changelog(
-    worker: Worker, oracle: Oracle, http: aiohttp.ClientSession, request: pytest.FixtureRequest
+    cluster: Cluster,
+    worker: Worker,
+    oracle: Oracle,
+    http: aiohttp.ClientSession,
+    request: pytest.FixtureRequest,
 ) -> None:
     worker.stop()
     shutil.rmtree(worker.data_dir)
@@ -126,7 +134,7 @@ async def test_lost_data_dir_recovers_from_changelog(
     worker.start()
     await worker.wait_ready()
     recovered = time.monotonic() - began
-    await assert_matches(http, worker, oracle)
+    await assert_matches(http, worker, oracle, cluster)
     report(
         request.config,
         f"integration: data dir deleted, ready again in {recovered:.1f}s "

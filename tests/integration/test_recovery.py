@@ -53,14 +53,14 @@ async def test_sigterm_finishes_commits_and_loses_nothing(
     worker.start()
     await worker.wait_ready()
     await cluster.wait_caught_up()
-    await assert_matches(http, worker, oracle)
+    await assert_matches(http, worker, oracle, cluster)
     # Everything applied before the stop was committed: nothing is folded twice.
     assert await metric(http, worker, "likestream_events_total", outcome="replayed") == 0
     report(request.config, f"recovery: SIGTERM under load exited cleanly in {took:.1f}s")
 
 
 async def test_not_ready_and_no_reads_until_recovered(
-    worker: Worker, oracle: Oracle, http: aiohttp.ClientSession
+    cluster: Cluster, worker: Worker, oracle: Oracle, http: aiohttp.ClientSession
 ) -> None:
     worker.stop()
     shutil.rmtree(worker.data_dir)
@@ -90,7 +90,7 @@ async def test_not_ready_and_no_reads_until_recovered(
     # /readyz and the read are two requests: recovery may end between them, so the
     # check above is on values, and this one on what readiness said first.
     assert seen[0][0] == 503, seen[:3]
-    await assert_matches(http, worker, oracle)
+    await assert_matches(http, worker, oracle, cluster)
 
 
 async def test_recovers_after_changelog_compaction(
@@ -143,7 +143,7 @@ async def test_recovers_after_changelog_compaction(
     worker.start()
     await worker.wait_ready(limit=120)
     took = time.monotonic() - began
-    await assert_matches(http, worker, oracle)
+    await assert_matches(http, worker, oracle, cluster)
     report(
         request.config,
         f"recovery: compacted changelog ({len(records)} records left) restored in {took:.1f}s",

@@ -107,7 +107,12 @@ async def produce_paced(
 
 
 async def read_forever(
-    http: aiohttp.ClientSession, live: list[Worker], oracle: Oracle, seen: Seen, strict: bool
+    http: aiohttp.ClientSession,
+    live: list[Worker],
+    oracle: Oracle,
+    seen: Seen,
+    strict: bool,
+    cluster: Cluster,
 ) -> None:
     """Hit every live process in turn: a batch of counts, one count, one membership.
 
@@ -127,8 +132,9 @@ async def read_forever(
                 ("membership", f"/items/{member[0]}/likes/{member[1]}"),
             ):
                 sent = time.time()
+                auth = cluster.bearer(member[1]) if kind == "membership" else {}
                 try:
-                    async with http.get(process.url + path) as resp:
+                    async with http.get(process.url + path, headers=auth) as resp:
                         status = resp.status
                         body = await resp.text()
                         headers = resp.headers
@@ -217,7 +223,7 @@ async def failover(
         await wait_settled(http, workers, processes)
         await produce_paced(cluster, first, oracle, seconds=5)
         await cluster.wait_caught_up()
-        await agree_with_oracle(http, processes, gateway, oracle)
+        await agree_with_oracle(http, processes, gateway, oracle, cluster)
         owners = await wait_settled(http, workers, processes)
 
         victim = workers[1]
@@ -227,7 +233,9 @@ async def failover(
         live = [p for p in processes if p is not victim]
         seen = Seen()
         loader = asyncio.create_task(produce_paced(cluster, second, oracle, seconds=25))
-        readers = asyncio.create_task(read_forever(http, live, oracle, seen, strict=standbys > 0))
+        readers = asyncio.create_task(
+            read_forever(http, live, oracle, seen, strict=standbys > 0, cluster=cluster)
+        )
         try:
             await asyncio.sleep(3)  # under load, before the kill
             victim.kill()
@@ -248,7 +256,7 @@ async def failover(
         assert seen.max_stale_ms <= STALE_MAX_MS
         behind, matched = await real_staleness(cluster, seen.stale_counts)
         assert matched > 0
-        await agree_with_oracle(http, live, gateway, oracle)
+        await agree_with_oracle(http, live, gateway, oracle, cluster)
         report(
             request.config,
             f"scale: {standbys} standby replica(s): SIGKILLed worker's {len(lost)} partitions "
@@ -300,18 +308,24 @@ async def real_staleness(
 
 
 async def agree_with_oracle(
-    http: aiohttp.ClientSession, processes: list[Worker], gateway: list[Worker], oracle: Oracle
+    http: aiohttp.ClientSession,
+    processes: list[Worker],
+    gateway: list[Worker],
+    oracle: Oracle,
+    cluster: Cluster,
 ) -> None:
     """Every count on every process; every membership through the gateway (each one
     forwarded to its owner), a sample of them on each worker."""
     for process in processes:
         if process in gateway:
-            await assert_matches(http, process, oracle)
+            await assert_matches(http, process, oracle, cluster)
         else:
-            await counts_match(http, process, oracle)
+            await counts_match(http, process, oracle, cluster)
 
 
-async def counts_match(http: aiohttp.ClientSession, process: Worker, oracle: Oracle) -> None:
+async def counts_match(
+    http: aiohttp.ClientSession, process: Worker, oracle: Oracle, cluster: Cluster
+) -> None:
     """Every count (batch reads) and a sample of memberships equal the oracle."""
     expected = oracle.counts()
     items = sorted(expected)
@@ -324,7 +338,8 @@ async def counts_match(http: aiohttp.ClientSession, process: Worker, oracle: Ora
             got.update((await resp.json())["likes"])
     assert got == expected
     for item, user in random.Random(3).sample(sorted(oracle.members), 300):
-        async with http.get(f"{process.url}/items/{item}/likes/{user}") as resp:
+        url = f"{process.url}/items/{item}/likes/{user}"
+        async with http.get(url, headers=cluster.bearer(user)) as resp:
             assert resp.status == 200, await resp.text()
             assert (await resp.json())["liked"] == oracle.members[(item, user)]
 

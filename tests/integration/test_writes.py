@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ def cluster(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Cluster
 @pytest.fixture(scope="module")
 async def worker(cluster: Cluster) -> AsyncIterator[Worker]:
     instance = cluster.worker("w1")
+    del instance.env["LIKESTREAM_SECRET"]  # this module's worker signs with the dev secret
     instance.env.update(
         {
             "LIKESTREAM_CACHE_DIR": str(cluster.root / "cache"),  # where the dev secret goes
@@ -119,7 +121,7 @@ async def test_post_counts_once_and_delete_takes_it_back(
         assert resp.status == 202
     await cluster.wait_caught_up()
     assert await likes(http, worker, item) == 1
-    async with http.get(f"{worker.url}/items/{item}/likes/alice") as resp:
+    async with http.get(f"{worker.url}/items/{item}/likes/alice", headers=alice) as resp:
         assert (await resp.json())["liked"] is True
 
     async with http.delete(f"{worker.url}/items/{item}/like", headers=alice) as resp:
@@ -146,6 +148,28 @@ async def test_refusals(worker: Worker, http: aiohttp.ClientSession) -> None:
         assert resp.status == 413
         assert (await resp.json())["error"]["code"] == "too_large"
     assert await likes(http, worker, "writes:refused") == 0
+
+
+async def test_a_membership_is_read_only_by_its_own_user(
+    worker: Worker, http: aiohttp.ClientSession
+) -> None:
+    item, dana = "writes:private", bearer(await cli_token(worker, "dana@example.com"))
+    async with http.post(f"{worker.url}/items/{item}/like", headers=dana) as resp:
+        assert resp.status == 202
+    await wait_for_likes(http, worker, item, 1)
+    url = f"{worker.url}/items/{item}/likes/dana@example.com"
+    async with http.get(url, headers=dana) as resp:
+        assert (resp.status, (await resp.json())["liked"]) == (200, True)
+    async with http.get(url) as resp:
+        assert resp.status == 401
+        assert resp.headers["WWW-Authenticate"] == 'Bearer realm="likestream"'
+    async with http.get(url, headers=bearer(await cli_token(worker, "eve"))) as resp:
+        assert resp.status == 403
+        assert (await resp.json())["error"]["code"] == "forbidden"
+    # The worker's log has the user's keyed hash, never the id (an e-mail address here).
+    log = worker.log.read_text()
+    assert "dana@example.com" not in log
+    assert re.search(r"GET /items/writes:private/likes/u:[0-9a-f]{12} 403 \S+ u:[0-9a-f]{12}", log)
 
 
 async def test_rate_limit_is_429_with_retry_after(

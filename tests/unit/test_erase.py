@@ -56,8 +56,10 @@ def test_report() -> None:
 
 def test_changelog_topic_is_the_one_faust_declares(tmp_path: Path) -> None:
     from likestream._app import build
+    from likestream._credentials import Credentials
+    from likestream._tokens import Tokens
 
     settings = load_settings(data_dir=str(tmp_path), app_id="erase-unit")
-    app = build(settings, secret="x" * 32).app
+    app = build(settings, Credentials(Tokens("x" * 32), "y" * 32)).app
     declared = {t.changelog_topic.get_topic_name() for t in app.tables.values()}
     assert changelog_topic("erase-unit") in declared

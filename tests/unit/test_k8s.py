@@ -395,8 +395,10 @@ def _topics(r: Rendered) -> dict[str, Doc]:
 def _changelogs(settings: Settings) -> dict[str, Any]:
     """The changelog topics faust declares for the app that _app.py builds."""
     from likestream._app import build
+    from likestream._credentials import Credentials
+    from likestream._tokens import Tokens
 
-    app = build(settings, secret="x" * 32).app
+    app = build(settings, Credentials(Tokens("x" * 32), "y" * 32)).app
     return {t.changelog_topic.get_topic_name(): t.changelog_topic for t in app.tables.values()}
 
 

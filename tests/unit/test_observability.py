@@ -27,14 +27,15 @@ from likestream import _metrics
 from likestream._logging import REQUEST_ID, JsonFormatter, PlainFormatter, RequestIdFilter
 from likestream._settings import SettingsError, load_settings
 from likestream._status import format_status
-from likestream._tokens import mint_token
+from likestream._tokens import Tokens, mint_token
 from likestream.client import DeliveryError
-from likestream.web import RateLimiter, Writes, create_app
+from likestream.web import Auth, RateLimiter, Writes, create_app
 
 DASHBOARD = K8S / "observability" / "likestream-dashboard.json"
 RULES = K8S / "base" / "prometheusrule.yaml"
 METRIC_RE = re.compile(r"\blikestream_[a-z0-9_]+\b")
 SECRET = "observability-unit-secret-" + "0123456789abcdef" * 2
+AUTH = Auth(Tokens(SECRET))
 
 
 def exposed_samples() -> set[str]:
@@ -445,8 +446,8 @@ def publisher() -> Publisher:
 
 @pytest.fixture
 async def client(state: State, publisher: Publisher) -> AsyncIterator[TestClient]:
-    writes = Writes(publisher, SECRET, RateLimiter(rate=0.001, burst=1), timeout=5)
-    async with TestClient(TestServer(create_app(state, writes))) as http:
+    writes = Writes(publisher, RateLimiter(rate=0.001, burst=1), timeout=5)
+    async with TestClient(TestServer(create_app(state, writes, auth=AUTH))) as http:
         yield http
 
 

@@ -19,11 +19,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import ConsumerRecord
 
+from likestream._tokens import Tokens
 from likestream.tables import NO_COUNT, CountRow, NotServable
-from likestream.web import HUB, Hub, PushSettings, RateLimiter, Stamp, Writes, create_app
+from likestream.web import HUB, Auth, Hub, PushSettings, RateLimiter, Stamp, Writes, create_app
 from likestream.web._tail import parse_count
 
 SECRET = "unit-test-secret-" + "0123456789abcdef" * 2
+AUTH = Auth(Tokens(SECRET))
 MAX_ITEMS = 5
 LIMIT = 20.0  # seconds; generous, only hit when something is broken
 
@@ -66,8 +68,8 @@ def push_settings(interval: float = 0.01, backlog: int = 64 * 1024, **caps: int)
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient]:
-    writes = Writes(Publisher(), SECRET, RateLimiter(1, 1), timeout=1)
-    app = create_app(State(), writes, push=push_settings(), dev_tokens=True)
+    writes = Writes(Publisher(), RateLimiter(1, 1), timeout=1)
+    app = create_app(State(), writes, push=push_settings(), dev_tokens=True, auth=AUTH)
     async with TestClient(TestServer(app)) as http:
         yield http
 
@@ -528,8 +530,8 @@ async def test_dev_token_mints_a_token_the_write_api_takes(client: TestClient) -
 
 
 async def test_no_dev_tokens_unless_asked() -> None:
-    writes = Writes(Publisher(), SECRET, RateLimiter(1, 1), timeout=1)
-    async with TestClient(TestServer(create_app(State(), writes))) as http:
+    writes = Writes(Publisher(), RateLimiter(1, 1), timeout=1)
+    async with TestClient(TestServer(create_app(State(), writes, auth=AUTH))) as http:
         resp = await http.post("/dev/token", json={"user_id": "alice"})
         assert resp.status in (404, 405)
 

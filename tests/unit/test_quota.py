@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from likestream._metrics import RATE_LIMIT_CHECKS
 from likestream._partition import partition_for
 from likestream._schema import LikeEvent
-from likestream._tokens import mint_token
-from likestream.web import FORWARDED, LimitSettings, RateLimiter, Writes, create_app
+from likestream._tokens import Tokens, mint_token
+from likestream.web import FORWARDED, Auth, LimitSettings, RateLimiter, Writes, create_app
 from likestream.web._owners import Placement
 from likestream.web._quota import LIMITS, Here, Nowhere, Owner, route
 from likestream.web._reads import forwarding_proof
@@ -65,8 +65,10 @@ def app_of(
     publisher = Publisher()
     limits = LimitSettings(PARTITIONS, url, secret, timeout, holds)
     # rate 0.001/s: no refill within a test.
-    writes = Writes(publisher, secret, RateLimiter(0.001, burst), 1.0, limits)
-    return TestServer(create_app(State(), writes, cors)), publisher
+    writes = Writes(publisher, RateLimiter(0.001, burst), 1.0, limits)
+    # Tokens of the one SECRET everywhere; ``secret`` is the processes' internal one.
+    app = create_app(State(), writes, cors, auth=Auth(Tokens(SECRET)), internal_secret=secret)
+    return TestServer(app), publisher
 
 
 def checks(where: str) -> float:
@@ -257,7 +259,7 @@ async def test_a_peer_without_the_secret_gets_no_token() -> None:
         async with TestClient(gateway_server) as gateway:
             owners = gateway.app[LIMITS].owners
             owners.update("Stable", Placement({p: url for p in range(PARTITIONS)}))
-            token = {"Authorization": f"Bearer {mint_token(other, 'alice', 60)}"}
+            token = bearer("alice")
             resp = await gateway.post("/items/a/like", headers=token)
             assert resp.status == 503  # the owner said 403: not a token
             assert publisher.events == []

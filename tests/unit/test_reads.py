@@ -13,8 +13,18 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from likestream._partition import partition_for
+from likestream._tokens import Tokens, mint_token
 from likestream.tables import NO_COUNT, NO_MEMBER, CountRow, MemberRow, NotServable
-from likestream.web import FORWARDED, STALE, STALE_MS, ReadSettings, Replica, Stamp, create_app
+from likestream.web import (
+    FORWARDED,
+    STALE,
+    STALE_MS,
+    Auth,
+    ReadSettings,
+    Replica,
+    Stamp,
+    create_app,
+)
 from likestream.web._copies import CopyClock
 from likestream.web._owners import Owners, Placement, parse_members
 from likestream.web._reads import READER, Reader, forwarding_proof
@@ -25,6 +35,11 @@ CHANGELOG = "app-state-changelog"
 ME = "http://me:1"
 SECRET = "unit-test-secret-" + "0123456789abcdef" * 2
 PROOF = forwarding_proof(SECRET)
+TOKEN_KEY = "unit-test-token-key-" + "0123456789abcdef" * 2
+
+
+def bearer(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(TOKEN_KEY, user, 60)}"}
 
 
 def items_in(partition: int) -> list[str]:
@@ -190,8 +205,10 @@ async def peer_b() -> AsyncIterator[tuple[Peer, str]]:
 async def client() -> AsyncIterator[TestClient]:
     app = create_app(
         State(),
-        reads=ReadSettings(stale_max=2.0, url=ME, secret=SECRET),
+        reads=ReadSettings(stale_max=2.0, url=ME),
         replica=Replica(PARTITIONS),
+        auth=Auth(Tokens(TOKEN_KEY)),
+        internal_secret=SECRET,
     )
     async with TestClient(TestServer(app)) as http:
         yield http
@@ -289,7 +306,7 @@ async def test_memberships_try_the_standby_when_the_owner_is_away(
 ) -> None:
     peer, url = peer_a
     place(client, {2: "http://127.0.0.1:9"}, {2: (url,)})
-    resp = await client.get(f"/items/{item_in(2)}/likes/someone")
+    resp = await client.get(f"/items/{item_in(2)}/likes/someone", headers=bearer("someone"))
     assert (resp.status, (await resp.json())["liked"]) == (200, True)
     assert peer.asked == [(f"/items/{item_in(2)}/likes/someone", True)]
 
@@ -314,5 +331,5 @@ async def test_a_held_copy_answers_memberships_when_it_is_new_enough(client: Tes
 
 async def test_no_copy_and_no_peer_is_a_503(client: TestClient) -> None:
     load_replica(client)
-    resp = await client.get(f"/items/{item_in(3)}/likes/fan")
+    resp = await client.get(f"/items/{item_in(3)}/likes/fan", headers=bearer("fan"))
     assert resp.status == 503

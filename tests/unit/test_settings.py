@@ -43,6 +43,13 @@ def test_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         ("STALE_MAX_MS", "0"),
         ("FORWARD_TIMEOUT_MS", "10"),
         ("ADVERTISED_URL", "http://w-0:6066/some/path"),
+        ("JWKS_URL", "ftp://idp.example/jwks"),
+        ("JWKS_URL", "idp.example/jwks"),
+        ("JWKS_REFRESH_S", "0"),
+        ("JWT_ISSUER", ""),
+        ("JWT_AUDIENCE", "a\nb"),
+        ("JWT_MAX_LIFETIME_S", "10"),
+        ("PUBLIC_MEMBERSHIPS", "maybe"),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -54,10 +61,24 @@ def test_bad_value_names_the_variable(
 
 
 def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LIKESTREAM_SECRET", "hunter2-hunter2")
+    for name in ("SECRET", "PREVIOUS_SECRETS", "INTERNAL_SECRET"):
+        monkeypatch.setenv(f"LIKESTREAM_{name}", f"hunter2-{name}")
     shown = load_settings().masked()
-    assert shown["LIKESTREAM_SECRET"] == "********"
+    for name in ("SECRET", "PREVIOUS_SECRETS", "INTERNAL_SECRET"):
+        assert shown[f"LIKESTREAM_{name}"] == "********"
     assert "hunter2" not in repr(load_settings())
+
+
+def test_safe_defaults() -> None:
+    s = load_settings()
+    assert s.web_host == "127.0.0.1"  # not reachable from the network unless asked
+    assert s.public_memberships is False
+    assert (s.jwt_max_lifetime_s, s.jwks_url, s.jwt_issuer, s.jwt_audience) == (
+        86_400,
+        None,
+        None,
+        None,
+    )
 
 
 def test_cors_origins_are_a_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,6 +104,7 @@ def test_dev_tokens_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) 
 def test_the_advertised_url_defaults_to_the_web_address(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(web_host="127.0.0.1", web_port="7001").url == "http://127.0.0.1:7001"
     monkeypatch.setattr("socket.gethostname", lambda: "box")
-    assert load_settings().url == "http://box:6066"  # the wildcard address: the host name
+    assert load_settings().url == "http://127.0.0.1:6066"  # the default: this machine only
+    assert load_settings(web_host="0.0.0.0").url == "http://box:6066"  # wildcard: host name
     monkeypatch.setenv("LIKESTREAM_ADVERTISED_URL", "http://w-0.likestream-worker:6066/")
     assert load_settings().url == "http://w-0.likestream-worker:6066"

@@ -42,10 +42,11 @@ export async function setLiked(token, itemId, liked) {
   return response.json();
 }
 
-// Whether the user likes the item; null when this worker cannot say right now.
-export async function isLiked(itemId, userId) {
+// Whether the token's user likes the item (memberships are private: the token must be
+// that user's); null when the server cannot say right now.
+export async function isLiked(token, itemId, userId) {
   const path = `/items/${encodeURIComponent(itemId)}/likes/${encodeURIComponent(userId)}`;
-  const response = await fetch(path);
+  const response = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
   if (!response.ok) return null;
   return (await response.json()).liked;
 }

@@ -112,7 +112,7 @@ async function signIn(event) {
   }
   await Promise.all(
     [...state.items.values()].map(async (entry) => {
-      const liked = await isLiked(entry.id, state.user);
+      const liked = await isLiked(state.token, entry.id, state.user);
       if (liked !== null && !entry.pending) entry.liked = liked;
       render(entry);
     }),
