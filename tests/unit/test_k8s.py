@@ -41,7 +41,8 @@ from manifests import (
     rendered,
 )
 
-from likestream._secret import signing_secret
+from likestream._credentials import token_policy
+from likestream._secret import internal_secret, signing_secret
 from likestream._settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from likestream._topics import topic_specs
 from likestream.web import create_app
@@ -286,7 +287,11 @@ def _env_names(target: Rendered) -> Iterator[str]:
 @pytest.mark.parametrize("target", OVERLAYS)
 def test_env_names_are_settings(target: str) -> None:
     names = set(_env_names(rendered(target)))
-    assert {"LIKESTREAM_INSTANCE_ID", "LIKESTREAM_ADVERTISED_URL", "LIKESTREAM_SECRET"} <= names
+    assert {
+        "LIKESTREAM_INSTANCE_ID",
+        "LIKESTREAM_ADVERTISED_URL",
+        "LIKESTREAM_INTERNAL_SECRET",
+    } <= names
     unknown = {n for n in names if n.removeprefix(ENV_PREFIX).lower() not in Settings.model_fields}
     assert {n for n in names if not n.startswith(ENV_PREFIX)} | unknown == set()
 
@@ -298,11 +303,20 @@ def test_settings_load_from_each_pods_env(
     r = rendered(target)
     for workload in r.workloads():
         pod = f"{workload['metadata']['name']}-0"
-        env = pod_env(r, workload, pod, secret="s" * 32)
+        env = pod_env(r, workload, pod, secret="0123456789abcdef" * 3)  # a strong one
         for name, value in with_stand_ins(r, workload, env, tmp_path).items():
             clean_env.setenv(name, value)
         settings = load_settings()  # every value passes the app's own validation
         assert settings.env == target
+        # ...and the start-up checks of the credentials, all but reading the JWK Set.
+        token_policy(settings)
+        internal_secret(settings)
+        if target == "prod":
+            assert settings.jwks_url is not None
+            assert settings.jwks_url.startswith("https://")
+            assert settings.secret is None  # no pod holds a key that signs tokens
+        else:
+            assert signing_secret(settings) is not None  # /dev/token signs with it
         mounts = {m["mountPath"]: m["name"] for m in container(workload)["volumeMounts"]}
         assert str(settings.data_dir) in mounts, "LIKESTREAM_DATA_DIR is not a mounted volume"
         if workload["kind"] == "StatefulSet":
@@ -639,7 +653,18 @@ def test_secret_is_a_placeholder_in_dev_and_external_in_prod() -> None:
             if "secretKeyRef" in var.get("valueFrom", {})
             and var["valueFrom"]["secretKeyRef"]["name"] not in kafka_users
         ]
-        assert len(refs) == len(r.workloads())  # every pod gets the key...
+        names = [
+            var["name"]
+            for w in r.workloads()
+            for var in container(w)["env"]
+            if "secretKeyRef" in var.get("valueFrom", {})
+            and var["valueFrom"]["secretKeyRef"]["name"] not in kafka_users
+        ]
+        # Every pod gets the internal secret; only dev's a token key (prod: the IdP's).
+        assert names.count("LIKESTREAM_INTERNAL_SECRET") == len(r.workloads())
+        tokens = len(r.workloads()) if r is dev else 0
+        assert names.count("LIKESTREAM_SECRET") == tokens
+        assert len(refs) == len(r.workloads()) + tokens  # ...and nothing else...
         assert all(not ref.get("optional", False) for ref in refs)  # ...or does not start
         for ref in refs:  # the same name and key in both, so prod's Secret is dev's shape
             assert ref["key"] in dev.one("Secret", ref["name"])["stringData"]
