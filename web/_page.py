@@ -1,4 +1,5 @@
-"""The demo page at ``GET /`` (static ES modules, no build step) and dev-only tokens.
+"""The demo page at ``GET /`` and the embeddable ``<like-button>`` (static ES modules under
+``/static/``, no build step), and dev-only tokens.
 
 ``POST /dev/token`` exists only when ``LIKESTREAM_DEV_TOKENS`` is on (the dev
 default, refused in prod): it mints a short-lived write token for whatever user
@@ -51,6 +52,10 @@ def _static_file(name: str) -> web.FileResponse:
     response.headers["Cache-Control"] = "no-cache"
     if name.endswith(".js"):  # module scripts need a JavaScript type
         response.content_type = "text/javascript"
+        # Module scripts are fetched with CORS: any site may load the embeddable button
+        # (like-button.js and what it imports). Public code without credentials; what the
+        # button then calls still needs the site in LIKESTREAM_CORS_ORIGINS.
+        response.headers["Access-Control-Allow-Origin"] = "*"
     return response
 
 

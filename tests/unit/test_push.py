@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -512,6 +513,18 @@ async def test_page_and_its_modules_are_served_with_a_page_csp(client: TestClien
         resp = await client.get(bad)
         assert resp.status == 404, bad
         assert (await resp.json())["error"]["code"] == "not_found"
+
+
+async def test_the_like_button_module_loads_from_any_origin(client: TestClient) -> None:
+    # <script type="module"> fetches with CORS, and so does each import of the module.
+    source = await (await client.get("/static/like-button.js")).text()
+    imports = re.findall(r'^import .* from "\./([\w-]+\.js)";$', source, re.MULTILINE)
+    assert imports == ["api.js", "feed.js"]
+    for name in ["like-button.js", *imports]:
+        resp = await client.get(f"/static/{name}", headers={"Origin": "https://blog.example"})
+        assert resp.status == 200, name
+        assert resp.content_type == "text/javascript"
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
 
 
 async def test_dev_token_mints_a_token_the_write_api_takes(client: TestClient) -> None:

@@ -1,10 +1,15 @@
-// The HTTP API the page uses: dev tokens, the real write API, membership reads.
+// The HTTP API of one likestream server (`base`: its URL, e.g. "https://likes.example/"):
+// dev tokens, the write API, membership and count reads. No cookies are sent: the
+// Bearer token is the only credential, so a page of another origin needs nothing but
+// LIKESTREAM_CORS_ORIGINS on the server.
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  // status: the HTTP status (0: no answer); retryAfter: seconds the server asked to wait.
+  constructor(status, code, message, retryAfter = null) {
     super(message);
     this.status = status;
     this.code = code;
+    this.retryAfter = retryAfter;
   }
 }
 
@@ -18,12 +23,25 @@ async function failure(response) {
   } catch {
     // not JSON: keep the status line
   }
-  return new ApiError(response.status, code, message);
+  const seconds = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+  return new ApiError(response.status, code, message, Number.isFinite(seconds) ? seconds : null);
+}
+
+async function call(base, path, init = {}) {
+  try {
+    return await fetch(new URL(path, base), { credentials: "omit", cache: "no-store", ...init });
+  } catch (error) {
+    throw new ApiError(0, "network", `the server could not be reached (${error.message})`);
+  }
+}
+
+function itemPath(itemId) {
+  return `items/${encodeURIComponent(itemId)}`;
 }
 
 // POST /dev/token: a short-lived write token for any user name (development only).
-export async function devToken(userId) {
-  const response = await fetch("/dev/token", {
+export async function devToken(base, userId) {
+  const response = await call(base, "dev/token", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ user_id: userId }),
@@ -33,8 +51,8 @@ export async function devToken(userId) {
 }
 
 // POST (like) or DELETE (unlike) /items/{id}/like with the Bearer token; 202 when Kafka has it.
-export async function setLiked(token, itemId, liked) {
-  const response = await fetch(`/items/${encodeURIComponent(itemId)}/like`, {
+export async function setLiked(base, token, itemId, liked) {
+  const response = await call(base, `${itemPath(itemId)}/like`, {
     method: liked ? "POST" : "DELETE",
     headers: { Authorization: `Bearer ${token}` },
   });
@@ -44,9 +62,22 @@ export async function setLiked(token, itemId, liked) {
 
 // Whether the token's user likes the item (memberships are private: the token must be
 // that user's); null when the server cannot say right now.
-export async function isLiked(token, itemId, userId) {
-  const path = `/items/${encodeURIComponent(itemId)}/likes/${encodeURIComponent(userId)}`;
-  const response = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
-  if (!response.ok) return null;
-  return (await response.json()).liked;
+export async function isLiked(base, token, itemId, userId) {
+  const path = `${itemPath(itemId)}/likes/${encodeURIComponent(userId)}`;
+  try {
+    const response = await call(base, path, { headers: { Authorization: `Bearer ${token}` } });
+    return response.ok ? (await response.json()).liked : null;
+  } catch {
+    return null;
+  }
+}
+
+// GET /items/{id}/likes: the item's count; null when the server cannot say right now.
+export async function likesOf(base, itemId) {
+  try {
+    const response = await call(base, `${itemPath(itemId)}/likes`);
+    return response.ok ? (await response.json()).likes : null;
+  } catch {
+    return null;
+  }
 }
