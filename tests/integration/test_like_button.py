@@ -182,6 +182,13 @@ async def test_a_click_in_one_page_shows_in_the_other_over_one_socket_each(
     assert alice.sockets[0].url.startswith("ws://localhost:")
     assert [frame["op"] for frame in alice.sent] == ["subscribe"]
     assert sorted(alice.sent[0]["items"]) == ["btn:1", "btn:2"]
+    # An item is unsubscribed when its last button goes, not before.
+    async with alice.sockets[0].expect_event("framesent") as sent:
+        await alice.page.evaluate(
+            """() => ['like-button[item="btn:2"]', 'like-button[item="btn:1"]']
+                 .forEach((selector) => document.querySelector(selector).remove())"""
+        )
+    assert json.loads(await sent.value) == {"op": "unsubscribe", "items": ["btn:2"]}
     assert alice.writes == ["POST"]
 
 
