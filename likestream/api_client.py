@@ -63,6 +63,7 @@ from ._schema import is_valid_id
 __all__ = [
     "ApiClient",
     "ApiError",
+    "Backoff",
     "BadRequest",
     "Count",
     "Counts",

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import pytest
 from conftest import Cluster, Worker
 
-from likestream._retry import Backoff
 from likestream.api_client import (
     ApiClient,
     ApiError,
+    Backoff,
     BadRequest,
     Feed,
     Forbidden,

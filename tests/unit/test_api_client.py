@@ -18,10 +18,11 @@ from aiohttp.test_utils import TestServer
 
 from likestream._api_types import api_error
 from likestream._live import parse_frame
-from likestream._retry import Backoff, parse_retry_after
+from likestream._retry import parse_retry_after
 from likestream.api_client import (
     ApiClient,
     ApiError,
+    Backoff,
     BadRequest,
     Count,
     Counts,
