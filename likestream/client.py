@@ -1,5 +1,9 @@
 """Producer client: publishes like events keyed by item, confirmed by Kafka.
 
+It writes to Kafka directly, without tokens or rate limits: for trusted back ends and
+tools. Applications acting for users go through the API with
+:mod:`likestream.api_client` instead.
+
 Every record follows DESIGN section 3: key = the item id as UTF-8, value = the
 event as JSON, partition = Kafka's default murmur2 of the key (the same one Java
 clients and librdkafka's ``murmur2_random`` pick), acks from all in-sync
