@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ._kafka import KafkaConfig
 from ._pids import alive
+from ._progress import progress_bar
 
 __all__ = ["KAFKA_VERSION", "Broker", "BrokerError", "Secured", "default_cache_dir"]
 
@@ -405,17 +406,19 @@ def _java() -> str:
 
 
 def _run_with_progress(cmd: list[str]) -> None:
+    """Run Maven; a bar counts the files it downloaded (how many is not known ahead)."""
     fetched = 0
     tail: list[str] = []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
+    with (
+        progress_bar("fetching Kafka", unit="files") as bar,
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p,
+    ):
         assert p.stdout is not None
         for line in p.stdout:
             tail = [*tail[-30:], line.rstrip()]
             if "Downloaded from" in line:
                 fetched += 1
-                print(f"\r  downloaded {fetched} files", end="", file=sys.stderr, flush=True)
-    if fetched:
-        print(file=sys.stderr)
+                bar.update(fetched)
     if p.returncode != 0:
         raise BrokerError("Maven could not resolve Kafka:\n" + "\n".join(tail))
 

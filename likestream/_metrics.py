@@ -14,12 +14,15 @@ in that mode; there ``set_function`` and ``remove`` (the sampler's) work as usua
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import time
 
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "ASSIGNED_PARTITIONS",
+    "BUILD_INFO",
     "CONSUMER_LAG",
     "COUNT_CACHE_HITS",
     "COUNT_CACHE_ITEMS",
@@ -35,6 +38,7 @@ __all__ = [
     "INVALID_EVENTS",
     "PRODUCER_ERRORS",
     "PUSHES",
+    "PUSH_CONNECTION_SECONDS",
     "PUSH_REFUSED",
     "RATE_LIMITED",
     "RATE_LIMIT_CHECKS",
@@ -51,9 +55,34 @@ __all__ = [
     "agent_producer_error",
     "events_folded",
     "http_producer_error",
+    "push_connection_ended",
     "rate_limit_check",
     "trending_late",
 ]
+
+# -- the build --------------------------------------------------------------------
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+BUILD_INFO = Gauge(
+    "likestream_build_info",
+    "1, labelled with the versions this process runs: likestream (version), Python, "
+    "faust-streaming (faust) and aiokafka.",
+    ["version", "python", "faust", "aiokafka"],
+    multiprocess_mode="livemax",  # every process of a gateway sets the same series to 1
+)
+BUILD_INFO.labels(
+    _version("likestream"),
+    platform.python_version(),
+    _version("faust-streaming"),
+    _version("aiokafka"),
+).set(1)
 
 # -- events (agents) -------------------------------------------------------------
 
@@ -186,7 +215,10 @@ HTTP_REQUESTS = Counter(
     "likestream_http_requests_total", "HTTP requests by route and status.", ["route", "status"]
 )
 HTTP_SECONDS = Histogram(
-    "likestream_http_request_duration_seconds", "HTTP request latency by route.", ["route"]
+    "likestream_http_request_duration_seconds",
+    "HTTP request latency by route; WebSocket and SSE connections are left out (they last "
+    "as long as the client stays: likestream_push_connection_seconds).",
+    ["route"],
 )
 
 READS = Counter(
@@ -210,6 +242,20 @@ SUBSCRIPTIONS = Gauge(
     "Item subscriptions of the open WebSocket and SSE clients.",
     multiprocess_mode="livesum",
 )
+PUSH_CONNECTION_SECONDS = Histogram(
+    "likestream_push_connection_seconds",
+    "How long a live connection was served, by kind (ws: WebSocket, sse: Server-Sent "
+    "Events), observed when it ends.",
+    ["kind"],
+    buckets=(1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600),
+)
+_PUSH_LIFETIMES = {kind: PUSH_CONNECTION_SECONDS.labels(kind) for kind in ("ws", "sse")}
+
+
+def push_connection_ended(kind: str, seconds: float) -> None:
+    _PUSH_LIFETIMES[kind].observe(seconds)
+
+
 PUSHES = Counter("likestream_pushes_total", "Count changes pushed to live clients (frames).")
 DROPPED_CLIENTS = Counter(
     "likestream_dropped_clients_total",

@@ -12,12 +12,15 @@ from collections.abc import Iterable, Iterator
 from typing import IO
 
 from ._kafka import KafkaConfig
+from ._progress import progress_bar
 from ._schema import Action, InvalidEvent, LikeEvent, event_from_json
 from .client import LikeClient, new_event
 
 __all__ = ["produce", "read_events", "synthetic_events"]
 
 WINDOW = 20_000  # unconfirmed sends in flight before waiting for acknowledgements
+BAR_FROM = 1000  # smaller loads take no time worth a bar
+BAR_STEP = 500  # events between two bar updates: an update per event would cost more
 
 
 def read_events(lines: IO[str]) -> Iterator[LikeEvent]:
@@ -47,50 +50,28 @@ def synthetic_events(
 async def produce(
     kafka: KafkaConfig, topic: str, events: Iterable[LikeEvent], total: int | None = None
 ) -> int:
-    """Publish ``events`` and wait for every acknowledgement; returns how many were sent."""
-    progress = _Progress(total)
+    """Publish ``events`` and wait for every acknowledgement; returns how many were sent.
+    With ``total`` (a synthetic load), a progress bar on a terminal; a summary line on
+    stderr in any case."""
+    start = time.perf_counter()
     sent = 0
+    shown = total if total is not None and total >= BAR_FROM else None
     async with LikeClient(kafka, topic, linger_ms=10) as client:
-        pending: list[asyncio.Future[object]] = []
-        for event in events:
-            pending.append(await client.send(event))
-            sent += 1
-            if len(pending) >= WINDOW:
-                await asyncio.gather(*pending)
-                pending.clear()
-            progress.update(sent)
-        await asyncio.gather(*pending)
-    progress.done(sent)
+        with progress_bar("producing", total=shown, unit="events") as bar:
+            pending: list[asyncio.Future[object]] = []
+            for event in events:
+                pending.append(await client.send(event))
+                sent += 1
+                if len(pending) >= WINDOW:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                if shown is not None and sent % BAR_STEP == 0:
+                    bar.update(sent)
+            await asyncio.gather(*pending)
+            bar.update(sent)
+    elapsed = time.perf_counter() - start
+    print(
+        f"produced {sent} events in {elapsed:.2f}s: {sent / max(elapsed, 1e-9):,.0f} events/s",
+        file=sys.stderr,
+    )
     return sent
-
-
-class _Progress:
-    def __init__(self, total: int | None) -> None:
-        self.total = total
-        self.start = time.perf_counter()
-        self.last = 0.0
-        self.shown = total is not None and total >= 1000
-
-    def update(self, sent: int) -> None:
-        now = time.perf_counter()
-        if not self.shown or now - self.last < 0.5:
-            return
-        self.last = now
-        pct = 100 * sent / self.total if self.total else 0
-        rate = sent / max(now - self.start, 1e-9)
-        bar = "#" * int(pct / 4)
-        print(
-            f"\r[{bar:<25}] {sent}/{self.total} {pct:5.1f}% {rate:,.0f} events/s",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def done(self, sent: int) -> None:
-        elapsed = time.perf_counter() - self.start
-        if self.shown:
-            print(file=sys.stderr)
-        print(
-            f"produced {sent} events in {elapsed:.2f}s: {sent / max(elapsed, 1e-9):,.0f} events/s",
-            file=sys.stderr,
-        )

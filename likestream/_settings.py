@@ -32,7 +32,11 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+    # use_attribute_docstrings: each field's docstring is its description, which the
+    # CLI shows as the flag's help (likestream/_flags.py).
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", use_attribute_docstrings=True
+    )
 
     kafka: str = "localhost:9092"
     """Bootstrap servers, comma separated ``host:port``; the default is the embedded broker."""

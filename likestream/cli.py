@@ -1,4 +1,5 @@
-"""The ``likestream`` command."""
+"""likestream: exact real-time like counts. Run the embedded broker, workers and
+gateways; publish, inspect and erase likes; mint tokens; benchmark."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._broker import Broker, BrokerError
+from ._flags import add_setting_flags, settings_given
 from ._schema import InvalidEvent, LikeEvent, is_valid_id
 from ._settings import Settings, SettingsError, load_settings
 from ._status import StatusError
@@ -20,26 +22,27 @@ from .client import DeliveryError
 __all__ = ["main"]
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("settings (each also LIKESTREAM_<NAME>)")
-    for name in Settings.model_fields:
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"setting_{name}", metavar="V")
-
-
 def _settings(args: argparse.Namespace) -> Settings:
-    given = {
-        k.removeprefix("setting_"): v for k, v in vars(args).items() if k.startswith("setting_")
-    }
-    return load_settings(**given)
+    return load_settings(**settings_given(args))
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="likestream", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="likestream",
+        description=__doc__,
+        epilog="`likestream COMMAND --help` explains a command and its flags.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    broker = sub.add_parser("broker", help="the embedded single-node Kafka")
-    broker.add_argument("action", choices=["start", "stop", "status"])
-    broker.add_argument("--port", type=int, default=9092)
+    broker = sub.add_parser(
+        "broker",
+        help="the embedded single-node Kafka",
+        description="Start, stop or show the embedded Kafka broker (KRaft, one process) that "
+        "development and the tests use. The first start fetches the Kafka jars from Maven "
+        "Central into ~/.cache/likestream (once).",
+    )
+    broker.add_argument("action", choices=["start", "stop", "status"], help="what to do")
+    broker.add_argument("--port", type=int, default=9092, help="its listener (default 9092)")
     broker.add_argument(
         "--state-dir",
         type=Path,
@@ -47,13 +50,23 @@ def _parser() -> argparse.ArgumentParser:
         help="log dirs, pid and logs (default ~/.cache/likestream/broker)",
     )
 
-    worker = sub.add_parser("worker", help="agents + tables + web in one process")
-    _add_setting_flags(worker)
+    worker = sub.add_parser(
+        "worker",
+        help="agents + tables + web in one process",
+        description="Fold like events into the tables of the partitions this worker is "
+        "assigned, and serve the HTTP API, the WebSocket and SSE pushes and the demo page "
+        "on LIKESTREAM_WEB_PORT. Workers form one consumer group: start more to spread the "
+        "partitions.",
+    )
+    add_setting_flags(worker)
 
     gateway = sub.add_parser(
-        "gateway", help="reads, writes and pushes without partitions (forwards to the workers)"
+        "gateway",
+        help="reads, writes and pushes without partitions (forwards to the workers)",
+        description="Serve the HTTP API and the pushes without owning partitions: reads go "
+        "to the owning worker (or this process's copy of like-counts when it is away), "
+        "writes to the events topic. Stateless: scale it freely.",
     )
-    _add_setting_flags(gateway)
     gateway.add_argument(
         "--procs",
         dest="setting_gateway_procs",
@@ -62,11 +75,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     # One of the processes of a supervising gateway (likestream/_supervisor.py).
     gateway.add_argument("--supervised-by", type=int, default=None, help=argparse.SUPPRESS)
+    add_setting_flags(gateway)
 
-    config = sub.add_parser("config", help="print the effective settings, secrets masked")
-    _add_setting_flags(config)
+    config = sub.add_parser(
+        "config",
+        help="print the effective settings, secrets masked",
+        description="Print every setting as LIKESTREAM_NAME=value, from the environment and "
+        "the flags given, secrets masked; a bad value is reported as at start-up.",
+    )
+    add_setting_flags(config)
 
-    produce = sub.add_parser("produce", help="publish like events")
+    produce = sub.add_parser(
+        "produce",
+        help="publish like events",
+        description="Publish like events straight to the events topic (no token, no rate "
+        "limit: an operator's tool): one from the arguments, JSON lines from a file or "
+        "stdin, or a synthetic load of N Zipf-skewed events.",
+    )
     produce.add_argument(
         "event", nargs="*", metavar="ACTION USER ITEM", help="one event, e.g.: like alice post:9"
     )
@@ -74,39 +99,56 @@ def _parser() -> argparse.ArgumentParser:
         "--file", type=argparse.FileType("r"), help="JSON lines, one event each ('-' for stdin)"
     )
     produce.add_argument("--load", type=int, metavar="N", help="N synthetic events")
-    produce.add_argument("--items", type=int, default=1000)
-    produce.add_argument("--users", type=int, default=10_000)
-    produce.add_argument("--seed", type=int, default=1)
-    _add_setting_flags(produce)
+    produce.add_argument(
+        "--items", type=int, default=1000, metavar="N", help="--load: items (default 1000)"
+    )
+    produce.add_argument(
+        "--users", type=int, default=10_000, metavar="N", help="--load: users (default 10000)"
+    )
+    produce.add_argument(
+        "--seed", type=int, default=1, metavar="N", help="--load: random seed (default 1)"
+    )
+    add_setting_flags(produce)
 
-    status = sub.add_parser("status", help="summary of a running worker (its GET /status)")
+    status = sub.add_parser(
+        "status",
+        help="summary of a running worker (its GET /status)",
+        description="Show a running worker's state for people: readiness, partitions owned, "
+        "lag, recovery, table sizes and where reads go.",
+    )
     status.add_argument(
         "--url", default=None, help="the worker's base URL (default http://localhost:<web port>)"
     )
-    _add_setting_flags(status)
+    add_setting_flags(status)
 
     token = sub.add_parser(
         "token",
         help="mint an HS256 token (LIKESTREAM_SECRET, with the issuer and audience set)",
+        description="Print a Bearer token for USER signed with LIKESTREAM_SECRET, carrying "
+        "the configured issuer and audience, for scripts and development. With "
+        "LIKESTREAM_JWKS_URL tokens come from the identity provider instead.",
     )
-    token.add_argument("user", metavar="USER")
+    token.add_argument("user", metavar="USER", help="the token's subject (user id)")
     token.add_argument(
         "--ttl", type=_duration, default="1h", help="lifetime: 90s, 15m, 1h, 7d (default 1h)"
     )
-    _add_setting_flags(token)
+    add_setting_flags(token)
 
     erase = sub.add_parser(
         "erase",
         help="unlike everything USER liked, through the events topic (counts stay exact)",
+        description="Find every item USER likes (from the membership changelog) and publish "
+        "an unlike for each, then wait until the workers applied them. Exit status: 0 "
+        "erased, 1 not all seen applied in time, 2 a bad USER or Kafka unreachable.",
     )
-    erase.add_argument("user", metavar="USER")
+    erase.add_argument("user", metavar="USER", help="the user to erase")
     erase.add_argument(
         "--timeout",
         type=_duration,
         default="2m",
         help="how long to wait for the workers to apply the unlikes (default 2m)",
     )
-    _add_setting_flags(erase)
+    add_setting_flags(erase)
 
     from ._bench import add_parser as add_bench
 

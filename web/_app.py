@@ -21,7 +21,7 @@ from ._headers import CORS_ORIGINS, add_headers, cors_preflight
 from ._hub import Hub
 from ._owners import Owners
 from ._page import dev_routes, page_routes
-from ._push import PushSettings, install
+from ._push import PUSH_PATHS, PushSettings, install
 from ._quota import LIMITS, Limits, limit_routes, limits_ctx
 from ._reads import READER, Reader, ReadSettings, reads_ctx
 from ._replica import Replica
@@ -36,6 +36,8 @@ __all__ = ["WebServer", "create_app"]
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests by route and status, and their duration, except for the live connections'
+    (``PUSH_PATHS``): a WebSocket would count as one request of an hour."""
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
     start = time.perf_counter()
@@ -45,7 +47,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = response.status
         return response
     finally:
-        _seconds(name).observe(time.perf_counter() - start)
+        if name not in PUSH_PATHS:
+            _seconds(name).observe(time.perf_counter() - start)
         _requests(name, status).inc()
 
 

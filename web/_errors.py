@@ -6,6 +6,8 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ._json import json_reply
+
 __all__ = ["ApiError", "error_frame", "error_response", "errors_middleware"]
 
 
@@ -24,7 +26,7 @@ def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     body = {"error": {"code": code, "message": message}}
-    return web.json_response(body, status=status, headers=headers)
+    return json_reply(body, status=status, headers=headers)
 
 
 def error_frame(code: str, message: str) -> str:

@@ -17,6 +17,7 @@ from likestream._schema import is_valid_id
 
 from ._auth import AUTH
 from ._errors import ApiError
+from ._json import json_reply
 
 __all__ = ["DEV_TOKEN_TTL", "STATIC", "dev_routes", "page_routes"]
 
@@ -75,7 +76,7 @@ async def dev_token(request: web.Request) -> web.Response:
     tokens = request.app[AUTH].tokens
     ttl = min(DEV_TOKEN_TTL, tokens.policy.max_lifetime)
     token = tokens.mint(user, ttl)
-    return web.json_response(
+    return json_reply(
         {"token": token, "user_id": user, "expires_in": ttl},
         headers={"Cache-Control": "no-store"},
     )

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from likestream._metrics import (
     PUSH_REFUSED,
     SSE_CONNECTIONS,
     WS_CONNECTIONS,
+    push_connection_ended,
 )
 from likestream._schema import is_valid_id
 
@@ -44,7 +46,7 @@ from ._trending import TRENDING, ClientTrending
 from ._views import _id
 from ._wire import sse_bytes
 
-__all__ = ["HUB", "PUSH", "PushSettings", "push_ctx", "push_routes"]
+__all__ = ["HUB", "PUSH", "PUSH_PATHS", "PushSettings", "push_ctx", "push_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +154,7 @@ async def _served(request: web.Request, kind: str, sub: Subscriber, body: Awaita
     request.app[_OPEN].add(task)
     connections = WS_CONNECTIONS if kind == "ws" else SSE_CONNECTIONS
     connections.inc()
+    began = time.perf_counter()
     try:
         await body
     except asyncio.CancelledError:
@@ -162,6 +165,7 @@ async def _served(request: web.Request, kind: str, sub: Subscriber, body: Awaita
         pass  # the client went away
     finally:
         connections.dec()
+        push_connection_ended(kind, time.perf_counter() - began)
         request.app[_OPEN].discard(task)
 
 
@@ -374,3 +378,8 @@ async def _keep_alive(sub: Subscriber, comment: bytes, interval: float) -> None:
     while sub.ended is None:  # the first count's write may have ended it already
         await asyncio.sleep(interval)
         sub.write(comment)
+
+
+PUSH_PATHS = frozenset(r.path for r in push_routes if isinstance(r, web.RouteDef))
+"""Routes of live connections: they last as long as the client stays, so they are left out
+of the request-duration histogram (``_app.py``) and timed by their own."""

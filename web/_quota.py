@@ -37,6 +37,7 @@ from likestream._partition import partition_for
 from likestream._schema import is_valid_id
 
 from ._errors import ApiError
+from ._json import json_reply
 from ._limits import RateLimiter
 from ._owners import Owners
 from ._reads import DOWN_SECONDS, FORWARDED, forwarding_proof
@@ -214,7 +215,7 @@ async def take_token(request: web.Request) -> web.Response:
             f"partition {limits.partition(user)} is not owned by this process",
             RETRY_AFTER,
         )
-    return web.json_response({"wait": wait}, headers={"Cache-Control": "no-store"})
+    return json_reply({"wait": wait}, headers={"Cache-Control": "no-store"})
 
 
 async def _user_of(request: web.Request) -> str:

@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from ._json import json_reply
 from ._reads import READER
 from ._views import STATE
 
@@ -31,6 +32,6 @@ async def status(request: web.Request) -> web.Response:
     # Where this process sends reads it cannot answer itself (partition -> worker URL).
     active = request.app[READER].owners.placement.active
     owners = {str(p): url for p, url in sorted(active.items())}
-    return web.json_response(
+    return json_reply(
         {**body, "owners": owners, "ready": ready}, headers={"Cache-Control": "no-store"}
     )

@@ -26,6 +26,7 @@ from likestream._window_spec import Window
 
 from ._errors import ApiError, error_frame
 from ._hub import Subscriber
+from ._json import json_reply
 from ._tail import tail_topic
 
 __all__ = [
@@ -118,7 +119,7 @@ async def trending(request: web.Request) -> web.Response:
     board = request.app[TRENDING]
     window = board.window_named(request.query.get("window", board.default_window))
     limit = parse_limit(request.query.get("limit", str(DEFAULT_LIMIT)))
-    return web.json_response(render(window, board.top(window, limit)))
+    return json_reply(render(window, board.top(window, limit)))
 
 
 def install(app: web.Application, settings: TrendingSettings) -> Board:

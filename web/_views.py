@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from aiohttp.typedefs import Handler
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from likestream._schema import is_valid_id
 from likestream.tables import NotServable, StateReader
 
 from ._auth import authorize_member
 from ._errors import ApiError
+from ._json import json_reply
 from ._reads import READER, stale_headers
 
-__all__ = ["STATE", "routes"]
+__all__ = ["STATE", "metrics_registry", "routes"]
 
 STATE = web.AppKey("state", StateReader)
 MAX_BATCH = 100
@@ -49,7 +54,7 @@ async def _likes(request: web.Request, items: list[str]) -> tuple[dict[str, int]
 async def item_likes(request: web.Request) -> web.Response:
     item = _id(request, "item_id")
     likes, stale = await _likes(request, [item])
-    return web.json_response({"item_id": item, "likes": likes[item]}, headers=stale_headers(stale))
+    return json_reply({"item_id": item, "likes": likes[item]}, headers=stale_headers(stale))
 
 
 @routes.get("/items/{item_id}/likes/{user_id}")
@@ -63,7 +68,7 @@ async def user_liked(request: web.Request) -> web.Response:
         liked, stale = await reader.liked(item, user, forwarded)
     except NotServable as exc:
         raise _unavailable(exc) from None
-    return web.json_response(
+    return json_reply(
         {"item_id": item, "user_id": user, "liked": liked}, headers=stale_headers(stale)
     )
 
@@ -80,37 +85,52 @@ async def batch_likes(request: web.Request) -> web.Response:
     if bad is not None:
         raise ApiError(400, "invalid_item_id", f"invalid item id {bad[:140]!r}")
     likes, stale = await _likes(request, items)
-    return web.json_response(
+    return json_reply(
         {"likes": {item: likes[item] for item in items}}, headers=stale_headers(stale)
     )
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_reply({"status": "ok"})
 
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     if request.app[STATE].ready():
-        return web.json_response({"ready": True})
-    return web.json_response({"ready": False}, status=503, headers=RETRY_AFTER)
+        return json_reply({"ready": True})
+    return json_reply({"ready": False}, status=503, headers=RETRY_AFTER)
 
 
-def exposition() -> bytes:
-    """This process's metrics; in prometheus-client's multiprocess mode (the processes
-    of a multi-process gateway, ``likestream/_supervisor.py``), those of every process
-    sharing ``PROMETHEUS_MULTIPROC_DIR``, added up as each gauge's mode says."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest()
+def metrics_registry() -> Collector:
+    """What ``/metrics`` serves: this process's metrics; in prometheus-client's
+    multiprocess mode (the processes of a multi-process gateway,
+    ``likestream/_supervisor.py``), those of every process sharing
+    ``PROMETHEUS_MULTIPROC_DIR``, added up as each gauge's mode says."""
+    return _registry(_multiprocess_dir())
+
+
+def _multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+@functools.cache
+def _registry(multiprocess_dir: str | None) -> Collector:
+    if multiprocess_dir is None:
+        return REGISTRY
+    registry = CollectorRegistry()
+    # It reads the directory's files at every scrape: one collector serves them all.
+    MultiProcessCollector(registry, multiprocess_dir)  # type: ignore[no-untyped-call]
+    return registry
+
+
+@functools.cache
+def _exposition(multiprocess_dir: str | None) -> Handler:
+    return make_aiohttp_handler(_registry(multiprocess_dir))
 
 
 @routes.get("/metrics")
-async def metrics(request: web.Request) -> web.Response:
-    response = web.Response(body=exposition())
-    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    response.charset = "utf-8"
-    return response
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """prometheus-client's own handler: the text format, or OpenMetrics when the scraper
+    asks for it (``Accept: application/openmetrics-text``), gzip when it accepts that."""
+    return await _exposition(_multiprocess_dir())(request)

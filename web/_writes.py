@@ -28,6 +28,7 @@ from likestream.client import DeliveryError, new_event
 
 from ._auth import authenticate
 from ._errors import ApiError
+from ._json import json_reply
 from ._limits import RateLimiter
 from ._quota import LIMITS, Limits, LimitSettings, LimitUnavailable
 from ._views import _id
@@ -85,7 +86,7 @@ async def _write(request: web.Request, action: Action) -> web.Response:
     await _take_token(request.app[LIMITS], user)
     event = new_event(user, item, action)
     await _publish(writes, event)
-    return web.json_response(
+    return json_reply(
         {"event_id": event.event_id}, status=202, headers={"Cache-Control": "no-store"}
     )
 

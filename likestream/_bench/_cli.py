@@ -58,7 +58,13 @@ def _peers(text: str) -> tuple[str, ...]:
 
 
 def add_parser(sub: Any) -> None:
-    bench = sub.add_parser("bench", help="benchmarks against same-run baselines")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks against same-run baselines",
+        description="Run the benchmark scenarios, each against a baseline measured in the "
+        "same run, on a broker and worker processes of its own (free ports, a temporary "
+        "state dir). Takes minutes per scenario and all the machine's cores.",
+    )
     bench.add_argument(
         "scenario", nargs="*", metavar="SCENARIO", help=f"{', '.join(SCENARIOS)} (default: all)"
     )
@@ -66,9 +72,9 @@ def add_parser(sub: Any) -> None:
     add = bench.add_argument
     add("--events", type=int, default=d.events, help="ingest: events")
     add("--items", type=int, default=d.items, help="ingest, reads, state, latency: items")
-    add("--users", type=int, default=d.users)
+    add("--users", type=int, default=d.users, help="ingest, reads, state: users")
     add("--memberships", type=int, default=d.memberships, help="state")
-    add("--partitions", type=int, default=d.partitions)
+    add("--partitions", type=int, default=d.partitions, help="of the events topic")
     add("--cap", type=float, default=d.cap, help="ingest, state: longest folding window, s")
     add("--duration", type=float, default=d.duration, help="reads (maximum rate), latency: s")
     add("--clients", type=int, default=d.clients, help="reads: connections")
@@ -96,8 +102,13 @@ def add_parser(sub: Any) -> None:
         default=d.peers,
         help=f"ingest: peers to run too, among {','.join(PEERS)}, or none",
     )
-    add("--tool", choices=["auto", "wrk", "aiohttp"], default=d.tool)
-    add("--seed", type=int, default=d.seed)
+    add(
+        "--tool",
+        choices=["auto", "wrk", "aiohttp"],
+        default=d.tool,
+        help="reads: the load generator (auto: wrk when installed)",
+    )
+    add("--seed", type=int, default=d.seed, help="of the synthetic events")
     add("--out", type=Path, default=d.out, help="results.json and results.md")
     add("--report", type=Path, default=None, help="also write BENCHMARKS.md")
     add("--keep", action="store_true", help="keep the temporary state dir")

@@ -18,6 +18,7 @@ import orjson
 
 from .._kafka import KafkaConfig
 from .._produce import produce, synthetic_events
+from .._progress import progress_bar
 from .._settings import Settings
 from ._common import BenchConfig, Result, command, say
 from ._lab import Lab, WorkerProcess, create_topics, partitions_of, wait_committed
@@ -78,30 +79,28 @@ async def watch_worker(
     """Poll the worker's events counter until ``total``, or ``cap`` seconds after the first
     applied event: (t_first, n_first, t_last, n_last)."""
     t_first = n_first = 0.0
-    last_report = 0.0
     # A blocked worker loop must not hold the poller past the cap.
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
         stall = time.monotonic() + limit
         previous = -1.0
-        while True:
-            worker.check_alive()
-            try:
-                applied = await worker.events_total(http)
-            except (aiohttp.ClientError, TimeoutError):
-                applied = max(previous, 0.0)
-            now = time.monotonic()
-            if applied > previous:
-                previous, stall = applied, now + limit
-            if now > stall:
-                raise RuntimeError(f"worker stalled at {applied:.0f}/{total} events")
-            if applied > 0 and not t_first:
-                t_first, n_first = now, applied
-            if applied >= total or (t_first and now - t_first >= cap):
-                return t_first, n_first, now, applied
-            if now - last_report >= 5:
-                last_report = now
-                say(f"  worker applied {applied:,.0f}/{total:,}")
-            await asyncio.sleep(0.2)
+        with progress_bar("  worker applied", total=total, unit="events") as bar:
+            while True:
+                worker.check_alive()
+                try:
+                    applied = await worker.events_total(http)
+                except (aiohttp.ClientError, TimeoutError):
+                    applied = max(previous, 0.0)
+                now = time.monotonic()
+                if applied > previous:
+                    previous, stall = applied, now + limit
+                    bar.update(applied)
+                if now > stall:
+                    raise RuntimeError(f"worker stalled at {applied:.0f}/{total} events")
+                if applied > 0 and not t_first:
+                    t_first, n_first = now, applied
+                if applied >= total or (t_first and now - t_first >= cap):
+                    return t_first, n_first, now, applied
+                await asyncio.sleep(0.2)
 
 
 PEER_TARGETS: tuple[tuple[str, str, float], ...] = (

@@ -44,6 +44,7 @@ from aiokafka.admin import NewTopic
 
 from .._broker import default_cache_dir
 from .._kafka import KafkaConfig
+from .._progress import progress_bar
 from .._schema import LikeEvent
 from .._settings import Settings
 from ._common import say
@@ -544,31 +545,31 @@ async def run_peer(
     notes: list[str] = []
     try:
         seen, moved = -1, time.monotonic()
-        last_report = 0.0
-        while True:
-            p = lines.latest
-            now = time.monotonic()
-            if lines.eof.is_set() or proc.returncode is not None:
-                await proc.wait()
-                raise PeerUnavailable(
-                    f"{PEERS[name]} exited with {proc.returncode} at {p.processed:,}/{total:,}"
-                    f" records: {p.error or _log_tail(log)}"
-                )
-            if p.processed != seen:
-                seen, moved = p.processed, now
-            if not p.first and time.time() - spawned > start_limit:
-                raise PeerUnavailable(f"{PEERS[name]}: no record processed in {start_limit:.0f}s")
-            if p.first and now - moved > stall_limit:
-                raise PeerUnavailable(f"{PEERS[name]}: stalled at {p.processed:,}/{total:,}")
-            if p.processed >= total:
-                break
-            if p.first and time.time() - p.first >= cap:
-                capped = True
-                break
-            if now - last_report >= 5:
-                last_report = now
-                say(f"  {name} processed {p.processed:,}/{total:,}")
-            await asyncio.sleep(0.1)
+        with progress_bar(f"  {name} processed", total=total, unit="records") as bar:
+            while True:
+                p = lines.latest
+                now = time.monotonic()
+                if lines.eof.is_set() or proc.returncode is not None:
+                    await proc.wait()
+                    raise PeerUnavailable(
+                        f"{PEERS[name]} exited with {proc.returncode} at {p.processed:,}/{total:,}"
+                        f" records: {p.error or _log_tail(log)}"
+                    )
+                if p.processed != seen:
+                    seen, moved = p.processed, now
+                    bar.update(p.processed)
+                if not p.first and time.time() - spawned > start_limit:
+                    raise PeerUnavailable(
+                        f"{PEERS[name]}: no record processed in {start_limit:.0f}s"
+                    )
+                if p.first and now - moved > stall_limit:
+                    raise PeerUnavailable(f"{PEERS[name]}: stalled at {p.processed:,}/{total:,}")
+                if p.processed >= total:
+                    break
+                if p.first and time.time() - p.first >= cap:
+                    capped = True
+                    break
+                await asyncio.sleep(0.1)
         if not capped:
             try:
                 await wait_committed(settings, limit=120, group=group)

@@ -27,14 +27,17 @@ __all__ = ["open_loop", "reads", "wrk_ms"]
 RATE_SECONDS = 10.0  # each fixed-rate run, at most: --duration when shorter
 DRAIN_SECONDS = 5.0  # after a fixed-rate run, for the answers still due
 
+# The baseline encodes its answer as the worker does (orjson, web/_json.py).
 _BARE_SERVER = """
 import sys
+import orjson
 from aiohttp import web
 port, items = int(sys.argv[1]), int(sys.argv[2])
 counts = {f"item:{i}": i % 97 for i in range(items)}
 async def likes(request):
     item = request.match_info["item_id"]
-    return web.json_response({"item_id": item, "likes": counts.get(item, 0)})
+    body = orjson.dumps({"item_id": item, "likes": counts.get(item, 0)})
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 app = web.Application()
 app.router.add_get("/items/{item_id}/likes", likes)
 web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)

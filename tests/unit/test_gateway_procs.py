@@ -17,14 +17,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from prometheus_client import Gauge
+from prometheus_client import Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from likestream import _metrics
 from likestream._settings import SettingsError, load_settings
 from likestream._supervisor import Supervisor, check_port_free, child_env
 from likestream.cli import _parser, _settings
-from likestream.web._views import exposition
+from likestream.web._views import metrics_registry
 
 
 @pytest.fixture
@@ -186,7 +186,7 @@ PROCESS = textwrap.dedent(
 def _scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(exposition().decode())
+        for family in text_string_to_metric_families(generate_latest(metrics_registry()).decode())
         for s in family.samples
     }
 
