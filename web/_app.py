@@ -19,6 +19,7 @@ from ._auth import AUTH, Auth, tokens_ctx
 from ._errors import errors_middleware
 from ._headers import CORS_ORIGINS, add_headers, cors_preflight
 from ._hub import Hub
+from ._openapi import install_spec
 from ._owners import Owners
 from ._page import dev_routes, page_routes
 from ._push import PushSettings, install
@@ -75,7 +76,8 @@ def create_app(
 ) -> web.Application:
     """The HTTP API and the page; the write routes only when ``writes`` is given, the
     pushes when ``push`` is, ``POST /dev/token`` only with ``writes`` and ``dev_tokens``,
-    ``GET /trending`` (and its pushes) when ``trending`` is.
+    ``GET /trending`` (and its pushes) when ``trending`` is; ``GET /openapi.json`` and
+    ``GET /docs`` describe the routes it has.
 
     Reads go to other processes as ``reads`` says (default: none; only this process's
     state and replica). ``replica`` is fed by the pushes' tail of ``like-counts``.
@@ -118,6 +120,7 @@ def create_app(
         install_trending(app, trending)
     if push is not None:
         install(app, push, Hub(state, replica, push.interval, push.max_subscriptions))
+    install_spec(app)  # last: it describes the routes added above
     return app
 
 
