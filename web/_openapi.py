@@ -220,8 +220,9 @@ FRAMES: dict[str, Json] = {
     ),
     "SseEvent": {
         "type": "object",
-        "description": "One event of the stream: `id` is the count's source offset, sent back "
-        "as `Last-Event-ID` by a reconnecting EventSource (so that count is not sent again). "
+        "description": "One event of the stream: `id` is the count's source offset (-1: the "
+        "item has had no event yet), sent back as `Last-Event-ID` by a reconnecting "
+        "EventSource (so that count is not sent again). "
         "`: keep-alive` comments come every `LIKESTREAM_PUSH_HEARTBEAT_MS`.",
         "required": ["event", "data"],
         "properties": {
@@ -231,7 +232,7 @@ FRAMES: dict[str, Json] = {
                 "contentMediaType": "application/json",
                 "contentSchema": _ref("SseLikes"),
             },
-            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "id": {"type": "string", "pattern": "^(-1|[0-9]+)$"},
             "retry": {"type": "integer"},
         },
     },
@@ -570,7 +571,12 @@ PATHS: Json = {
             "operationId": "staticFile",
             "summary": "A file of the pages (scripts, styles)",
             "parameters": [
-                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]*$"},
+                }
             ],
             "responses": {
                 "200": {
