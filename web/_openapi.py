@@ -78,7 +78,7 @@ USER_ID = _id_param("user_id", "A user id: 1-128 characters of `[A-Za-z0-9._:@-]
 STALE_HEADERS = {"X-Likestream-Stale": _ref("Stale", "headers")} | {
     "X-Likestream-Stale-Ms": _ref("StaleMs", "headers")
 }
-BEARER = [{"bearerAuth": []}]
+BEARER: list[Json] = [{"bearerAuth": []}]
 NO_STORE = {"Cache-Control": _ref("NoStore", "headers")}
 
 E400_ID = _error("A bad id (`invalid_item_id`, `invalid_user_id`).")

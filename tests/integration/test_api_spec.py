@@ -47,7 +47,7 @@ CONFIG: dict[str, Any] = {
     "operations": [{"include-operation-id": "events", "request-timeout": 1}],
 }
 
-EXAMPLES = 10  # per operation and mode (valid and invalid requests)
+EXAMPLES = 25  # per operation and mode (valid and invalid requests)
 SETTINGS = settings(
     max_examples=EXAMPLES,
     derandomize=True,
