@@ -19,11 +19,14 @@ import pytest
 import schemathesis
 from conftest import Cluster, Worker
 from hypothesis import HealthCheck, Phase, given, settings
+from playwright.async_api import async_playwright, expect
 from schemathesis import GenerationMode
 from yarl import URL
 
 from likestream._schema import is_valid_id
 from likestream._tokens import mint_token
+
+from .test_page import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.integration
 
@@ -153,3 +156,31 @@ async def test_the_largest_batch_fits_in_a_request_line(
         async with http.get(url) as resp:
             assert resp.status == 200, await resp.text()
             assert list((await resp.json())["likes"]) == ids
+
+
+async def test_docs_page_renders_the_served_document(
+    api_gateway: Worker, http: aiohttp.ClientSession
+) -> None:
+    """``GET /docs`` in Chromium: every operation of the gateway's document shown, and
+    nothing refused by the page's Content-Security-Policy or thrown by its script."""
+    async with http.get(f"{api_gateway.url}/openapi.json") as resp:
+        doc = await resp.json()
+    expected = sum(len(ops) for ops in doc["paths"].values())
+    problems: list[str] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page()
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.on(
+                "console",
+                lambda msg: problems.append(msg.text) if "Security Policy" in msg.text else None,
+            )
+            await page.goto(f"{api_gateway.url}/docs")
+            await expect(page.locator("section.op")).to_have_count(expected, timeout=30_000)
+            await expect(page.locator("#websocket")).to_contain_text("subscribe_trending")
+        finally:
+            await browser.close()
+    assert problems == []

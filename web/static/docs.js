@@ -10,6 +10,13 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// A description's `code` spans as <code>, the rest as text.
+function prose(text) {
+  const node = el("p");
+  (text || "").split("`").forEach((part, i) => node.append(i % 2 ? el("code", {}, part) : part));
+  return node;
+}
+
 function resolve(doc, schema) {
   if (!schema || !schema.$ref) return schema;
   return schema.$ref.replace(/^#\//, "").split("/").reduce((node, key) => node[key], doc);
@@ -26,7 +33,7 @@ function parameters(doc, op) {
     el("th", {}, "schema"), el("th", {}, "description")));
   for (const p of params) {
     table.append(el("tr", {}, el("td", {}, el("code", {}, p.name)), el("td", {}, p.in),
-      el("td", {}, el("code", {}, JSON.stringify(p.schema))), el("td", {}, p.description || "")));
+      el("td", {}, el("code", {}, JSON.stringify(p.schema))), el("td", {}, prose(p.description))));
   }
   const nodes = [el("h4", {}, "Parameters"), table];
   if (op.requestBody) {
@@ -43,20 +50,22 @@ function responses(doc, op) {
     const response = resolve(doc, raw);
     const types = Object.keys(response.content || {}).join(", ");
     const headers = Object.keys(response.headers || {}).join(", ");
-    table.append(el("tr", {}, el("td", {}, status), el("td", {}, response.description),
+    table.append(el("tr", {}, el("td", {}, status), el("td", {}, prose(response.description)),
       el("td", {}, types), el("td", {}, headers)));
   }
   return [el("h4", {}, "Responses"), table];
 }
 
 function websocket(doc, ws) {
-  const nodes = [el("h4", {}, "WebSocket frames"), el("p", {}, ws.description)];
+  const nodes = [el("h4", {}, "WebSocket frames"), prose(ws.description)];
   for (const side of ["client", "server"]) {
     const union = resolve(doc, ws[side]);
     nodes.push(el("h5", {}, `${side} frames`));
     for (const ref of union.oneOf) {
       const schema = resolve(doc, ref);
-      nodes.push(el("p", {}, el("code", {}, ref.$ref.split("/").pop()), ": ", schema.description));
+      const line = prose(schema.description);
+      line.prepend(el("code", {}, ref.$ref.split("/").pop()), ": ");
+      nodes.push(line);
       nodes.push(pretty(schema.properties));
     }
   }
@@ -69,7 +78,7 @@ function operation(doc, path, method, op) {
     el("span", { class: "path" }, path));
   if ((op.security || []).length) head.append(el("span", { class: "lock" }, "Bearer token"));
   const section = el("section", { class: "op", id: op.operationId }, head,
-    el("p", {}, op.summary), el("p", {}, op.description || ""));
+    el("p", {}, op.summary), prose(op.description));
   section.append(...parameters(doc, op), ...responses(doc, op));
   if (op["x-websocket"]) section.append(...websocket(doc, op["x-websocket"]));
   return section;
@@ -78,7 +87,7 @@ function operation(doc, path, method, op) {
 async function main() {
   const main = document.getElementById("api");
   const doc = await (await fetch("/openapi.json")).json();
-  document.getElementById("intro").textContent = doc.info.description;
+  document.getElementById("intro").replaceWith(prose(doc.info.description));
   main.replaceChildren();
   for (const tag of doc.tags) {
     const ops = [];
@@ -92,7 +101,7 @@ async function main() {
     if (ops.length) main.append(el("h2", {}, tag.name), el("p", {}, tag.description), ...ops);
   }
   const sse = doc.components.schemas.SseEvent;
-  main.append(el("h2", {}, "Server-Sent Events"), el("p", {}, sse.description),
+  main.append(el("h2", {}, "Server-Sent Events"), prose(sse.description),
     pretty(doc.components.schemas.SseLikes));
 }
 
