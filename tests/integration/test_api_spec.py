@@ -4,7 +4,9 @@ what it does not. Every response must be no 5xx, of a documented status, content
 headers and body; an operation that needs a token must refuse a request without one, or
 with a made-up one.
 
-Bounded: a few examples per operation, derandomized (the same cases every run).
+Bounded: 25 examples per operation and mode, derandomized (the same cases every run).
+Also here, on the same processes: the largest batch the document allows reaches the
+handler, and ``/docs`` renders the served document in Chromium.
 """
 
 from __future__ import annotations
