@@ -19,6 +19,7 @@ from ._auth import AUTH, Auth, tokens_ctx
 from ._errors import errors_middleware
 from ._headers import CORS_ORIGINS, add_headers, cors_preflight
 from ._hub import Hub
+from ._openapi import install_spec
 from ._owners import Owners
 from ._page import dev_routes, page_routes
 from ._push import PUSH_PATHS, PushSettings, install
@@ -32,6 +33,11 @@ from ._views import STATE, routes
 from ._writes import WRITES, Writes, publisher_ctx, write_routes
 
 __all__ = ["WebServer", "create_app"]
+
+# The request line a batch read may need: 100 ids of 128 characters, percent-encoded at
+# worst (3 bytes a character), is about 39 KB; aiohttp's default (8190 bytes) refuses it
+# with a plain-text 400 before any handler runs.
+MAX_REQUEST_LINE = 64 * 1024
 
 
 @web.middleware
@@ -78,7 +84,8 @@ def create_app(
 ) -> web.Application:
     """The HTTP API and the page; the write routes only when ``writes`` is given, the
     pushes when ``push`` is, ``POST /dev/token`` only with ``writes`` and ``dev_tokens``,
-    ``GET /trending`` (and its pushes) when ``trending`` is.
+    ``GET /trending`` (and its pushes) when ``trending`` is; ``GET /openapi.json`` and
+    ``GET /docs`` describe the routes it has.
 
     Reads go to other processes as ``reads`` says (default: none; only this process's
     state and replica). ``replica`` is fed by the pushes' tail of ``like-counts``.
@@ -87,7 +94,8 @@ def create_app(
     user tags of the logs (None: this process's own, so no read is taken as forwarded).
     """
     app = web.Application(
-        middlewares=[access_log, metrics_middleware, cors_preflight, errors_middleware]
+        middlewares=[access_log, metrics_middleware, cors_preflight, errors_middleware],
+        handler_args={"max_line_size": MAX_REQUEST_LINE},
     )
     app[STATE] = state
     app[AUTH] = auth or Auth()
@@ -121,6 +129,7 @@ def create_app(
         install_trending(app, trending)
     if push is not None:
         install(app, push, Hub(state, replica, push.interval, push.max_subscriptions))
+    install_spec(app)  # last: it describes the routes added above
     return app
 
 
