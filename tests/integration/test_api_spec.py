@@ -21,14 +21,12 @@ import pytest
 import schemathesis
 from conftest import Cluster, Worker
 from hypothesis import HealthCheck, Phase, given, settings
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import Browser, expect
 from schemathesis import GenerationMode
 from yarl import URL
 
 from likestream._schema import is_valid_id
 from likestream._tokens import mint_token
-
-from .test_page import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.integration
 
@@ -161,7 +159,7 @@ async def test_the_largest_batch_fits_in_a_request_line(
 
 
 async def test_docs_page_renders_the_served_document(
-    api_gateway: Worker, http: aiohttp.ClientSession
+    api_gateway: Worker, http: aiohttp.ClientSession, browser: Browser
 ) -> None:
     """``GET /docs`` in Chromium: every operation of the gateway's document shown, and
     nothing refused by the page's Content-Security-Policy or thrown by its script."""
@@ -169,20 +167,16 @@ async def test_docs_page_renders_the_served_document(
         doc = await resp.json()
     expected = sum(len(ops) for ops in doc["paths"].values())
     problems: list[str] = []
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+    page = await browser.new_page()
+    try:
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.on(
+            "console",
+            lambda msg: problems.append(msg.text) if "Security Policy" in msg.text else None,
         )
-        try:
-            page = await browser.new_page()
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            page.on(
-                "console",
-                lambda msg: problems.append(msg.text) if "Security Policy" in msg.text else None,
-            )
-            await page.goto(f"{api_gateway.url}/docs")
-            await expect(page.locator("section.op")).to_have_count(expected, timeout=30_000)
-            await expect(page.locator("#websocket")).to_contain_text("subscribe_trending")
-        finally:
-            await browser.close()
+        await page.goto(f"{api_gateway.url}/docs")
+        await expect(page.locator("section.op")).to_have_count(expected, timeout=30_000)
+        await expect(page.locator("#websocket")).to_contain_text("subscribe_trending")
+    finally:
+        await page.close()
     assert problems == []
