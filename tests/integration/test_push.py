@@ -79,14 +79,11 @@ async def test_500_clients_all_end_on_the_final_count(
         watchers = await asyncio.gather(*(one() for _ in range(CLIENTS)))
         connected = time.monotonic() - began
 
-        oracle = Oracle()
+        # 400 users like fan:hot and every fourth takes it back; 7 like fan:cold.
         events = [new_event(f"u{n}", "fan:hot", "like") for n in range(400)]
         events += [new_event(f"u{n}", "fan:hot", "unlike") for n in range(0, 400, 4)]
         events += [new_event(f"u{n}", "fan:cold", "like") for n in range(7)]
-        for event in events:
-            oracle.apply(event)
-        final = oracle.counts()
-        assert final == {"fan:hot": 300, "fan:cold": 7}
+        final = {"fan:hot": 300, "fan:cold": 7}
         async with LikeClient(cluster.kafka, cluster.topic) as client:
             await client.send_many(events)
         acked = time.monotonic()
