@@ -205,6 +205,7 @@ def build(settings: Settings, credentials: Credentials) -> Pipeline:
         replica=count_replica(settings),
         auth=auth_settings(settings, credentials),
         internal_secret=credentials.internal_secret,
+        access_sample=settings.access_log_sample,
     )
     web = WebServer(api, settings.web_host, settings.web_port)
     return Pipeline(app, tables, web, sampler)

@@ -122,6 +122,7 @@ def run_gateway(settings: Settings, supervised_by: int | None = None) -> int:
         replica=replica,
         auth=auth_settings(settings, credentials),
         internal_secret=credentials.internal_secret,
+        access_sample=settings.access_log_sample,
     )
     if supervised_by is not None:
         app.cleanup_ctx.append(_watch_supervisor(supervised_by))

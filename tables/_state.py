@@ -227,6 +227,7 @@ class LikeTables:
         self.table = table
         self._pending: dict[int, _Pending] = {}
         self._counts: dict[int, dict[str, CountRow]] = {}
+        self._actives: frozenset[int] | None = None  # see _active_partitions
 
     # -- writes (agents only) ----------------------------------------------------
 
@@ -413,6 +414,28 @@ class LikeTables:
     def _check_servable(self, item_id: str) -> None:
         if not self.ready():
             raise NotServable("recovering: tables are being restored from their changelogs")
-        tp = TP(self.topic, partition_for(item_id.encode(), self.partitions))
-        if tp not in self.app.assignor.assigned_actives():
-            raise NotServable(f"partition {tp.partition} is served by another worker")
+        partition = partition_for(item_id.encode(), self.partitions)
+        if partition not in self._active_partitions():
+            raise NotServable(f"partition {partition} is served by another worker")
+
+    def _active_partitions(self) -> frozenset[int]:
+        """The events topic's partitions assigned here as actives, kept until the event
+        loop's next step: a batch read checks up to 100 items in one step, and faust
+        builds its set of every topic's actives anew on each call (the dearest part of a
+        batch read when asked per item). An assignment landing within the step is seen
+        from the next one: a read racing a rebalance is answered by either assignment
+        anyway, and ``ready()``, still asked per item, is False once one has begun."""
+        if self._actives is not None:
+            return self._actives
+        actives = frozenset(
+            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topic
+        )
+        try:
+            asyncio.get_running_loop().call_soon(self._forget_actives)
+        except RuntimeError:  # no loop (a synchronous caller): nothing to keep it for
+            return actives
+        self._actives = actives
+        return actives
+
+    def _forget_actives(self) -> None:
+        self._actives = None

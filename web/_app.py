@@ -14,7 +14,7 @@ from mode import Service
 from likestream._metrics import HTTP_REQUESTS, HTTP_SECONDS
 from likestream.tables import StateReader
 
-from ._access import USER_TAGS, UserTags, access_log, add_request_id
+from ._access import ACCESS_SAMPLE, USER_TAGS, UserTags, access_log, add_request_id
 from ._auth import AUTH, Auth, tokens_ctx
 from ._errors import errors_middleware
 from ._headers import CORS_ORIGINS, add_headers, cors_preflight
@@ -81,6 +81,7 @@ def create_app(
     replica: Replica | None = None,
     auth: Auth | None = None,
     internal_secret: str | None = None,
+    access_sample: float = 1.0,
 ) -> web.Application:
     """The HTTP API and the page; the write routes only when ``writes`` is given, the
     pushes when ``push`` is, ``POST /dev/token`` only with ``writes`` and ``dev_tokens``,
@@ -92,6 +93,7 @@ def create_app(
     ``auth``: how tokens are checked (default: no token is accepted) and whether
     memberships are public. ``internal_secret`` keys forwarded reads' proof and the
     user tags of the logs (None: this process's own, so no read is taken as forwarded).
+    ``access_sample``: the share of answered requests' access lines kept (1: all).
     """
     app = web.Application(
         middlewares=[access_log, metrics_middleware, cors_preflight, errors_middleware],
@@ -100,6 +102,7 @@ def create_app(
     app[STATE] = state
     app[AUTH] = auth or Auth()
     app[USER_TAGS] = UserTags(internal_secret)
+    app[ACCESS_SAMPLE] = access_sample
     app.cleanup_ctx.append(tokens_ctx)
     if replica is None:
         replica = Replica(push.partitions if push is not None else 1)

@@ -489,6 +489,29 @@ async def test_request_ids_are_echoed_or_made(client: TestClient, log_lines: io.
     assert all(d["logger"] == "likestream.access" for d in access)
 
 
+async def test_a_sampled_access_log_keeps_every_refused_request(
+    state: State, log_lines: io.StringIO
+) -> None:
+    # A share so small that 20 answered reads all go unlogged (but for 1 chance in 10^10).
+    async with TestClient(TestServer(create_app(state, access_sample=1e-12))) as http:
+        for _ in range(20):
+            assert (await http.get("/items/a/likes")).status == 200
+        assert (await http.get("/nowhere")).status == 404
+        assert (await http.get("/items/a%20b/likes")).status == 400
+    access = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    assert [(d["path"], d["status"]) for d in access] == [
+        ("/nowhere", 404),
+        ("/items/a b/likes", 400),
+    ]
+
+
+def test_the_access_log_sample_is_a_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().access_log_sample == 1.0  # every line unless asked
+    monkeypatch.setenv("LIKESTREAM_ACCESS_LOG_SAMPLE", "0")
+    with pytest.raises(SettingsError, match="LIKESTREAM_ACCESS_LOG_SAMPLE"):
+        load_settings()
+
+
 async def test_unhandled_errors_are_json_500s_logged_with_the_request_id(
     client: TestClient, state: State, log_lines: io.StringIO
 ) -> None:
