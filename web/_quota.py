@@ -22,7 +22,6 @@ bucket.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import math
 import time
@@ -40,7 +39,7 @@ from ._errors import ApiError
 from ._json import json_reply
 from ._limits import RateLimiter
 from ._owners import Owners
-from ._reads import DOWN_SECONDS, FORWARDED, forwarding_proof
+from ._reads import DOWN_SECONDS, FORWARDED, carries_proof, forwarding_proof
 
 __all__ = [
     "LIMITS",
@@ -163,8 +162,7 @@ class Limits:
 
     def proven(self, request: web.Request) -> bool:
         """Whether ``request`` comes from a process that shares the secret."""
-        claimed = request.headers.get(FORWARDED)
-        return claimed is not None and hmac.compare_digest(claimed, self._proof)
+        return carries_proof(request, self._proof)
 
     async def _ask(self, url: str, user_id: str) -> float | None:
         """The owner's answer; None when there was none (the owner is then skipped for a

@@ -52,6 +52,7 @@ __all__ = [
     "NoTables",
     "ReadSettings",
     "Reader",
+    "carries_proof",
     "forwarding_proof",
     "reads_ctx",
     "stale_headers",
@@ -106,6 +107,13 @@ def _worst(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
 
+def carries_proof(request: web.Request, proof: str) -> bool:
+    """Whether ``request`` carries ``proof`` in :data:`FORWARDED`: it comes from a process
+    that shares the internal secret (a forwarded read, a rate-limit call)."""
+    claimed = request.headers.get(FORWARDED)
+    return claimed is not None and hmac.compare_digest(claimed, proof)
+
+
 def forwarding_proof(secret: str | None) -> str:
     """What a forwarded read carries in :data:`FORWARDED`: an HMAC of the internal secret
     (``LIKESTREAM_INTERNAL_SECRET``) every process shares, so a client cannot mark its own
@@ -150,8 +158,7 @@ class Reader:
     def forwarded(self, request: web.Request) -> bool:
         """Whether a peer forwarded ``request`` (it is then answered from here, never
         forwarded again); a header a client made up is ignored."""
-        claimed = request.headers.get(FORWARDED)
-        return claimed is not None and hmac.compare_digest(claimed, self._proof)
+        return carries_proof(request, self._proof)
 
     # -- counts --------------------------------------------------------------------
 
