@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,19 +31,31 @@ ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 
 def free_port_pair(span: int = 2) -> int:
     """A port p such that p to p+span-1 are free (the broker, its controller, and a
-    secured broker's SCRAM listener)."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("localhost", 0))
-            port = int(sock.getsockname()[1])
-        if port < 65000 and all(_closed(port + i) for i in range(1, span)):
+    secured broker's SCRAM listener), below the kernel's ephemeral range: a port in that
+    range that is free now can become some client socket's local port before the broker
+    binds it (seen in CI: the controller's "Address already in use")."""
+    top = _ephemeral_low() - span
+    for _ in range(200):
+        port = random.randrange(10_000, top)
+        if all(_bindable(port + i) for i in range(span)):
             return port
     raise RuntimeError("no free port pair")
 
 
-def _closed(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("localhost", port)) != 0
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("localhost", port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port() -> int:
