@@ -1,4 +1,4 @@
-"""The like event (DESIGN section 3): parsing, validation and encoding."""
+"""The like event (docs/ARCHITECTURE.md#events): parsing, validation and encoding."""
 
 from __future__ import annotations
 

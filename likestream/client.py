@@ -4,7 +4,7 @@ It writes to Kafka directly, without tokens or rate limits: for trusted back end
 tools. Applications acting for users go through the API with
 :mod:`likestream.api_client` instead.
 
-Every record follows DESIGN section 3: key = the item id as UTF-8, value = the
+Every record follows docs/ARCHITECTURE.md#events: key = the item id as UTF-8, value = the
 event as JSON, partition = Kafka's default murmur2 of the key (the same one Java
 clients and librdkafka's ``murmur2_random`` pick), acks from all in-sync
 replicas, and an idempotent producer so that its own retries never duplicate.

@@ -48,7 +48,7 @@ NO_MEMBER = MemberRow(False, -1)
 COUNT_PREFIX = b"c/"
 
 
-# Ids never contain "/" (DESIGN section 3), so the separator is unambiguous.
+# Ids never contain "/" (docs/ARCHITECTURE.md#events), so the separator is unambiguous.
 def count_key(item_id: str) -> bytes:
     return COUNT_PREFIX + item_id.encode()
 

@@ -1,4 +1,5 @@
-"""The reference model of DESIGN section 4, and event streams to check against it."""
+"""The reference model of docs/ARCHITECTURE.md#the-invariant, and event streams to check
+against it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The layout of DESIGN section 2: one-way imports, no generic top-level modules."""
+"""The layout of docs/ARCHITECTURE.md#layout: one-way imports, no generic top-level modules."""
 
 from __future__ import annotations
 
