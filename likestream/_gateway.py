@@ -1,7 +1,8 @@
 """``likestream gateway``: reads, writes and pushes, with no partitions and no tables.
 
-A gateway joins no consumer group and keeps nothing on disk: reads go to the owning
-workers, or to the ``like-counts`` replica every process keeps (``web/_reads.py``);
+A gateway joins no consumer group and owns no table: reads go to the owning workers,
+or to the ``like-counts`` replica every process keeps on disk, a cache it can rebuild
+from that topic (``web/_reads.py``);
 writes go to Kafka like a worker's; pushes come from the same replica, and
 ``/trending`` from the ``like-trending`` topic every process reads. So gateways
 scale with connections, not partitions.

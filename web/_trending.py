@@ -4,7 +4,7 @@ Every process reads the compacted trending topic from its beginning and then
 follows it (``_tail.py``): per window and partition, the top items the owning
 worker published last (``likestream/_top.py``). An answer merges the partitions
 of the window in memory: a sort of at most partitions x 100 entries, no table
-read, so any process (a worker or a future gateway) answers for every partition.
+read, so any process (a worker or a gateway) answers for every partition.
 Staleness: the owner publishes at most once per ``LIKESTREAM_TRENDING_INTERVAL_MS``
 (1 s), plus the time to read the topic.
 """
