@@ -86,18 +86,26 @@ class StampedTable(faust.Table[bytes, bytes]):
             self.data.set_persisted_offset(tp, offset)
 
     def merge(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
-        """Write the changelog ``records`` that are newer than the local rows, in one batch."""
-        db = self.partition_db(partition)
+        """Write the changelog ``records`` that are newer than the local rows, in one batch.
+
+        The newest record of each key in ``records`` first (a later one wins a tie), then
+        one RocksDB multi-get of those keys: a get per record was half the restore's
+        time, and rocksdict raises and catches a KeyError inside for every missing key.
+        """
         newest: dict[bytes, bytes] = {}
-        write = rocksdict.WriteBatch(raw_mode=True)
         for key, value in records:
-            if key is None:
-                continue
-            current = newest[key] if key in newest else db.get(key)
-            if value is None or not supersedes(value, current):
+            if key is None or value is None:
                 continue  # a tombstone has no stamp (see above)
-            write.put(key, value)
-            newest[key] = value
+            held = newest.get(key)
+            if held is None or supersedes(value, held):
+                newest[key] = value
+        if not newest:
+            return
+        db = self.partition_db(partition)
+        write = rocksdict.WriteBatch(raw_mode=True)
+        for (key, value), current in zip(newest.items(), db.get(list(newest)), strict=True):
+            if supersedes(value, current):
+                write.put(key, value)
         db.write(write)
 
     def partition_db(self, partition: int) -> Any:
