@@ -30,6 +30,7 @@ from likestream._kafka import KafkaConfig
 
 from ._restore import restore
 from ._rows import supersedes
+from ._written import Written
 
 __all__ = ["StampedTable"]
 
@@ -85,12 +86,18 @@ class StampedTable(faust.Table[bytes, bytes]):
         for tp, offset in last.items():
             self.data.set_persisted_offset(tp, offset)
 
-    def merge(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+    def merge(
+        self,
+        partition: int,
+        records: Iterable[tuple[bytes | None, bytes | None]],
+        written: Written | None = None,
+    ) -> None:
         """Write the changelog ``records`` that are newer than the local rows, in one batch.
 
         The newest record of each key in ``records`` first (a later one wins a tie), then
-        one RocksDB multi-get of those keys: a get per record was half the restore's
-        time, and rocksdict raises and catches a KeyError inside for every missing key.
+        one RocksDB multi-get of the keys that may be there: with ``written`` (the bulk
+        restore into a partition that began empty, ``_written.py``) only those it may
+        have written before, else all.
         """
         newest: dict[bytes, bytes] = {}
         for key, value in records:
@@ -103,9 +110,18 @@ class StampedTable(faust.Table[bytes, bytes]):
             return
         db = self.partition_db(partition)
         write = rocksdict.WriteBatch(raw_mode=True)
-        for (key, value), current in zip(newest.items(), db.get(list(newest)), strict=True):
-            if supersedes(value, current):
-                write.put(key, value)
+        check = newest
+        if written is not None:
+            check = {}
+            for key, value in newest.items():
+                if written.add(key):
+                    check[key] = value
+                else:
+                    write.put(key, value)  # absent: never written since it was empty
+        if check:
+            for (key, value), current in zip(check.items(), db.get(list(check)), strict=True):
+                if supersedes(value, current):
+                    write.put(key, value)
         db.write(write)
 
     def partition_db(self, partition: int) -> Any:
