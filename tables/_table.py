@@ -30,6 +30,7 @@ from likestream._kafka import KafkaConfig
 
 from ._restore import restore
 from ._rows import supersedes
+from ._written import Written
 
 __all__ = ["StampedTable"]
 
@@ -85,19 +86,42 @@ class StampedTable(faust.Table[bytes, bytes]):
         for tp, offset in last.items():
             self.data.set_persisted_offset(tp, offset)
 
-    def merge(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
-        """Write the changelog ``records`` that are newer than the local rows, in one batch."""
-        db = self.partition_db(partition)
+    def merge(
+        self,
+        partition: int,
+        records: Iterable[tuple[bytes | None, bytes | None]],
+        written: Written | None = None,
+    ) -> None:
+        """Write the changelog ``records`` that are newer than the local rows, in one batch.
+
+        The newest record of each key in ``records`` first (a later one wins a tie), then
+        one RocksDB multi-get of the keys that may be there: with ``written`` (the bulk
+        restore into a partition that began empty, ``_written.py``) only those it may
+        have written before, else all.
+        """
         newest: dict[bytes, bytes] = {}
-        write = rocksdict.WriteBatch(raw_mode=True)
         for key, value in records:
-            if key is None:
-                continue
-            current = newest[key] if key in newest else db.get(key)
-            if value is None or not supersedes(value, current):
+            if key is None or value is None:
                 continue  # a tombstone has no stamp (see above)
-            write.put(key, value)
-            newest[key] = value
+            held = newest.get(key)
+            if held is None or supersedes(value, held):
+                newest[key] = value
+        if not newest:
+            return
+        db = self.partition_db(partition)
+        write = rocksdict.WriteBatch(raw_mode=True)
+        check = newest
+        if written is not None:
+            check = {}
+            for key, value in newest.items():
+                if written.add(key):
+                    check[key] = value
+                else:
+                    write.put(key, value)  # absent: never written since it was empty
+        if check:
+            for (key, value), current in zip(check.items(), db.get(list(check)), strict=True):
+                if supersedes(value, current):
+                    write.put(key, value)
         db.write(write)
 
     def partition_db(self, partition: int) -> Any:

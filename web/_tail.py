@@ -95,6 +95,10 @@ async def _tail_once(
             for records in batches.values():
                 for record in records:
                     handle(record)
+            # getmany does not suspend while records are buffered: catching up from the
+            # beginning held the loop for seconds at start, and the table's start, group
+            # join and bulk restore waited behind it (tables/_restore.py does the same).
+            await asyncio.sleep(0)
             if caught_up is None:
                 continue
             for tp in tps:

@@ -22,7 +22,7 @@ from ._lab import Lab
 from ._latency import latency
 from ._peers import PEERS
 from ._reads import reads
-from ._report import machine, report, table
+from ._report import hand_written, machine, report, table
 from ._state import state
 
 __all__ = ["SCENARIOS", "add_parser", "config_from", "run_bench"]
@@ -180,7 +180,8 @@ def _write(cfg: BenchConfig, results: list[Result], took: float, report_to: Path
     (cfg.out / "results.md").write_text(table(results))
     invocation = "likestream " + " ".join(sys.argv[1:]) if sys.argv[1:] else "likestream bench"
     if report_to is not None:
-        report_to.write_text(report(results, info, invocation, took))
+        kept = hand_written(report_to.read_text()) if report_to.exists() else ""
+        report_to.write_text(report(results, info, invocation, took, kept))
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -52,7 +52,7 @@ class BenchConfig:
     events: int = 200_000
     items: int = 10_000
     users: int = 100_000
-    memberships: int = 200_000
+    memberships: int = 1_000_000
     cap: float = 150.0
     partitions: int = 8
     duration: float = 15.0

@@ -16,7 +16,17 @@ from .._broker import KAFKA_VERSION
 from ._common import Result
 from ._peers import PEERS, peer_versions
 
-__all__ = ["machine", "peer_table", "report", "table"]
+__all__ = ["HAND_WRITTEN", "hand_written", "machine", "peer_table", "report", "table"]
+
+HAND_WRITTEN = "<!-- Hand-written from here on: make bench keeps this line and all below it. -->"
+"""Where BENCHMARKS.md's prose begins (runs too long for ``make bench``, profiles' stories):
+:func:`report` writes the measured part above it and keeps what follows."""
+
+
+def hand_written(previous: str) -> str:
+    """The hand-written end of a previous report, from :data:`HAND_WRITTEN` on; "" if none."""
+    at = previous.find(HAND_WRITTEN)
+    return previous[at:] if at >= 0 else ""
 
 
 def machine() -> dict[str, str]:
@@ -116,7 +126,10 @@ def peer_table(results: list[Result]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(results: list[Result], info: dict[str, str], invocation: str, took: float) -> str:
+def report(
+    results: list[Result], info: dict[str, str], invocation: str, took: float, kept: str = ""
+) -> str:
+    """BENCHMARKS.md: the results, then ``kept`` (:func:`hand_written` of the previous one)."""
     parts = [
         "# Benchmarks",
         "",
@@ -144,4 +157,6 @@ def report(results: list[Result], info: dict[str, str], invocation: str, took: f
         parts += [f"### {r.scenario}", "", f"    {r.command}", "", f"What limits it: {r.limits}."]
         parts += [f"- {note}" for note in r.notes]
         parts.append("")
+    if kept:
+        parts.append(kept.rstrip("\n") + "\n")
     return "\n".join(parts)

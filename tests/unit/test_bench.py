@@ -21,7 +21,8 @@ from likestream._bench._common import BenchConfig, Result, command, percentile
 from likestream._bench._fanout import fd_reason
 from likestream._bench._idle import IdleStep, _idle_result
 from likestream._bench._reads import open_loop, wrk_ms
-from likestream._bench._report import machine, report, table
+from likestream._bench._report import HAND_WRITTEN, hand_written, machine, report, table
+from likestream._bench._state import restore_line
 from likestream._bench._wsclient import (
     CLOSE,
     PING,
@@ -200,6 +201,28 @@ def test_report_names_machine_and_command() -> None:
     assert info["cpu"] in text
     assert "    likestream bench state --memberships 10" in text
     assert "What limits it: RocksDB." in text
+
+
+def test_report_keeps_the_hand_written_end_of_the_previous_one() -> None:
+    result = Result("state", "likestream bench state", {"rss_mib": 90.0})
+    prose = f"{HAND_WRITTEN}\n\n## State at 10,000,000 memberships\n\nWritten by hand.\n"
+    previous = report([result], {"cores": "2"}, "x", 1.0, prose)
+    assert hand_written(previous) == prose
+    again = report([Result("state", "y", {"rss_mib": 80.0})], {"cores": "2"}, "y", 2.0, prose)
+    assert again.endswith(prose)
+    assert "rss_mib 80" in again
+    assert "rss_mib 90" not in again
+    assert hand_written("# Benchmarks\n\nno prose\n") == ""
+
+
+def test_state_reads_the_restores_own_line() -> None:
+    log = (
+        "x INFO likestream.tables._restore: restored state: 10 records in 0.50s (20 records/s)\n"
+        "x INFO likestream.tables._restore: restored state: 1236813 records in 7.25s (170595 "
+        "records/s)\n"
+    )
+    assert restore_line(log) == (1236813, 7.25)
+    assert restore_line("no restore\n") is None
 
 
 def test_cli_rejects_unknown_scenario(capsys: pytest.CaptureFixture[str]) -> None:
