@@ -16,7 +16,10 @@ from .._broker import KAFKA_VERSION
 from ._common import Result
 from ._peers import PEERS, peer_versions
 
-__all__ = ["machine", "peer_table", "report", "table"]
+__all__ = ["SOAK_BEGIN", "SOAK_END", "machine", "merge_report", "peer_table", "report", "table"]
+
+SOAK_BEGIN = "<!-- soak: begin; written by `likestream bench soak`, kept by `make bench` -->"
+SOAK_END = "<!-- soak: end -->"
 
 
 def machine() -> dict[str, str]:
@@ -145,3 +148,23 @@ def report(results: list[Result], info: dict[str, str], invocation: str, took: f
         parts += [f"- {note}" for note in r.notes]
         parts.append("")
     return "\n".join(parts)
+
+
+def _split(text: str) -> tuple[str, str]:
+    """``text`` without its soak section, and that section (markers included; "" if none)."""
+    begin = text.find(SOAK_BEGIN)
+    end = text.find(SOAK_END, begin)
+    if begin < 0 or end < 0:
+        return text, ""
+    end += len(SOAK_END)
+    return text[:begin].rstrip() + "\n" + text[end:].lstrip("\n"), text[begin:end]
+
+
+def merge_report(old: str, main: str | None, soak: str | None) -> str:
+    """BENCHMARKS.md from its ``old`` text: ``main`` (the standard scenarios' report) or
+    else what ``old`` has apart from its soak section, then ``soak`` (the section's body)
+    or else ``old``'s soak section: each command rewrites only its own part."""
+    rest, kept = _split(old)
+    body = (main if main is not None else rest).rstrip() + "\n"
+    block = f"{SOAK_BEGIN}\n{soak.strip()}\n{SOAK_END}" if soak is not None else kept
+    return body + (f"\n{block}\n" if block else "")
