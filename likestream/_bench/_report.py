@@ -125,7 +125,8 @@ def report(results: list[Result], info: dict[str, str], invocation: str, took: f
         "",
         f"Written by `{invocation}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
         f"in {took / 60:.1f} minutes. `make bench` runs the standard set and rewrites this "
-        "file; every scenario starts its own broker-side topics and worker processes on a "
+        "file but for its soak section, which `likestream bench soak` writes; every "
+        "scenario starts its own broker-side topics and worker processes on a "
         "broker of its own, on the same machine as the load. Each figure sits beside a "
         "baseline measured in the same run, since these machines are shared and noisy: "
         "the ratio is the figure to compare across runs. 'What limits it' comes from a "

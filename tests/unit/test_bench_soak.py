@@ -10,7 +10,7 @@ import math
 import pytest
 
 from likestream._bench._audience import Client, Delays, Timeline
-from likestream._bench._cli import STANDARD, SCENARIOS, _positive, add_parser, config_from
+from likestream._bench._cli import SCENARIOS, STANDARD, _positive, add_parser, config_from
 from likestream._bench._common import Result
 from likestream._bench._report import SOAK_BEGIN, SOAK_END, merge_report
 from likestream._bench._soak import ITEMS, USERS, Ledger, soak_events
@@ -48,7 +48,8 @@ def test_growth_compares_medians_of_the_windows() -> None:
     leak = [100.0 + k for k in range(30)]  # +1 MiB a minute
     got = growth(_rows(leak), "rss", 1800)
     assert got == pytest.approx(126.5 / 106.5 - 1)  # samples at minutes 5-10 and 25-30
-    assert got is not None and got > 0.10
+    assert got is not None
+    assert got > 0.10
     restart = [100.0] * 14 + [0.0, 30.0] + [100.0] * 14  # the middle is in neither window
     assert growth(_rows(restart), "rss", 1800) == pytest.approx(0.0)
 
@@ -107,7 +108,8 @@ def test_sample_table_has_a_row_per_sample() -> None:
     assert len(lines) == 4
     assert lines[0].startswith("| minute | worker RSS MiB | worker open files |")
     assert "| 812.3 |" in lines[2]
-    assert "| lost |" in lines[3] and "| - |" in lines[3]
+    assert "| lost |" in lines[3]
+    assert "| - |" in lines[3]
 
 
 def _soak_result() -> Result:
@@ -119,17 +121,24 @@ def _soak_result() -> Result:
 def test_the_soak_section_and_the_standard_report_keep_each_other() -> None:
     main = "# Benchmarks\n\n## Results\n\n| ingest |\n"
     soak = section(_soak_result(), "likestream bench soak", "now", "1, 1, 1", "x.svg")
-    assert "## Soak" in soak and "### Samples" in soak and "![soak samples](x.svg)" in soak
+    assert "## Soak" in soak
+    assert "### Samples" in soak
+    assert "![soak samples](x.svg)" in soak
     first = merge_report("", main, None)  # make bench, no soak yet
     assert first == main
     both = merge_report(first, None, soak)  # the soak adds its section
-    assert both.startswith(main) and SOAK_BEGIN in both and both.rstrip().endswith(SOAK_END)
+    assert both.startswith(main)
+    assert SOAK_BEGIN in both
+    assert both.rstrip().endswith(SOAK_END)
     again = merge_report(both, "# Benchmarks\n\nnew run\n", None)  # make bench again
     assert again.startswith("# Benchmarks\n\nnew run\n")
     assert "| ingest |" not in again
-    assert again.count("## Soak") == 1 and soak.strip() in again
+    assert again.count("## Soak") == 1
+    assert soak.strip() in again
     newer = merge_report(again, None, soak.replace("now", "later"))  # the soak again
-    assert "new run" in newer and newer.count(SOAK_BEGIN) == 1 and "later" in newer
+    assert "new run" in newer
+    assert newer.count(SOAK_BEGIN) == 1
+    assert "later" in newer
 
 
 def test_a_report_without_a_soak_section_gets_one_at_its_end() -> None:
@@ -140,7 +149,8 @@ def test_a_report_without_a_soak_section_gets_one_at_its_end() -> None:
 def test_plot_draws_a_line_per_panel() -> None:
     rows = [{k: float(n) for k in COLUMNS} | {"minute": float(n)} for n in range(1, 4)]
     svg = plot(rows)
-    assert svg.startswith("<svg") and svg.count("<polyline") == 4
+    assert svg.startswith("<svg")
+    assert svg.count("<polyline") == 4
 
 
 def test_soak_load_stays_in_its_key_space_with_exact_duplicates() -> None:
@@ -163,7 +173,8 @@ def test_ledger_is_the_latest_event_per_member() -> None:
 
 
 def test_soak_is_its_own_command_not_in_the_standard_set() -> None:
-    assert "soak" in SCENARIOS and "soak" not in STANDARD
+    assert "soak" in SCENARIOS
+    assert "soak" not in STANDARD
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
