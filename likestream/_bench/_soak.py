@@ -222,9 +222,13 @@ async def _lag(settings: Settings) -> int:
     await consumer.start()
     try:
         tps = partitions_of(settings, settings.topic)
-        ends = await consumer.end_offsets(tps)
+        # Committed first: read the other way, a commit between the two reads could pass
+        # the end read before it.
         committed = await admin.list_consumer_group_offsets(settings.app_id)
-        return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+        ends = await consumer.end_offsets(tps)
+        return sum(
+            max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in tps
+        )
     finally:
         await consumer.stop()
         await admin.close()
