@@ -60,7 +60,7 @@ from ._common import (
     say,
 )
 from ._ingest import watch_worker
-from ._lab import Lab, WorkerProcess, create_topics, partitions_of, topic_records, wait_committed
+from ._lab import Lab, WorkerProcess, create_topics, partitions_of, wait_committed
 from ._latency import LOAD_SHARE
 from ._peers import read_counts
 from ._reads import open_loop
@@ -215,58 +215,85 @@ async def _restart(run: Run) -> None:
     say(f"soak: worker ready again {run.restart_s:.1f}s after the kill")
 
 
-async def _lag(settings: Settings) -> int:
-    admin = KafkaConfig.from_settings(settings).admin()
-    consumer = KafkaConfig.from_settings(settings).consumer()
-    await admin.start()
-    await consumer.start()
-    try:
-        tps = partitions_of(settings, settings.topic)
+class Offsets:
+    """The group's lag and the DLQ's records, from one admin client and one consumer kept
+    for the run (a client per sample costs seconds on a loaded machine)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.admin = KafkaConfig.from_settings(settings).admin()
+        self.consumer = KafkaConfig.from_settings(settings).consumer()
+
+    async def __aenter__(self) -> Offsets:
+        await self.admin.start()
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+        await self.admin.close()
+
+    async def lag(self) -> int:
+        tps = partitions_of(self.settings, self.settings.topic)
         # Committed first: read the other way, a commit between the two reads could pass
         # the end read before it.
-        committed = await admin.list_consumer_group_offsets(settings.app_id)
-        ends = await consumer.end_offsets(tps)
+        committed = await self.admin.list_consumer_group_offsets(self.settings.app_id)
+        ends = await self.consumer.end_offsets(tps)
         return sum(
             max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in tps
         )
-    finally:
-        await consumer.stop()
-        await admin.close()
+
+    async def dlq(self) -> int:
+        tps = partitions_of(self.settings, self.settings.dlq_topic)
+        ends = await self.consumer.end_offsets(tps)
+        starts = await self.consumer.beginning_offsets(tps)
+        return sum(ends[tp] - starts[tp] for tp in tps)
 
 
 async def _sample(run: Run) -> None:
-    """At the end of every interval: the processes' figures, the errors during it."""
-    dlq_before = await topic_records(run.settings, run.settings.dlq_topic)
-    closed_before = 0
-    for k in range(run.intervals):
-        await asyncio.sleep(max(0.0, run.origin + (k + 1) * run.every - time.monotonic()))
-        worker, gateway = run.worker, run.gateway
-        row = {
-            "minute": round((k + 1) * run.every / 60, 2),
-            "worker_rss_mib": round(proc_status(worker.pid, "VmRSS") / MIB, 1),
-            "worker_files": open_files(worker.pid),
-            "gateway_rss_mib": round(proc_status(gateway.pid, "VmRSS") / MIB, 1),
-            "gateway_files": open_files(gateway.pid),
-        }
-        try:
-            row["lag"] = await _lag(run.settings)
-        except Exception:  # e.g. the group rebalancing after the kill: no figure
-            row["lag"] = float("nan")
-        dlq = await topic_records(run.settings, run.settings.dlq_topic)
-        delays, stats = await run.crowd.settle(run.take_times(), (run.origin, run.every), None)
-        _merge(run.delays, delays)
-        row["dropped"] = stats["closed"] - closed_before
-        row["dlq"] = dlq - dlq_before
-        closed_before, dlq_before = stats["closed"], dlq
-        run.rows.append(row)
-        so_far = run.delays.get(k, Delays())
-        say(
-            f"soak: {row['minute']:g} min: worker RSS {row['worker_rss_mib']:,.0f} MiB, "
-            f"{row['worker_files']} files; gateway RSS {row['gateway_rss_mib']:,.0f} MiB, "
-            f"{row['gateway_files']} files; lag {row['lag']:,.0f}; "
-            f"{run.produced:,} events produced; p99 so far {so_far.percentile(99):,.0f} ms; "
-            f"{row['dropped']} subscribers dropped, {row['dlq']} DLQ records"
-        )
+    """At the end of every interval: the processes' figures, the errors since the sample
+    before. A sample that comes more than an interval late (a starved bench process) skips
+    the intervals already past, so that each row is taken at its own time."""
+    async with Offsets(run.settings) as offsets:
+        dlq_before = await offsets.dlq()
+        closed_before = produced_before = 0
+        taken_before = run.origin
+        k = 0
+        while k < run.intervals:
+            await asyncio.sleep(max(0.0, run.origin + (k + 1) * run.every - time.monotonic()))
+            worker, gateway = run.worker, run.gateway
+            produced, taken = run.produced, time.monotonic()
+            row = {
+                "interval": k,
+                "minute": round((k + 1) * run.every / 60, 2),
+                "writes_per_s": round((produced - produced_before) / (taken - taken_before)),
+                "worker_rss_mib": round(proc_status(worker.pid, "VmRSS") / MIB, 1),
+                "worker_files": open_files(worker.pid),
+                "gateway_rss_mib": round(proc_status(gateway.pid, "VmRSS") / MIB, 1),
+                "gateway_files": open_files(gateway.pid),
+            }
+            try:
+                row["lag"] = await offsets.lag()
+            except Exception:  # e.g. the group rebalancing after the kill: no figure
+                row["lag"] = float("nan")
+            dlq = await offsets.dlq()
+            times = run.take_times()
+            delays, stats = await run.crowd.settle(times, (run.origin, run.every), None)
+            _merge(run.delays, delays)
+            row["dropped"] = stats["closed"] - closed_before
+            row["dlq"] = dlq - dlq_before
+            closed_before, dlq_before = stats["closed"], dlq
+            produced_before, taken_before = produced, taken
+            run.rows.append(row)
+            so_far = run.delays.get(k, Delays())
+            say(
+                f"soak: {row['minute']:g} min: {row['writes_per_s']:,} writes/s; worker RSS "
+                f"{row['worker_rss_mib']:,.0f} MiB, {row['worker_files']} files; gateway RSS "
+                f"{row['gateway_rss_mib']:,.0f} MiB, {row['gateway_files']} files; lag "
+                f"{row['lag']:,.0f}; p99 so far {so_far.percentile(99):,.0f} ms; "
+                f"{row['dropped']} subscribers dropped, {row['dlq']} DLQ records"
+            )
+            k = max(k + 1, int((time.monotonic() - run.origin) / run.every))
 
 
 def _merge(into: dict[int, Delays], more: dict[int, Delays]) -> None:
@@ -396,7 +423,8 @@ def _result(
     wrong: list[str],
     stats: dict[str, int],
 ) -> Result:
-    for k, row in enumerate(run.rows):
+    for row in run.rows:
+        k = int(row.pop("interval"))
         row["p99_ms"] = round(run.delays.get(k, Delays()).percentile(99), 1)
         reads = run.reads.get(k, {})
         row["reads"] = round(reads.get("requests_per_s", 0) * run.every)
@@ -413,6 +441,7 @@ def _result(
     figures: dict[str, float] = {
         "minutes": cfg.minutes,
         "events_per_s": round(run.rate),
+        "written_per_s": round(run.produced / run.seconds),
         "events": run.ledger.events,
         "subscribers": cfg.subscribers,
         "reads_per_s": cfg.read_rate,
@@ -481,5 +510,7 @@ def _limits(run: Run, calibrated: float | None) -> str:
         "the samples in them, stability the p99 of the changes produced in them. "
         "Everything (broker, worker, gateway, clients, producer, reads) shares the 2 cores: "
         "the producer and the worker's fold take most of them, so lag and event latency "
-        "show whether the worker keeps up with the rate, not the push path"
+        "show whether the worker keeps up with the rate, not the push path; "
+        "written_per_s (and writes/s per sample) is the rate the producer held: below "
+        "events_per_s, the bench's own process was short of CPU"
     )

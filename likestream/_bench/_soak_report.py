@@ -38,6 +38,7 @@ MINUTE = 60.0
 
 COLUMNS = {
     "minute": "minute",
+    "writes_per_s": "writes/s",
     "worker_rss_mib": "worker RSS MiB",
     "worker_files": "worker open files",
     "gateway_rss_mib": "gateway RSS MiB",

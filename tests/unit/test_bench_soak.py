@@ -106,7 +106,7 @@ def test_sample_table_has_a_row_per_sample() -> None:
     text = sample_table(rows)
     lines = text.splitlines()
     assert len(lines) == 4
-    assert lines[0].startswith("| minute | worker RSS MiB | worker open files |")
+    assert lines[0].startswith("| minute | writes/s | worker RSS MiB | worker open files |")
     assert "| 812.3 |" in lines[2]
     assert "| lost |" in lines[3]
     assert "| - |" in lines[3]
