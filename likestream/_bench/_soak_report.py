@@ -47,6 +47,7 @@ COLUMNS = {
     "p99_ms": "event p99 ms",
     "reads": "reads",
     "failed_reads": "failed reads",
+    "unanswered_reads": "reads unanswered",
     "dropped": "subscribers dropped",
     "dlq": "DLQ records",
 }
