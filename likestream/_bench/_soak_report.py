@@ -134,8 +134,9 @@ def section(result: Result, invocation: str, when: str, load: str, plot_name: st
         "",
         "Each row: the figures at the end of the interval; event p99: of the changes "
         "produced during it, over every subscriber (a change never shown to an open "
-        "subscriber counts as lost); failed reads, subscribers dropped and DLQ records: "
-        "during it.",
+        "subscriber counts as lost); writes/s, failed reads (non-200 or refused), reads "
+        "unanswered 5 s after their interval, subscribers dropped and DLQ records: since the "
+        "row before (a row more than an interval late skips the intervals past).",
         "",
         sample_table(result.samples),
     ]
