@@ -28,7 +28,7 @@ async def test_a_short_soak_loses_nothing_and_samples_every_interval(
         partitions=2,
         out=tmp_path / "out",
     )
-    lab = Lab(tmp_path, cfg.partitions, broker=broker)
+    lab = Lab(tmp_path, cfg.partitions, running_broker=broker)
     try:
         result = await soak(lab, cfg)
     finally:
