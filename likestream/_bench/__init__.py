@@ -20,7 +20,10 @@ machine where there is one, since absolute figures on shared machines are noisy:
 * ``idle`` (``_idle``): idle subscribed WebSocket connections on one gateway, its RSS per
   step and per connection;
 * ``ingest-live`` (``_ingest_live``): a worker's ingest rate with live subscribers on a
-  gateway, against its rate with none.
+  gateway, against its rate with none;
+* ``soak`` (``_soak``, not in the standard set: its own command, ``--minutes``): steady
+  writes at half a calibrated maximum, reads, live subscribers and a worker SIGKILL,
+  sampled every minute (``_soak_report``) and checked event by event at the end.
 
 ``_lab`` holds the broker, worker and gateway processes, ``_audience`` the WebSocket clients
 (in helper processes) and the delay accounting, ``_wsclient`` the lean WebSocket protocol

@@ -36,6 +36,7 @@ __all__ = [
     "Delays",
     "Helpers",
     "Sent",
+    "Timeline",
     "helpers",
     "serve_stdio",
     "source_address",
@@ -97,6 +98,27 @@ class Delays:
         return cls({int(k): v for k, v in doc["buckets"].items()}, doc["missing"])
 
 
+class Timeline:
+    """The produce time of every count of some items, on a grid of intervals: the soak's
+    changes, each a like by a fresh user (count n is the n-th event on its item), whose
+    delays are counted in the interval their event was produced in."""
+
+    def __init__(self, origin: float, every: float) -> None:
+        self.origin = origin
+        self.every = every
+        self.times: dict[str, list[float]] = {}
+
+    def extend(self, times: dict[str, list[float]]) -> None:
+        for item, more in times.items():
+            self.times.setdefault(item, []).extend(more)
+
+    def interval(self, at: float) -> int:
+        return int((at - self.origin) // self.every)
+
+    def sent(self) -> Sent:
+        return {item: (1, times) for item, times in self.times.items() if times}
+
+
 class Client:
     """One connection: its items, the newest count of each, the frames since the mark."""
 
@@ -147,6 +169,32 @@ class Client:
     def mark(self) -> None:
         self.base = dict(self.latest)
         self.frames.clear()
+
+    def settle(self, timeline: Timeline, into: dict[int, Delays], final: bool) -> None:
+        """Add the delay of each change the frames since the last call show into the
+        interval of ``into`` its event was produced in, and forget those frames; a frame
+        showing a count whose produce time is not known yet waits for the next call.
+        ``final``: every known change not shown yet is missing, except on a closed
+        connection (a subscriber lost, counted as such rather than as late frames)."""
+        done = 0
+        for at, item, likes in self.frames:
+            times = timeline.times.get(item)
+            if times is not None:
+                if likes > len(times):
+                    break
+                shown = self.base.get(item, 0)
+                for count in range(shown + 1, likes + 1):
+                    produced = times[count - 1]
+                    slot = into.setdefault(timeline.interval(produced), Delays())
+                    slot.add((at - produced) * 1000)
+                self.base[item] = max(shown, likes)
+            done += 1
+        del self.frames[:done]
+        if final and not self.closed:
+            for item in self.items:
+                times = timeline.times.get(item, [])
+                for count in range(self.base.get(item, 0) + 1, len(times) + 1):
+                    into.setdefault(timeline.interval(times[count - 1]), Delays()).missing += 1
 
     def caught_up(self, final: dict[str, int]) -> bool:
         return self.closed or all(self.latest.get(i, 0) >= final.get(i, 0) for i in self.items)
@@ -201,6 +249,7 @@ class Audience:
         self.clients: list[Client] = []
         self._sockets: list[LeanSocket] = []
         self._opened = 0
+        self.timeline: Timeline | None = None
 
     async def open(self, url: str, subscriptions: list[list[str]]) -> tuple[int, str]:
         """One more client per list of items, subscribed; returns how many failed and the
@@ -235,6 +284,23 @@ class Audience:
             client.delays(sent, delays)
         closed = sum(c.closed for c in self.clients)
         return delays, closed, sum(c.dropped for c in self.clients)
+
+    async def settle(
+        self, times: dict[str, list[float]], grid: tuple[float, float], wait: float | None
+    ) -> dict[int, Delays]:
+        """The delays of the changes shown since the last call, by the interval of the
+        grid (origin, seconds) their event was produced in; ``times``: the produce times
+        since the last call. ``wait``: the last call, after waiting up to ``wait`` s for
+        every client to show every change (see :meth:`Client.settle`)."""
+        if self.timeline is None:
+            self.timeline = Timeline(*grid)
+        self.timeline.extend(times)
+        if wait is not None:
+            await wait_caught_up(self.clients, self.timeline.sent(), wait)
+        into: dict[int, Delays] = {}
+        for client in self.clients:
+            client.settle(self.timeline, into, final=wait is not None)
+        return into
 
     def stats(self) -> dict[str, int]:
         """Likes frames received so far, clients closed, and dropped (code 1013)."""
@@ -272,6 +338,10 @@ async def _serve(audience: Audience, request: dict[str, Any]) -> dict[str, Any]:
         return {"clients": len(audience.clients)}
     if request["op"] == "stats":
         return audience.stats()
+    if request["op"] == "settle":
+        grid = (request["origin"], request["every"])
+        settled = await audience.settle(request["times"], grid, request["wait"])
+        return {"delays": {k: d.to_json() for k, d in settled.items()}, **audience.stats()}
     sent = {item: (first, times) for item, (first, times) in request["sent"].items()}
     delays, closed, dropped = await audience.collect(sent, request["wait"])
     return {"delays": delays.to_json(), "closed": closed, "dropped": dropped}
@@ -337,6 +407,20 @@ class Helpers:
         """As :meth:`Audience.stats`, summed over the helpers."""
         answers = await asyncio.gather(*(self._ask(p, {"op": "stats"}) for p in self._procs))
         return {key: sum(a[key] for a in answers) for key in ("received", "closed", "dropped")}
+
+    async def settle(
+        self, times: dict[str, list[float]], grid: tuple[float, float], wait: float | None
+    ) -> tuple[dict[int, Delays], dict[str, int]]:
+        """As :meth:`Audience.settle`, merged over the helpers, with :meth:`stats`."""
+        request = {"op": "settle", "times": times, "origin": grid[0], "every": grid[1]}
+        request["wait"] = wait
+        answers = await asyncio.gather(*(self._ask(p, request) for p in self._procs))
+        delays: dict[int, Delays] = {}
+        for answer in answers:
+            for key, doc in answer["delays"].items():
+                delays.setdefault(int(key), Delays()).merge(Delays.from_json(doc))
+        stats = {k: sum(a[k] for a in answers) for k in ("received", "closed", "dropped")}
+        return delays, stats
 
     async def collect(self, sent: Sent, wait: float) -> tuple[Delays, int, int]:
         """As :meth:`Audience.collect`, over the helpers."""

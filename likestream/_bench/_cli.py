@@ -22,13 +22,18 @@ from ._lab import Lab
 from ._latency import latency
 from ._peers import PEERS
 from ._reads import reads
-from ._report import hand_written, machine, report, table
+from ._report import hand_written, machine, merge_report, report, table
+from ._soak import soak
+from ._soak_report import plot, section
 from ._state import state
 
 __all__ = ["SCENARIOS", "add_parser", "config_from", "run_bench"]
 
-SCENARIOS = ("ingest", "reads", "state", "latency", "fanout", "idle", "ingest-live")
-STANDARD = SCENARIOS
+SCENARIOS = ("ingest", "reads", "state", "latency", "fanout", "idle", "ingest-live", "soak")
+STANDARD = SCENARIOS[:-1]
+"""What ``likestream bench`` runs when no scenario is named (``make bench``): not the soak,
+a long run of its own command."""
+PLOT = "soak.svg"
 
 
 def _numbers(text: str) -> tuple[int, ...]:
@@ -42,6 +47,16 @@ def _numbers(text: str) -> tuple[int, ...]:
     if not values or min(values) <= 0:
         raise argparse.ArgumentTypeError(f"expected positive numbers: {text!r}")
     return values
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number: {text!r}")
+    return value
 
 
 def _peers(text: str) -> tuple[str, ...]:
@@ -78,7 +93,12 @@ def add_parser(sub: Any) -> None:
     add("--cap", type=float, default=d.cap, help="ingest, state: longest folding window, s")
     add("--duration", type=float, default=d.duration, help="reads (maximum rate), latency: s")
     add("--clients", type=int, default=d.clients, help="reads: connections")
-    add("--rate", type=float, default=None, help="latency: events/s (default: 50%% of ingest)")
+    add(
+        "--rate",
+        type=float,
+        default=None,
+        help="latency, soak: events/s (default: 50%% of ingest, or of the soak's calibration)",
+    )
     add("--rates", type=_numbers, default=d.rates, help="reads: fixed rates, req/s (500,1000)")
     add("--fanout", type=_numbers, default=d.fanout, help="fanout: client counts to try")
     add(
@@ -108,6 +128,15 @@ def add_parser(sub: Any) -> None:
         default=d.tool,
         help="reads: the load generator (auto: wrk when installed)",
     )
+    add("--minutes", type=_positive, default=d.minutes, help="soak: how long the load runs")
+    add("--subscribers", type=int, default=d.subscribers, help="soak: live WebSocket clients")
+    add("--read-rate", type=_positive, default=d.read_rate, help="soak: reads/s via the gateway")
+    add(
+        "--sample-seconds",
+        type=_positive,
+        default=None,
+        help="soak: seconds between samples (default: 60, or a 30th of a shorter run)",
+    )
     add("--seed", type=int, default=d.seed, help="of the synthetic events")
     add("--out", type=Path, default=d.out, help="results.json and results.md")
     add("--report", type=Path, default=None, help="also write BENCHMARKS.md")
@@ -131,6 +160,8 @@ async def _scenario(lab: Lab, cfg: BenchConfig, name: str, ingest_rate: float | 
         return await idle(lab, cfg)
     if name == "ingest-live":
         return await ingest_live(lab, cfg)
+    if name == "soak":
+        return await soak(lab, cfg)
     return await fanout(lab, cfg)
 
 
@@ -179,9 +210,23 @@ def _write(cfg: BenchConfig, results: list[Result], took: float, report_to: Path
     (cfg.out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     (cfg.out / "results.md").write_text(table(results))
     invocation = "likestream " + " ".join(sys.argv[1:]) if sys.argv[1:] else "likestream bench"
+    standard = [r for r in results if r.scenario != "soak"]
+    soaked = next((r for r in results if r.scenario == "soak"), None)
+    if soaked is not None and soaked.samples:
+        (cfg.out / PLOT).write_text(plot(soaked.samples))
     if report_to is not None:
-        kept = hand_written(report_to.read_text()) if report_to.exists() else ""
-        report_to.write_text(report(results, info, invocation, took, kept))
+        old = report_to.read_text() if report_to.exists() else ""
+        main = report(standard, info, invocation, took, hand_written(old)) if standard else None
+        soak_text = None
+        if soaked is not None:
+            plot_name = None
+            if soaked.samples:
+                plot_name = f"{report_to.stem}-{PLOT}"
+                (report_to.parent / plot_name).write_text(plot(soaked.samples))
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            load = info["load average at the end (1, 5, 15 min)"]
+            soak_text = section(soaked, invocation, when, load, plot_name)
+        report_to.write_text(merge_report(old, main, soak_text))
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ __all__ = [
     "cpu_seconds",
     "free_port",
     "free_port_pair",
+    "open_files",
     "percentile",
     "proc_status",
     "raise_open_files",
@@ -72,6 +73,14 @@ class BenchConfig:
     """ingest: the peer systems to run beside likestream (``_peers.PEERS``)."""
     out: Path = Path("bench-results")
     tool: str = "auto"
+    minutes: float = 30.0
+    """soak: how long the steady load runs."""
+    subscribers: int = 2000
+    """soak: live WebSocket clients on the gateway."""
+    read_rate: float = 200.0
+    """soak: reads per second through the gateway."""
+    sample_seconds: float | None = None
+    """soak: seconds between samples (default: a minute, or a 30th of a shorter run)."""
 
 
 @dataclass
@@ -84,6 +93,8 @@ class Result:
     targets: list[dict[str, Any]] = field(default_factory=list)
     limits: str = ""
     notes: list[str] = field(default_factory=list)
+    samples: list[dict[str, float]] = field(default_factory=list)
+    """Figures sampled over the run, one row per sample (soak)."""
 
     def target(self, name: str, value: float | None, op: str, bound: float) -> None:
         met = None if value is None else (value >= bound if op == ">=" else value < bound)
@@ -144,6 +155,14 @@ def proc_status(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def open_files(pid: int) -> int:
+    """Open file descriptors of process ``pid`` (``/proc/PID/fd``); 0 when it is gone."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
 
 
 def raise_open_files(want: int = OPEN_FILES) -> int:

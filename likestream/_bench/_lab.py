@@ -139,10 +139,15 @@ class WorkerProcess:
 class Lab:
     """A broker of our own, and the clusters (topic sets) and workers of each scenario."""
 
-    def __init__(self, root: Path, partitions: int) -> None:
+    def __init__(self, root: Path, partitions: int, running_broker: Broker | None = None) -> None:
+        """``running_broker``: a broker to use (a test's), neither started nor stopped
+        here; by default a broker of the lab's own."""
         self.root = root
         self.partitions = partitions
-        self.broker = Broker(default_cache_dir(), root / "broker", free_port_pair())
+        self._own_broker = running_broker is None
+        self.broker = running_broker or Broker(
+            default_cache_dir(), root / "broker", free_port_pair()
+        )
         self.workers: list[WorkerProcess] = []
 
     def start(self) -> None:
@@ -152,7 +157,8 @@ class Lab:
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop(timeout=30)
-        self.broker.stop()
+        if self._own_broker:
+            self.broker.stop()
 
     def cluster(self, name: str) -> Settings:
         tag = f"{name}-{uuid.uuid4().hex[:6]}"

@@ -16,17 +16,32 @@ from .._broker import KAFKA_VERSION
 from ._common import Result
 from ._peers import PEERS, peer_versions
 
-__all__ = ["HAND_WRITTEN", "hand_written", "machine", "peer_table", "report", "table"]
+__all__ = [
+    "HAND_WRITTEN",
+    "SOAK_BEGIN",
+    "SOAK_END",
+    "hand_written",
+    "machine",
+    "merge_report",
+    "peer_table",
+    "report",
+    "table",
+]
 
 HAND_WRITTEN = "<!-- Hand-written from here on: make bench keeps this line and all below it. -->"
 """Where BENCHMARKS.md's prose begins (runs too long for ``make bench``, profiles' stories):
 :func:`report` writes the measured part above it and keeps what follows."""
 
+SOAK_BEGIN = "<!-- soak: begin; written by `likestream bench soak`, kept by `make bench` -->"
+SOAK_END = "<!-- soak: end -->"
+
 
 def hand_written(previous: str) -> str:
-    """The hand-written end of a previous report, from :data:`HAND_WRITTEN` on; "" if none."""
-    at = previous.find(HAND_WRITTEN)
-    return previous[at:] if at >= 0 else ""
+    """The hand-written end of a previous report, from :data:`HAND_WRITTEN` on, without
+    the soak section (:func:`merge_report` places that); "" if none."""
+    rest, _ = _split(previous)
+    at = rest.find(HAND_WRITTEN)
+    return rest[at:] if at >= 0 else ""
 
 
 def machine() -> dict[str, str]:
@@ -135,7 +150,8 @@ def report(
         "",
         f"Written by `{invocation}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
         f"in {took / 60:.1f} minutes. `make bench` runs the standard set and rewrites this "
-        "file; every scenario starts its own broker-side topics and worker processes on a "
+        "file but for its soak section, which `likestream bench soak` writes; every "
+        "scenario starts its own broker-side topics and worker processes on a "
         "broker of its own, on the same machine as the load. Each figure sits beside a "
         "baseline measured in the same run, since these machines are shared and noisy: "
         "the ratio is the figure to compare across runs. 'What limits it' comes from a "
@@ -160,3 +176,23 @@ def report(
     if kept:
         parts.append(kept.rstrip("\n") + "\n")
     return "\n".join(parts)
+
+
+def _split(text: str) -> tuple[str, str]:
+    """``text`` without its soak section, and that section (markers included; "" if none)."""
+    begin = text.find(SOAK_BEGIN)
+    end = text.find(SOAK_END, begin)
+    if begin < 0 or end < 0:
+        return text, ""
+    end += len(SOAK_END)
+    return text[:begin].rstrip() + "\n" + text[end:].lstrip("\n"), text[begin:end]
+
+
+def merge_report(old: str, main: str | None, soak: str | None) -> str:
+    """BENCHMARKS.md from its ``old`` text: ``main`` (the standard scenarios' report) or
+    else what ``old`` has apart from its soak section, then ``soak`` (the section's body)
+    or else ``old``'s soak section: each command rewrites only its own part."""
+    rest, kept = _split(old)
+    body = (main if main is not None else rest).rstrip() + "\n"
+    block = f"{SOAK_BEGIN}\n{soak.strip()}\n{SOAK_END}" if soak is not None else kept
+    return body + (f"\n{block}\n" if block else "")
