@@ -12,7 +12,7 @@ import pytest
 from likestream._bench._audience import Client, Delays, Timeline
 from likestream._bench._cli import SCENARIOS, STANDARD, _positive, add_parser, config_from
 from likestream._bench._common import Result
-from likestream._bench._report import SOAK_BEGIN, SOAK_END, merge_report
+from likestream._bench._report import HAND_WRITTEN, SOAK_BEGIN, SOAK_END, hand_written, merge_report
 from likestream._bench._soak import ITEMS, USERS, Ledger, soak_events
 from likestream._bench._soak_report import (
     COLUMNS,
@@ -190,3 +190,19 @@ def test_soak_is_its_own_command_not_in_the_standard_set() -> None:
     for bad in ("0", "-1", "x"):
         with pytest.raises(argparse.ArgumentTypeError):
             _positive(bad)
+
+
+def test_make_bench_keeps_the_hand_written_end_once_and_the_soak_after_it() -> None:
+    prose = f"{HAND_WRITTEN}\n\n## Recovery at 10M\n\nprose\n"
+    soak = section(_soak_result(), "likestream bench soak", "now", "1, 1, 1", None)
+    old = merge_report("# Benchmarks\n\nold run\n\n" + prose, None, soak)
+    kept = hand_written(old)
+    assert kept.startswith(HAND_WRITTEN)
+    assert SOAK_BEGIN not in kept
+    new = merge_report(old, "# Benchmarks\n\nnew run\n\n" + kept, None)
+    assert "old run" not in new
+    assert "new run" in new
+    assert new.count(HAND_WRITTEN) == 1
+    assert new.count("## Recovery at 10M") == 1
+    assert new.count(SOAK_BEGIN) == 1
+    assert new.index(HAND_WRITTEN) < new.index(SOAK_BEGIN)
