@@ -309,8 +309,9 @@ class LikeTables:
         Synchronous on purpose: the caller takes the folded events in the same
         step, so every event taken has all its rows in what this returns.
         """
+        store: Any = self.table.data  # faust's RocksDB store (StoreT lacks partition_path)
         for partition in self._pending:
-            path = self.table.data.partition_path(partition)
+            path = store.partition_path(partition)
             if not path.is_dir():  # a stat per written partition and flush: cheap
                 raise StateLost(
                     f"the RocksDB directory of partition {partition} ({path}) is gone: "
