@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 from faust.types import TP
 
-from likestream._metrics import agent_producer_error
+from likestream._metrics import FLUSHES_IN_FLIGHT, agent_producer_error
 from likestream._sender import Outgoing, Sender
 from likestream.tables import Flushed, LikeTables
 
@@ -102,6 +102,8 @@ class Confirmer:
         self._settling = asyncio.Lock()
         self._flushed = asyncio.Event()
         self._room = asyncio.Event()  # set whenever flushes leave the in-flight queue
+        self._broken: BaseException | None = None
+        """Why the tables could not write a flush: raised by every later call."""
         self.pending = 0
         """Events folded since the last flush was taken."""
 
@@ -120,13 +122,23 @@ class Confirmer:
             self._room.clear()
             await self._room.wait()
         async with self._flushing:
+            self._check_broken()
             # Rows, dead letters and marks together, with no await in between, so
             # that every event the marks cover has all its writes in this flush.
             self._seal()
             flight = _InFlight(self._positions.marks())
             dead, self._dead = self._dead, defaultdict(list)
             self.pending = 0
-            flushed = self._tables.flush()
+            try:
+                flushed = self._tables.flush()
+            except Exception as exc:
+                # The marks are taken and the rows gone: a later flush must never
+                # commit past them. Raised from the fold, faust would restart the agent
+                # and fold on; so every call raises it from now on, settle_forever
+                # too, which stops the worker (tables/_state.py StateLost).
+                self._broken = exc
+                self._flushed.set()
+                raise
             try:
                 await self._sender.start()
                 await self._send(flushed, dead, flight.futures)
@@ -135,12 +147,14 @@ class Confirmer:
             # Queued once every record is handed over (flushes are taken one at a
             # time, so the queue keeps their order).
             self._in_flight.append(flight)
+            self._count_in_flight()
             self._flushed.set()
 
     async def settle(self) -> None:
         """Confirm the flushes taken so far, oldest first, and commit what is durable;
         raises :class:`DeliveryFailed` (after ``on_failure``) if one failed."""
         async with self._settling:
+            self._check_broken()
             confirmed = False
             while self._in_flight:
                 flight = self._in_flight[0]
@@ -158,6 +172,7 @@ class Confirmer:
                     await self._failed(error)
                     raise DeliveryFailed(str(error)) from error
                 self._in_flight.popleft()
+                self._count_in_flight()
                 self._room.set()
                 self._positions.confirmed(flight.marks)
                 confirmed = True
@@ -194,11 +209,21 @@ class Confirmer:
                     # Nobody waits for these any more; their outcome is moot.
                     future.add_done_callback(_consume)
             self._in_flight.clear()
+            self._count_in_flight()
             self._room.set()
             self._dead.clear()
             self.pending = 0
             if self._on_failure is not None:
                 await self._on_failure()
+
+    def _check_broken(self) -> None:
+        if self._broken is not None:
+            raise self._broken
+
+    def _count_in_flight(self) -> None:
+        # Flushes with rows only: an empty one is confirmed at once and would make the
+        # gauge flicker; a stuck one is what an operator (or a fault test) looks for.
+        FLUSHES_IN_FLIGHT.set(sum(1 for flight in self._in_flight if flight.futures))
 
     async def _send(
         self,

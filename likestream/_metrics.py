@@ -32,6 +32,7 @@ __all__ = [
     "EVENTS",
     "EVENT_LATENCY",
     "FANOUT_SECONDS",
+    "FLUSHES_IN_FLIGHT",
     "FRAMES_ENCODED",
     "HTTP_REQUESTS",
     "HTTP_SECONDS",
@@ -190,6 +191,14 @@ def http_producer_error(reason: str) -> None:
 
 def agent_producer_error() -> None:
     _AGENT_PRODUCER.inc()
+
+
+FLUSHES_IN_FLIGHT = Gauge(
+    "likestream_flushes_in_flight",
+    "The agent's flushes handed to Kafka and not yet acknowledged (agents/_confirm.py; at "
+    "most 8): stuck above 0 while Kafka refuses or cannot be reached, nothing is committed.",
+    multiprocess_mode="livemax",
+)
 
 
 RATE_LIMITED = Counter(

@@ -19,7 +19,14 @@ from aiokafka.structs import RecordMetadata
 
 from ._kafka import KafkaConfig
 
-__all__ = ["MAX_BATCH_BYTES", "NO_HEADERS", "KafkaSender", "Outgoing", "Sender"]
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "NO_HEADERS",
+    "REQUEST_TIMEOUT_MS",
+    "KafkaSender",
+    "Outgoing",
+    "Sender",
+]
 
 size_of = DefaultRecordBatchBuilder.size_of
 
@@ -55,6 +62,12 @@ class Sender(Protocol):
 
 MAX_BATCH_BYTES = 1 << 20
 """The producer's batch size, and so the largest group (the broker takes 1 MiB)."""
+REQUEST_TIMEOUT_MS = 40_000
+"""The producer's request timeout (aiokafka's default, stated so that
+tests/integration/test_faults.py can outlast it): a produce request unanswered this long
+is sent again, and a flush that waits this long for room in the producer's queue fails,
+so the agent rewinds (agents/_confirm.py). A batch already handed over is retried past it
+(an idempotent producer never expires one) until Kafka answers."""
 _SLACK = 64  # bytes per record that ``size_of`` leaves out (varints, batch header share)
 
 
@@ -78,6 +91,7 @@ class KafkaSender:
                 enable_idempotence=True,
                 linger_ms=0,  # callers hand over whole batches already
                 max_batch_size=MAX_BATCH_BYTES,
+                request_timeout_ms=REQUEST_TIMEOUT_MS,
             )
             await producer.start()
             self._producer = producer

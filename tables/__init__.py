@@ -7,6 +7,7 @@ from ._state import (
     FoldRows,
     LikeTables,
     NotServable,
+    StateLost,
     StateReader,
     changelog_topic,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "MemberRow",
     "NotServable",
     "StampedTable",
+    "StateLost",
     "StateReader",
     "Watermark",
     "WindowRow",

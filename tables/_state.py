@@ -53,6 +53,7 @@ __all__ = [
     "FoldRows",
     "LikeTables",
     "NotServable",
+    "StateLost",
     "StateReader",
     "changelog_topic",
 ]
@@ -74,6 +75,14 @@ def changelog_topic(app_id: str) -> str:
 
 class NotServable(Exception):
     """This process cannot answer for the item now (recovering, or not its partition)."""
+
+
+class StateLost(RuntimeError):
+    """A partition's RocksDB directory is gone under the running worker (deleted, its
+    volume lost). RocksDB would go on in the files it holds open until it needs a new
+    one, then fail writes; the worker stops instead, and restarted it restores the
+    partition from the changelog, which holds every acknowledged row
+    (tests/integration/test_faults.py)."""
 
 
 class StateReader(Protocol):
@@ -300,6 +309,14 @@ class LikeTables:
         Synchronous on purpose: the caller takes the folded events in the same
         step, so every event taken has all its rows in what this returns.
         """
+        store: Any = self.table.data  # faust's RocksDB store (StoreT lacks partition_path)
+        for partition in self._pending:
+            path = store.partition_path(partition)
+            if not path.is_dir():  # a stat per written partition and flush: cheap
+                raise StateLost(
+                    f"the RocksDB directory of partition {partition} ({path}) is gone: "
+                    "stopping; restarted, the worker restores it from the changelog"
+                )
         pending, self._pending = self._pending, {}
         flushed = [rows.flushed(partition) for partition, rows in pending.items()]
         for batch in flushed:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from likestream._sender import Outgoing
 from likestream._settings import load_settings
 from likestream.agents import DeliveryFailed, LikesAgent, Topics
 from likestream.agents._confirm import MAX_IN_FLIGHT
-from likestream.tables import LikeTables
+from likestream.tables import LikeTables, StateLost
 
 from .test_agent import Rec
 
@@ -215,3 +216,26 @@ async def test_commits_while_flushes_keep_coming(tmp_path: Path) -> None:
         settler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await settler
+
+
+async def test_a_lost_state_directory_stops_every_later_flush(tmp_path: Path) -> None:
+    """tests/integration/test_faults.py deletes a partition's RocksDB directory under a
+    live worker: the flush refuses to write, and no later call commits past its events
+    (the fold's flush raising would otherwise have faust restart the agent and fold on)."""
+    sender = FlakySender(fail=set())
+    h = Harness(tmp_path, sender)
+    h.agent.positions.start(P0, 0)
+    h.fold(0, ["a"])
+    await h.agent.confirmer.confirm()
+    assert h.committed == 1
+    shutil.rmtree(h.tables.table.data.partition_path(0))
+    h.fold(1, ["b", "c"])
+    with pytest.raises(StateLost, match="partition 0"):
+        await h.agent.confirmer.flush()
+    h.fold(3, ["d"])
+    for call in (h.agent.confirmer.flush, h.agent.confirmer.settle, h.agent.confirmer.confirm):
+        with pytest.raises(StateLost):
+            await call()
+    with pytest.raises(StateLost):  # what stops the worker
+        await asyncio.wait_for(h.agent.confirmer.settle_forever(), 5)
+    assert h.committed == 1
