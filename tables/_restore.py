@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
 from likestream._kafka import KafkaConfig
-from likestream._metrics import RESTORED_RECORDS
+from likestream._metrics import RESTORED_RECORDS, changelog_recovered
 
 if TYPE_CHECKING:
     from ._table import StampedTable
@@ -45,7 +45,12 @@ async def restore(table: StampedTable, kafka: KafkaConfig, partitions: list[int]
     await consumer.start()
     try:
         todo = await _seek(consumer, table, topic, partitions)
-        return await _read(consumer, table, todo)
+        before = {tp: table.data.persisted_offset(TP(topic, tp.partition)) for tp in todo}
+        read = await _read(consumer, table, todo)
+        for tp, was in before.items():
+            if table.data.persisted_offset(TP(topic, tp.partition)) != was:
+                changelog_recovered("empty" if was is None else "behind")
+        return read
     finally:
         table.restoring = None
         await consumer.stop()
