@@ -33,7 +33,7 @@ from faust.types import TP, StreamT
 
 from likestream import _internals as internals
 from likestream._kafka import KafkaConfig
-from likestream._metrics import DLQ_RECORDS, INVALID_EVENTS, events_folded
+from likestream._metrics import DLQ_RECORDS, HOLE_FILLS, INVALID_EVENTS, events_folded
 from likestream._schema import InvalidEvent, parse_event
 from likestream._sender import KafkaSender, Outgoing, Sender
 from likestream._settings import Settings
@@ -208,7 +208,9 @@ class LikesAgent:
         partitions = {tp.partition for tp in tps}
         self.tables.discard(partitions)
         self.trending.forget(partitions)
-        self.feed.seek(self.positions.rewind(tps))
+        starts = self.positions.rewind(tps)
+        self.feed.seek(starts)
+        HOLE_FILLS.inc(len(starts))
         # A new producer: an idempotent one can stay unusable after a failed batch.
         await self.sender.stop()
 

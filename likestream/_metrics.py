@@ -23,6 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "ASSIGNED_PARTITIONS",
     "BUILD_INFO",
+    "CHANGELOG_RECOVERIES",
     "CONSUMER_LAG",
     "COUNT_CACHE_HITS",
     "COUNT_CACHE_ITEMS",
@@ -34,6 +35,7 @@ __all__ = [
     "FANOUT_SECONDS",
     "FLUSHES_IN_FLIGHT",
     "FRAMES_ENCODED",
+    "HOLE_FILLS",
     "HTTP_REQUESTS",
     "HTTP_SECONDS",
     "INVALID_EVENTS",
@@ -54,6 +56,7 @@ __all__ = [
     "TRENDING_LATE",
     "WS_CONNECTIONS",
     "agent_producer_error",
+    "changelog_recovered",
     "events_folded",
     "http_producer_error",
     "push_connection_ended",
@@ -93,6 +96,12 @@ EVENTS = Counter(
     ["action", "outcome"],
 )
 DLQ_RECORDS = Counter("likestream_dlq_records_total", "Invalid records sent to the DLQ.")
+HOLE_FILLS = Counter(
+    "likestream_hole_fills_total",
+    "Events partitions read again from their durable position after a flush's delivery "
+    "failed: the failed flush is a hole that the durable and committed positions never "
+    "pass, filled by folding its events again (agents/_confirm.py).",
+)
 EVENT_LATENCY = Histogram(
     "likestream_event_latency_seconds",
     "Event time (the event's ts, else its record timestamp) to applied to the state; "
@@ -162,6 +171,20 @@ RESTORED_RECORDS = Counter(
     "likestream_restored_records_total",
     "Changelog records the bulk restore read into RocksDB (tables/_restore.py).",
 )
+CHANGELOG_RECOVERIES = Counter(
+    "likestream_changelog_recoveries_total",
+    "Owned table partitions the bulk restore brought back from their changelog (at least "
+    "one record read), by start: empty (no local copy: a new or lost data dir) or behind "
+    "(a local copy older than the changelog, e.g. after a SIGKILL or a rebalance).",
+    ["start"],
+)
+_RECOVERED = {start: CHANGELOG_RECOVERIES.labels(start) for start in ("empty", "behind")}
+
+
+def changelog_recovered(start: str) -> None:
+    _RECOVERED[start].inc()
+
+
 RECOVERY_REMAINING = Gauge(
     "likestream_recovery_remaining_records",
     "Changelog records left to restore before the active tables are recovered.",

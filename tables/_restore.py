@@ -20,7 +20,7 @@ from faust.stores.rocksdb import Store as RocksStore
 from faust.types import TP
 
 from likestream._kafka import KafkaConfig
-from likestream._metrics import RESTORED_RECORDS
+from likestream._metrics import RESTORED_RECORDS, changelog_recovered
 
 from ._written import Written
 
@@ -51,7 +51,12 @@ async def restore(table: StampedTable, kafka: KafkaConfig, partitions: list[int]
     await consumer.start()
     try:
         todo = await _seek(consumer, table, topic, partitions)
-        return await _read(consumer, table, todo)
+        before = {tp: table.data.persisted_offset(TP(topic, tp.partition)) for tp in todo}
+        read = await _read(consumer, table, todo)
+        for tp, was in before.items():
+            if table.data.persisted_offset(TP(topic, tp.partition)) != was:
+                changelog_recovered("empty" if was is None else "behind")
+        return read
     finally:
         table.restoring = None
         await consumer.stop()

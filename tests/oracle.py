@@ -3,8 +3,10 @@ against it."""
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
+from collections import defaultdict
 from collections.abc import Iterator
 
 from likestream._schema import Action, LikeEvent
@@ -13,7 +15,13 @@ from likestream.client import new_event
 
 
 class Oracle:
-    """likes(item) = users whose latest event for the item, in partition order, is like."""
+    """likes(item) = users whose latest event for the item, in partition order, is like.
+
+    Nothing is deduplicated by ``event_id``: a like is a membership (DESIGN section 4), so
+    an event sent again (a producer's retry, a replayed batch) is one more event at its
+    new place in the partition. Right after its original it changes nothing; sent again
+    after a newer event of the same user and item, it wins again, as the latest one.
+    """
 
     def __init__(self) -> None:
         self.members: dict[tuple[str, str], bool] = {}
@@ -29,6 +37,42 @@ class Oracle:
         for (item, _), liked in self.members.items():
             out[item] = out.get(item, 0) + int(liked)
         return out
+
+
+class CountHistory:
+    """Every count each item had: after each of its events, in partition (offset) order.
+
+    A fresh read answered while events arrive must be the count at some prefix of its
+    partition: no shorter than what was committed before it was asked, no longer than
+    the partition's log when it was answered.
+    """
+
+    def __init__(self) -> None:
+        self._members: dict[tuple[str, str], bool] = {}
+        self._likes: dict[str, int] = {}
+        self._offsets: defaultdict[str, list[int]] = defaultdict(list)
+        self._counts: defaultdict[str, list[int]] = defaultdict(list)
+
+    def apply(self, event: LikeEvent, offset: int) -> None:
+        """``event`` at ``offset`` of its partition; each item's events in offset order."""
+        offsets = self._offsets[event.item_id]
+        assert not offsets or offsets[-1] < offset, (event.item_id, offsets[-1], offset)
+        key = (event.item_id, event.user_id)
+        likes = self._likes.get(event.item_id, 0)
+        if self._members.get(key, False) != event.liked:
+            likes += 1 if event.liked else -1
+        self._members[key] = event.liked
+        self._likes[event.item_id] = likes
+        offsets.append(offset)
+        self._counts[event.item_id].append(likes)
+
+    def counts_between(self, item: str, low: int, high: int | None) -> set[int]:
+        """The item's counts over the prefixes ``[0, p)`` of its partition, low <= p <= high
+        (None: any p from low on)."""
+        offsets, counts = self._offsets.get(item, []), self._counts.get(item, [])
+        first = bisect.bisect_left(offsets, low)  # events at offsets < low: in every prefix
+        last = len(offsets) if high is None else bisect.bisect_left(offsets, high)
+        return {counts[first - 1] if first else 0, *counts[first:last]}
 
 
 def mixed_events(

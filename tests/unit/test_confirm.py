@@ -17,6 +17,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import RecordMetadata
 from faust.types import TP
+from prometheus_client import REGISTRY
 
 from likestream._schema import LikeEvent, encode_event
 from likestream._sender import Outgoing
@@ -103,8 +104,11 @@ async def test_a_failed_flush_stops_every_later_one_from_committing(tmp_path: Pa
     await h.agent.confirmer.flush()
     h.fold(13, ["d", "e"])  # offsets 13-14: delivered
     await h.agent.confirmer.flush()
+    hole_fills = REGISTRY.get_sample_value("likestream_hole_fills_total") or 0.0
     with pytest.raises(DeliveryFailed):
         await h.agent.confirmer.settle()
+    # The one partition is read again to fill the hole; the metric says so.
+    assert REGISTRY.get_sample_value("likestream_hole_fills_total") == hole_fills + 1
     # Nothing past 10 is committed, not 13 nor 15: the failed rows exist only locally.
     assert h.committed == -1
     # The agent rewound: it reads from 10 again, with a new producer.
