@@ -92,7 +92,7 @@ MIB = 1 << 20
 
 class Ledger:
     """A plain fold of the produced events, in order: likes(item) = users whose latest
-    event for the item is a like (DESIGN section 4)."""
+    event for the item is a like (docs/ARCHITECTURE.md#the-invariant)."""
 
     def __init__(self) -> None:
         self.members: dict[tuple[str, str], bool] = {}
