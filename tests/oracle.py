@@ -17,7 +17,8 @@ from likestream.client import new_event
 class Oracle:
     """likes(item) = users whose latest event for the item, in partition order, is like.
 
-    Nothing is deduplicated by ``event_id``: a like is a membership (docs/ARCHITECTURE.md#the-invariant), so
+    Nothing is deduplicated by ``event_id``: a like is a membership
+    (docs/ARCHITECTURE.md#the-invariant), so
     an event sent again (a producer's retry, a replayed batch) is one more event at its
     new place in the partition. Right after its original it changes nothing; sent again
     after a newer event of the same user and item, it wins again, as the latest one.
