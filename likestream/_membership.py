@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import faust
 
@@ -31,8 +32,15 @@ class _Restoring(Protocol):
 
 
 class Membership:
-    def __init__(self, app: faust.App, tables: _Restoring, max_poll_interval_s: float) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        tables: _Restoring,
+        max_poll_interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.app = app
+        self.clock = clock
         self.tables = tables
         self.max_poll_interval_s = max_poll_interval_s
         # Well within the interval; one call queued on the consumer thread each time.
@@ -49,10 +57,11 @@ class Membership:
 
     def stuck_s(self) -> float:
         """How long faust's flow has been stopped, the bulk restore apart (0: flowing)."""
-        if self.app.consumer.flow_active or self.tables.restoring is not None:
+        consumer: Any = self.app.consumer  # faust's Consumer; ConsumerT lacks flow_active
+        if consumer.flow_active or self.tables.restoring is not None:
             self._stopped_since = None
             return 0.0
-        now = time.monotonic()
+        now = self.clock()
         if self._stopped_since is None:
             self._stopped_since = now
         return now - self._stopped_since

@@ -5,9 +5,9 @@ Kafka's client takes a member out of the group once it has gone
 Faust polls only while it has partitions to fetch, and the events partitions are read
 by the agent's own feed, so a worker that owns nothing (here: three workers on two
 partitions, no standbys) used to stop polling, leave the group after the interval and
-never come back. With a 4 s interval, the group must still have its three members
-long after several intervals went by, and a worker that did drop out of the group
-says so on ``/healthz``.
+never come back. With a 4 s interval, the group must still have its three members,
+each healthy, long after several intervals went by; then a worker owning a partition
+stops, and the one that owned nothing takes it over.
 """
 
 from __future__ import annotations
@@ -113,3 +113,11 @@ async def test_a_worker_owning_nothing_stays_in_the_group(
                 async with http.get(f"{process.url}/healthz") as resp:
                     assert resp.status == 200, (process.url, await resp.text())
             await asyncio.sleep(0.5)
+
+    # A rebalance after that: the worker that owned nothing is still a member, so it
+    # takes over a stopped worker's partition.
+    owner = next(w for w in processes if members[_url(w)])
+    owner.stop()
+    rest = {_url(w) for w in processes if w is not owner}
+    members = await _wait_members(cluster, rest, READY_LIMIT)
+    assert all(members[url] for url in idle), members
