@@ -24,7 +24,7 @@ from ._reads import READER, stale_headers
 __all__ = ["LIVENESS", "STATE", "metrics_registry", "routes"]
 
 STATE = web.AppKey("state", StateReader)
-LIVENESS = web.AppKey("liveness", Callable[[], str | None])
+LIVENESS: web.AppKey[Callable[[], str | None]] = web.AppKey("liveness")
 """Why the process should be restarted, or None: what ``/healthz`` says."""
 MAX_BATCH = 100
 RETRY_AFTER = {"Retry-After": "1"}

@@ -57,7 +57,8 @@ def test_a_flow_stopped_past_the_interval_asks_for_a_restart() -> None:
     clock.now += 2
     problem = member.problem()
     assert problem is not None
-    assert "61 s" in problem and "LIKESTREAM_MAX_POLL_INTERVAL_MS" in problem
+    assert "61 s" in problem
+    assert "LIKESTREAM_MAX_POLL_INTERVAL_MS" in problem
 
 
 def test_the_flow_resuming_starts_the_count_again() -> None:
