@@ -11,15 +11,16 @@ import io
 import json
 import logging
 import re
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tools
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
+from fakes import Publisher
 from manifests import K8S, rendered
 from prometheus_client import REGISTRY
 
@@ -28,7 +29,6 @@ from likestream._logging import REQUEST_ID, JsonFormatter, PlainFormatter, Reque
 from likestream._settings import SettingsError, load_settings
 from likestream._status import format_status
 from likestream._tokens import Tokens, mint_token
-from likestream.client import DeliveryError
 from likestream.web import Auth, RateLimiter, Writes, create_app
 
 DASHBOARD = K8S / "observability" / "likestream-dashboard.json"
@@ -121,10 +121,7 @@ def test_alert_rules_are_in_prod_and_not_in_dev() -> None:
 
 @pytest.fixture
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
-    return found
+    return tools.promtool()
 
 
 @pytest.fixture
@@ -416,22 +413,6 @@ class State:
 
     def ready(self) -> bool:
         return True
-
-
-class Publisher:
-    def __init__(self) -> None:
-        self.fail = False
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def publish(self, event: object) -> object:
-        if self.fail:
-            raise DeliveryError("broker gone")
-        return None
 
 
 @pytest.fixture
