@@ -7,6 +7,7 @@ The integration side (every metric moves on a real worker, JSON logs of a real w
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -25,7 +26,13 @@ from manifests import K8S, rendered
 from prometheus_client import REGISTRY
 
 from likestream import _metrics
-from likestream._logging import REQUEST_ID, JsonFormatter, PlainFormatter, RequestIdFilter
+from likestream._logging import (
+    REQUEST_ID,
+    JsonFormatter,
+    PlainFormatter,
+    RequestIdFilter,
+    StepFlushingHandler,
+)
 from likestream._settings import SettingsError, load_settings
 from likestream._status import format_status
 from likestream._tokens import Tokens, mint_token
@@ -384,6 +391,35 @@ def test_plain_lines_show_the_request_id() -> None:
     finally:
         REQUEST_ID.reset(token)
     assert PlainFormatter().format(record).endswith("WARNING likestream.test [abc]: x")
+
+
+class Stream(io.StringIO):
+    """What reached the stream by the last flush."""
+
+    flushed = ""
+
+    def flush(self) -> None:
+        self.flushed = self.getvalue()
+
+
+async def test_log_lines_of_a_loop_step_are_flushed_together() -> None:
+    stream = Stream()
+    handler = StepFlushingHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.handle(_record("one", levelno=logging.INFO, levelname="INFO"))
+    handler.handle(_record("two", levelno=logging.INFO, levelname="INFO"))
+    assert stream.flushed == ""  # written, flushed once this step ends
+    await asyncio.sleep(0)
+    assert stream.flushed == "INFO one\nINFO two\n"
+    handler.handle(_record("bad"))
+    assert stream.flushed.endswith("WARNING bad\n")  # at once
+
+
+def test_log_lines_outside_a_loop_are_flushed_at_once() -> None:
+    stream = Stream()
+    handler = StepFlushingHandler(stream)
+    handler.handle(_record("alone", levelno=logging.INFO))
+    assert stream.flushed == "alone\n"
 
 
 def test_log_format_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
