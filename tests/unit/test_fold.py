@@ -50,8 +50,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -718,6 +722,67 @@ async def test_exact_under_random_crashes(
         # a second each with this test's heap, and nothing to do with the claim.
         monkeypatch.setattr(faust_rocksdb, "gc", SimpleNamespace(collect=lambda: 0))
         await world.run()
+
+
+# A worker's flushes, until it is killed: ``k`` once flush ``k`` (every count row
+# at ``k``) and its persisted offset ``k`` returned.
+KILLED_WORKER = """
+import sys
+from pathlib import Path
+
+import faust
+from faust.types import TP
+
+from likestream._settings import load_settings
+from likestream.tables import CountRow, LikeTables
+
+data_dir = sys.argv[1]
+settings = load_settings(partitions=1, data_dir=Path(data_dir))
+app = faust.App("fold-test", store="rocksdb://", datadir=data_dir, autodiscover=False)
+tables = LikeTables(app, settings)
+changelog = TP(tables.table.changelog_topic.get_topic_name(), 0)
+for k in range(1, 1 << 30):
+    rows = tables.fold_rows(0)
+    for i in range(20):
+        rows.put_count(f"i{i}", CountRow(k, k))
+    tables.flush()
+    tables.table.data.set_persisted_offset(changelog, k)
+    print(k, flush=True)
+"""
+
+
+@pytest.mark.parametrize("flushes", [1, 40, 400])
+def test_kill_keeps_rocksdb_writes(flushes: int, tmp_path: Path) -> None:
+    """What the crash model's restart assumes of a SIGKILL: every RocksDB write that
+    returned is there (a flush's write batch whole, never part of one), however long
+    ago it was made; a write under way when the kill came is there whole or not."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WORKER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    done = 0
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            done = int(line)
+            if done >= flushes:
+                break
+        os.kill(child.pid, signal.SIGKILL)  # the child is flushing again meanwhile
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert done >= flushes  # the child ran (its output says why not, if not)
+    worker = Worker(tmp_path, Kafka(random.Random(0)))
+    try:
+        rows = {worker.tables.count(f"i{i}", 0) for i in range(20)}
+        assert len(rows) == 1, rows  # one write batch: whole or not at all
+        (row,) = rows
+        assert row.likes >= done
+        persisted = worker.tables.table.data.persisted_offset(TP(worker.changelog, 0))
+        assert persisted is not None
+        assert done <= persisted <= row.likes
+    finally:
+        worker.close()
 
 
 def test_fold_cases() -> None:
