@@ -34,7 +34,8 @@ are closed and opened again on the same directory, ``test_kill_keeps_rocksdb_wri
 checks this against a real SIGKILL); each batch still queued may or may not reach its
 log; the broker's committed offset is what the last commit that reached it said. The
 bulk restore may also fail (a Kafka error) or stall part way, and faust's recovery goes
-on from there. The next worker keeps the data dir, loses it (recovery merges the whole
+on from there; the changelog may have been compacted as far as Kafka ever goes (any
+record of a key but its last, and a last tombstone). The next worker keeps the data dir, loses it (recovery merges the whole
 changelog into an empty one), or is another worker with the copy it kept when it last
 held the partition (behind: recovery merges from its persisted offset), then reads
 from the committed offset.
@@ -79,7 +80,7 @@ from likestream._settings import load_settings
 from likestream.agents import DeliveryFailed, Fold, LikesAgent, Topics, fold
 from likestream.agents._confirm import MAX_IN_FLIGHT
 from likestream.agents._trending import PartitionTrending
-from likestream.tables import CountRow, LikeTables, MemberRow, _restore
+from likestream.tables import CountRow, LikeTables, MemberRow, _restore, changelog_topic
 
 from .test_agent import Rec
 
@@ -97,6 +98,8 @@ SEEDS_PER_BLOCK = 10
 BLOCKS = 30
 
 Row = tuple[bytes | None, bytes | None]
+Log = list[Row | None]
+"""A topic's log by offset; None: a record compaction removed."""
 
 
 class Crash(BaseException):
@@ -211,7 +214,7 @@ class Kafka:
         self.rng = rng
         self.fail_rate = 0.0  # of batches that fail; as many again are appended but fail
         self.send_error_rate = 0.0  # of sends that raise after handing some batches over
-        self.logs: defaultdict[str, list[Row]] = defaultdict(list)
+        self.logs: defaultdict[str, Log] = defaultdict(list)
         self.queue: list[Batch] = []
         self.committed = 0
         self.dead = False
@@ -225,6 +228,19 @@ class Kafka:
     def alive(self) -> None:
         if self.dead:
             raise Crash
+
+    def compact(self, topic: str) -> None:
+        """The log cleaner, as far as it may ever go: of each key, any record but the
+        last may be removed, and a last tombstone too (past its retention); offsets
+        stay as they were."""
+        log = self.logs[topic]
+        last = {row[0]: offset for offset, row in enumerate(log) if row is not None}
+        for offset, row in enumerate(log):
+            if row is None:
+                continue
+            newest, tombstone = last[row[0]] == offset, row[1] is None
+            if self.rng.random() < ((0.3 if tombstone else 0.0) if newest else 0.5):
+                log[offset] = None
 
     def crash(self) -> Crash:
         """The worker is killed: each batch still queued may or may not reach its log."""
@@ -405,6 +421,7 @@ class Disk:
 
 # -- a worker ---------------------------------------------------------------------------
 
+APP_ID = "fold-test"
 # Loaded once (most of a worker's start-up cost); each worker has its own data dir.
 SETTINGS = load_settings(
     partitions=1,
@@ -420,7 +437,7 @@ class Worker:
 
     def __init__(self, data_dir: Path, kafka: Kafka) -> None:
         settings = SETTINGS.model_copy(update={"data_dir": data_dir})
-        app = faust.App("fold-test", store="rocksdb://", datadir=str(data_dir), autodiscover=False)
+        app = faust.App(APP_ID, store="rocksdb://", datadir=str(data_dir), autodiscover=False)
         self.tables = LikeTables(app, settings)
         topics = Topics(events=app.topic("likes"), counts="counts", dlq="dlq")
         self.agent = LikesAgent(app, topics, self.tables, settings, kafka, kafka.commit)
@@ -459,7 +476,7 @@ class ChangelogConsumer:
     may fail (a Kafka error) or stall (fetches that wait and bring nothing) part way."""
 
     kafka: Kafka
-    log: list[Row]
+    log: Log
     clock: Clock
     positions: dict[TopicPartition, int] = field(default_factory=dict)
 
@@ -501,7 +518,10 @@ class ChangelogConsumer:
         out = {}
         for tp, at in self.positions.items():
             end = min(len(self.log), at + kafka.rng.randint(1, 8))
-            out[tp] = [ChangelogRecord(o, *self.log[o]) for o in range(at, end)]
+            records = [(o, self.log[o]) for o in range(at, end)]
+            found = [ChangelogRecord(o, *row) for o, row in records if row is not None]
+            if found:  # a consumer leaves out partitions with nothing fetched
+                out[tp] = found
             self.positions[tp] = end
         return out
 
@@ -543,7 +563,8 @@ async def recover(worker: Worker, kafka: Kafka, clock: Clock) -> None:
     while at < len(log):
         kafka.fetched()
         end = min(len(log), at + kafka.rng.randint(1, 8))
-        events = [Event(Message(tp, 0, o, *log[o])) for o in range(at, end)]
+        rows = [(o, log[o]) for o in range(at, end)]
+        events = [Event(Message(tp, 0, o, *row)) for o, row in rows if row is not None]
         table.apply_changelog_batch(events)  # type: ignore[arg-type]
         at = end
 
@@ -578,6 +599,8 @@ class World:
         none yet."""
         while True:
             self.kafka.restart()
+            if self.rng.random() < 0.5:
+                self.kafka.compact(changelog_topic(APP_ID))
             roll = self.rng.random()
             if roll < 0.2:
                 shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -672,6 +695,7 @@ class World:
         if live is not None:
             self.check_windows(live, "the live index")
         worker.close()
+        self.kafka.compact(worker.changelog)
         rebuilt_dir = self.root / f"s{self.seed}-rebuilt"
         rebuilt = Worker(rebuilt_dir, self.kafka)
         await recover(rebuilt, self.kafka, self.clock)
@@ -679,7 +703,7 @@ class World:
         rebuilt.close()
         for path in [*self.dirs, rebuilt_dir]:
             shutil.rmtree(path, ignore_errors=True)
-        published = {key: value for key, value in self.kafka.logs["counts"]}
+        published = {row[0]: row[1] for row in self.kafka.logs["counts"] if row is not None}
         for item in ITEMS:
             value = published.get(item.encode())
             likes = 0 if value is None else orjson.loads(value)["likes"]
