@@ -35,10 +35,10 @@ checks this against a real SIGKILL); each batch still queued may or may not reac
 log; the broker's committed offset is what the last commit that reached it said. The
 bulk restore may also fail (a Kafka error) or stall part way, and faust's recovery goes
 on from there; the changelog may have been compacted as far as Kafka ever goes (any
-record of a key but its last, and a last tombstone). The next worker keeps the data dir, loses it (recovery merges the whole
-changelog into an empty one), or is another worker with the copy it kept when it last
-held the partition (behind: recovery merges from its persisted offset), then reads
-from the committed offset.
+record of a key but its last, and a last tombstone). The next worker keeps the data
+dir, loses it (recovery merges the whole changelog into an empty one), or is another
+worker with the copy it kept when it last held the partition (behind: recovery merges
+from its persisted offset), then reads from the committed offset.
 
 After the last crash a worker runs until every event is committed. Then its state, a
 state rebuilt from the changelog alone, and the agent's live trending index must equal
