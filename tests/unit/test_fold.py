@@ -42,7 +42,7 @@ from its persisted offset), then reads from the committed offset.
 
 After the last crash a worker runs until every event is committed. Then its state, a
 state rebuilt from the changelog alone, and the agent's live trending index must equal
-the oracles below, written from the contract (DESIGN.md section 4, README "Trending")
+the oracles below, written from the contract (docs/ARCHITECTURE.md#the-invariant, README "Trending")
 and sharing no code with the worker: counts, memberships, likes gained per window;
 the last count published per item must be the oracle's too.
 """
@@ -154,7 +154,7 @@ class Stream:
     trending: TrendingOracle
 
     def likes(self, item: str) -> int:
-        """DESIGN section 4: users whose latest event for the item is a like."""
+        """docs/ARCHITECTURE.md#the-invariant: users whose latest event for the item is a like."""
         return sum(1 for (i, _), liked in self.members.items() if i == item and liked)
 
 
