@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksu
 LOCK   := $(BIN)/uv pip compile --universal --python-version 3.11 --generate-hashes \
           --custom-compile-command 'make lock' --quiet $(LOCK_ARGS)
 
-.PHONY: install lock chromium kafka peers broker broker-stop run test unit integration chaos lint fmt clean bench
+.PHONY: install lock chromium tools promtool kafka peers broker broker-stop run test unit integration chaos lint fmt clean bench
 
 # The image's versions first (requirements.lock), so that the tests run what it ships.
 $(STAMP): pyproject.toml requirements.lock
@@ -33,6 +33,22 @@ lock: install                 ## regenerate requirements.lock and requirements-b
 chromium:                     ## Debian's Chromium for the browser test (Playwright never downloads one)
 	@test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q chromium; }
 
+# The test tools beside the Kafka jars, outside the repository (tests/tools.py finds them
+# there): the real kustomize renders k8s/ for tests/unit/test_k8s.py, built by the
+# machine's Go from the Go module proxy, one directory per version.
+TOOLS     := $(or $(LIKESTREAM_CACHE_DIR),$(HOME)/.cache/likestream)/tools
+KUSTOMIZE_VERSION := v5.8.1
+KUSTOMIZE := $(TOOLS)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
+
+$(KUSTOMIZE):
+	@command -v go >/dev/null || { echo "Go is needed to build kustomize $(KUSTOMIZE_VERSION)"; exit 1; }
+	GOTOOLCHAIN=local GOBIN=$(dir $@) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+promtool:                     ## Debian's promtool: the alert rules' checks (tests/unit/test_observability.py)
+	@command -v promtool >/dev/null || { apt-get update -q && apt-get install -y -q prometheus; }
+
+tools: $(KUSTOMIZE) promtool  ## what the tests run besides Python: kustomize, promtool
+
 kafka: install                ## fetch the Kafka jars into ~/.cache/likestream (once)
 	$(BIN)/python -c 'from likestream._broker import Broker; Broker.default().fetch()'
 
@@ -48,10 +64,10 @@ broker-stop: install
 run: broker                   ## one worker with its web server on :6066
 	$(BIN)/likestream worker
 
-test: install lint chromium   ## every test, against a broker the tests start and stop
+test: install lint chromium tools ## every test, against a broker the tests start and stop
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
-unit: install
+unit: install tools
 	$(BIN)/pytest -ra tests/unit $(PYTEST_ARGS)
 
 integration: install chromium

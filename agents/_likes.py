@@ -66,8 +66,6 @@ class Topics:
     events: faust.TopicT
     counts: str
     dlq: str
-    trending: str | None = None
-    """Where the top items of owned partitions go; None: not published (unit tests)."""
 
 
 class Record(Protocol):
@@ -145,8 +143,7 @@ class LikesAgent:
 
         @self.app.task  # type: ignore[untyped-decorator]
         async def publish_trending_forever() -> None:
-            if self.topics.trending is not None:
-                await self._publish_trending(self.topics.trending)
+            await self._publish_trending(self.settings.trending_topic)
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         return await internals.commit(self.app, offsets)

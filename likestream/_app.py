@@ -183,7 +183,6 @@ def build(settings: Settings, credentials: Credentials) -> Pipeline:
         events=_events_topic(app, settings),
         counts=settings.counts_topic,
         dlq=settings.dlq_topic,
-        trending=settings.trending_topic,
     )
     tables = LikeTables(app, settings)
     # Before anything runs: a faust that changed what likestream reaches into stops here.

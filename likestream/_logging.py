@@ -9,6 +9,8 @@ context variable that every record picks up, so access and error logs carry it.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from contextvars import ContextVar
@@ -24,6 +26,7 @@ __all__ = [
     "JsonFormatter",
     "PlainFormatter",
     "RequestIdFilter",
+    "StepFlushingHandler",
     "logging_config",
 ]
 
@@ -46,8 +49,13 @@ class RequestIdFilter(logging.Filter):
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-    return f"{seconds}.{int(record.msecs):03d}Z"
+    return f"{_second(int(record.created))}.{int(record.msecs):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(epoch: int) -> str:
+    # Formatted once a second rather than per line: a busy worker writes thousands a second.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
 
 
 class JsonFormatter(logging.Formatter):
@@ -89,6 +97,49 @@ class PlainFormatter(logging.Formatter):
         return line
 
 
+class StepFlushingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that flushes at most once per event loop step on a thread that
+    runs one: a busy process writes many lines a step (an access line per request) and
+    one write(2) carries them all, instead of one each. Warnings and worse, and lines of
+    a thread without a running loop, are flushed at once; at exit ``logging.shutdown``
+    flushes the rest. A process killed outright loses at most its last step's lines."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._due: asyncio.AbstractEventLoop | None = None
+        """The loop a flush is scheduled on, if any."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING:
+            self.flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        due = self._due
+        if due is loop:
+            return
+        if due is not None and not due.is_closed():
+            self.flush()  # a flush is due on another thread's loop: this line cannot wait
+            return
+        self._due = loop
+        loop.call_soon(self._flush_due)
+
+    def _flush_due(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._due = None
+        self.flush()
+
+
 def logging_config(settings: Settings) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dictionary: one handler on stdout, the chosen format."""
     formatter = JsonFormatter if settings.log_format == "json" else PlainFormatter
@@ -102,7 +153,7 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "formatters": {"default": {"()": formatter}},
         "handlers": {
             "default": {
-                "class": "logging.StreamHandler",
+                "()": StepFlushingHandler,
                 "stream": "ext://sys.stdout",
                 "formatter": "default",
                 "filters": ["request_id", "paused"],

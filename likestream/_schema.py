@@ -53,7 +53,7 @@ class LikeEvent(msgspec.Struct, frozen=True, gc=False):
 
 def is_valid_id(value: object) -> bool:
     """True for 1-128 characters of ``[A-Za-z0-9._:@-]``."""
-    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+    return isinstance(value, str) and _valid_id(value)
 
 
 # Ids seen valid lately: the same items and users come again and again, and a dict

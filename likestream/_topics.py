@@ -1,6 +1,9 @@
 """Create the app's own topics with the configured partitions (auto-creation is off).
 
-The changelog topics are created by Faust itself when the tables start. On a secured
+The changelog topics are created by Faust itself when the tables start; one that exists
+already must have the events topic's partitions too (a worker would write partition
+p's rows where recovery never reads them, and faust's own check covers only its
+stream path, which the agent does not take). On a secured
 cluster the topics are declared by the operator (k8s/base/topics.yaml) and a role may
 lack Create: a missing topic then stops start-up saying so.
 """
@@ -62,9 +65,12 @@ def gateway_topics(settings: Settings) -> set[str]:
     return {settings.topic, settings.counts_topic, settings.trending_topic}
 
 
-async def ensure_topics(settings: Settings, only: Collection[str] | None = None) -> None:
+async def ensure_topics(
+    settings: Settings, only: Collection[str] | None = None, changelogs: Collection[str] = ()
+) -> None:
     """Create missing topics; fail when an existing one has other partitions. ``only``:
-    the names of the topics this process uses (a gateway's user may not see the rest)."""
+    the names of the topics this process uses (a gateway's user may not see the rest);
+    ``changelogs``: those of this process's tables, checked when they exist."""
     admin = KafkaConfig.from_settings(settings).admin(request_timeout_ms=10_000)
     try:
         await asyncio.wait_for(admin.start(), CONNECT_TIMEOUT)
@@ -92,6 +98,7 @@ async def ensure_topics(settings: Settings, only: Collection[str] | None = None)
                         f"cannot create topic {name!r}: {for_code(code).__name__} ({message}); "
                         "declare it (k8s/base/topics.yaml) or grant Create on it"
                     )
+        specs += [TopicSpec(c, settings.partitions, {}) for c in changelogs if c in existing]
         await _check_partitions(admin, specs)
     finally:
         await admin.close()

@@ -8,6 +8,8 @@ import logging.config
 
 import faust
 
+from likestream.tables import changelog_topic
+
 from ._app import build
 from ._credentials import load_credentials
 from ._kafka import warn_if_plaintext
@@ -32,7 +34,14 @@ def run_worker(settings: Settings) -> None:
     # Prod refuses missing or weak secrets, or an unreadable JWKS, before anything runs.
     credentials = load_credentials(settings)
     warn_if_plaintext(settings)
-    asyncio.run(retrying("creating topics", lambda: ensure_topics(settings), (KafkaUnreachable,)))
+    changelogs = [changelog_topic(settings.app_id)]
+    asyncio.run(
+        retrying(
+            "creating topics",
+            lambda: ensure_topics(settings, changelogs=changelogs),
+            (KafkaUnreachable,),
+        )
+    )
     pipeline = build(settings, credentials)
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()  # what start-up built lives as long as the process: never scanned again

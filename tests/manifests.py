@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from kustomize_lite import render
+import yaml
+from tools import kustomize
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -71,6 +73,19 @@ class Rendered:
             for w in self.workloads()
             if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
         ]
+
+
+def render(directory: Path) -> list[Doc]:
+    """What ``kustomize build directory`` produces: the real renderer, as ``kubectl
+    apply -k`` would."""
+    out = subprocess.run(
+        [kustomize(), "build", str(directory)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
 
 
 @cache

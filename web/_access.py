@@ -14,7 +14,11 @@ membership read's path.
 
 ``ACCESS_SAMPLE`` (``LIKESTREAM_ACCESS_LOG_SAMPLE``, default 1: every line) keeps that
 share of the lines of answered requests (status below 400); a refused or failed
-request is always logged. Writing the line is the dearest part of a read's own work.
+request is always logged. The line is built by hand (:class:`_AccessRecord`, without
+``LogRecord.__init__``'s per-record lookups) and handed to the logging handlers as any
+record; the worker's handler (``likestream._logging.StepFlushingHandler``) writes the
+lines of one event loop step with one write(2). ``_front.py`` writes it for every
+request.
 """
 
 from __future__ import annotations
@@ -26,23 +30,23 @@ import os
 import random
 import re
 import secrets
+import sys
+import threading
 import time
+from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
-
-from likestream._logging import REQUEST_ID
 
 from ._auth import USER
-from ._errors import error_response
 
 __all__ = [
     "ACCESS_SAMPLE",
     "REQUEST_ID_HEADER",
     "USER_TAGS",
     "UserTags",
-    "access_log",
-    "add_request_id",
+    "request_id",
+    "tags_of",
+    "write_access_line",
 ]
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -52,7 +56,6 @@ _SANE = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 _QUIET = frozenset({"/healthz", "/readyz", "/metrics", "/internal/limits"})
 
 log = logging.getLogger("likestream.access")
-errors = logging.getLogger("likestream.web")
 
 
 class UserTags:
@@ -80,81 +83,100 @@ ACCESS_SAMPLE = web.AppKey("access_sample", float)
 _OWN_TAGS = UserTags(None)
 
 
-def _request_id(request: web.Request) -> str:
+def request_id(request: web.Request) -> str:
+    """The caller's ``X-Request-Id`` when it is a sane token, else a fresh one."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
     # 32 hex digits like uuid4().hex, without building a UUID object on every request.
     return given if _SANE.fullmatch(given) else secrets.token_hex(16)
 
 
-@web.middleware
-async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost middleware: request id, one access line, a JSON 500 for unhandled errors."""
-    request_id = _request_id(request)
-    token = REQUEST_ID.set(request_id)
-    user = USER.set(None)
-    start = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        if not response.prepared:  # streamed ones got it from add_request_id
-            response.headers[REQUEST_ID_HEADER] = request_id
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except Exception:
-        errors.exception("unhandled error in %s %s", request.method, _tags(request).path(request))
-        response = error_response(500, "internal_error", f"internal error (request {request_id})")
-        response.headers[REQUEST_ID_HEADER] = request_id
-        return response
-    finally:
-        millis = (time.perf_counter() - start) * 1000
-        level = logging.DEBUG if request.path in _QUIET else logging.INFO
-        if log.isEnabledFor(level) and _sampled(request, status):
-            _log_access(request, level, status, millis)  # its arguments cost more
-        USER.reset(user)
-        REQUEST_ID.reset(token)
-
-
-def _sampled(request: web.Request, status: int) -> bool:
-    share = request.app.get(ACCESS_SAMPLE, 1.0)
-    return share >= 1.0 or status >= 400 or random.random() < share
-
-
-def _tags(request: web.Request) -> UserTags:
+def tags_of(request: web.Request) -> UserTags:
     return request.app.get(USER_TAGS) or _OWN_TAGS  # the latter: an app not from create_app
 
 
-def _log_access(request: web.Request, level: int, status: int, millis: float) -> None:
-    tags = _tags(request)
+def write_access_line(request: web.Request, request_id: str, status: int, seconds: float) -> None:
+    """The request's access line, if its level is enabled and it is sampled."""
+    level = logging.DEBUG if request.path in _QUIET else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    share = request.app.get(ACCESS_SAMPLE, 1.0)
+    if share < 1.0 and status < 400 and random.random() >= share:
+        return
+    tags = tags_of(request)
     path_qs = tags.path(request)
     user = USER.get()
     tag = tags(user) if user is not None else "-"
-    extra = {
-        "method": request.method,
-        "path": path_qs.partition("?")[0],
-        "status": status,
-        "duration_ms": round(millis, 3),
-        "remote": request.remote,
-    }
-    if tag != "-":
-        extra["user"] = tag
-    log.log(
+    millis = seconds * 1000
+    method = request.method
+    path = path_qs.partition("?")[0]
+    agent = request.headers.get("User-Agent", "-")
+    record = _AccessRecord(
         level,
-        '%s %s %d %.1fms %s "%s"',
-        request.method,
-        path_qs,
-        status,
-        millis,
-        tag,
-        request.headers.get("User-Agent", "-"),
-        extra=extra,
+        f'{method} {path_qs} {status} {millis:.1f}ms {tag} "{agent}"',
+        request_id,
     )
+    record.method, record.path, record.status = method, path, status
+    record.duration_ms, record.remote = round(millis, 3), request.remote
+    if user is not None:
+        record.user = tag
+    log.handle(record)  # the handlers' filters and formats, as for any record
 
 
-async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: responses a handler streams itself (SSE, WebSocket) get the id."""
-    request_id = REQUEST_ID.get()  # still set: such responses are prepared inside the handler
-    if request_id is not None:
-        response.headers.setdefault(REQUEST_ID_HEADER, request_id)
+class _AccessRecord(logging.LogRecord):
+    """An access line's record, made without ``LogRecord.__init__``, which looks up the
+    caller's frame and file name, the thread's and the process's on every record: the
+    dearest part of a line, when every access line comes from this one function. It has
+    every attribute a LogRecord has (formatters read them from ``__dict__``). The extras
+    (method, path, status, duration_ms, remote, user) are set by the caller, as ``extra=``
+    would be; the message comes formatted (no ``args``)."""
+
+    method: str
+    path: str
+    status: int
+    duration_ms: float
+    remote: str | None
+    user: str
+
+    def __init__(self, level: int, message: str, request_id: str) -> None:
+        now = time.time()
+        vars(self).update(_whose())
+        self.msg = message
+        self.levelno = level
+        self.levelname = logging.getLevelName(level)
+        self.created = now
+        self.msecs = int((now - int(now)) * 1000) + 0.0
+        self.relativeCreated = (now - _BORN) * 1000
+        self.request_id = request_id  # RequestIdFilter keeps it
+
+
+_BORN = time.time()
+# The attributes of an access line's record that are the same on every line of a thread:
+# asking the system for the thread's and the process's names per line costs more than
+# the rest of the record.
+_WHOSE: dict[int, dict[str, Any]] = {}
+os.register_at_fork(after_in_child=_WHOSE.clear)
+
+
+def _whose() -> dict[str, Any]:
+    ident = threading.get_ident()
+    found = _WHOSE.get(ident)
+    if found is None:
+        mp = sys.modules.get("multiprocessing")
+        found = _WHOSE[ident] = {
+            "name": log.name,
+            "args": (),
+            "pathname": __file__,
+            "filename": os.path.basename(__file__),
+            "module": __name__.rpartition(".")[2],
+            "funcName": "write_access_line",
+            "lineno": 0,
+            "exc_info": None,
+            "exc_text": None,
+            "stack_info": None,
+            "taskName": None,  # Python 3.12 has it
+            "thread": ident,
+            "threadName": threading.current_thread().name,
+            "process": os.getpid(),
+            "processName": mp.current_process().name if mp is not None else "MainProcess",
+        }
+    return found

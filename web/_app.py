@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import functools
-import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from mode import Service
 
-from likestream._metrics import HTTP_REQUESTS, HTTP_SECONDS
 from likestream.tables import StateReader
 
-from ._access import ACCESS_SAMPLE, USER_TAGS, UserTags, access_log, add_request_id
+from ._access import ACCESS_SAMPLE, USER_TAGS, UserTags
 from ._auth import AUTH, Auth, tokens_ctx
-from ._errors import errors_middleware
-from ._headers import CORS_ORIGINS, add_headers, cors_preflight
+from ._front import front, prepare_headers
+from ._headers import CORS_ORIGINS
 from ._hub import Hub
 from ._openapi import install_spec
 from ._owners import Owners
 from ._page import dev_routes, page_routes
-from ._push import PUSH_PATHS, PushSettings, install
+from ._push import PushSettings, install
 from ._quota import LIMITS, Limits, limit_routes, limits_ctx
 from ._reads import READER, Reader, ReadSettings, reads_ctx
 from ._replica import Replica
@@ -38,35 +33,6 @@ __all__ = ["WebServer", "create_app"]
 # worst (3 bytes a character), is about 39 KB; aiohttp's default (8190 bytes) refuses it
 # with a plain-text 400 before any handler runs.
 MAX_REQUEST_LINE = 64 * 1024
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Requests by route and status, and their duration, except for the live connections'
-    (``PUSH_PATHS``): a WebSocket would count as one request of an hour."""
-    route = request.match_info.route.resource
-    name = route.canonical if route is not None else "unmatched"
-    start = time.perf_counter()
-    status = 500
-    try:
-        response: web.StreamResponse = await handler(request)
-        status = response.status
-        return response
-    finally:
-        if name not in PUSH_PATHS:
-            _seconds(name).observe(time.perf_counter() - start)
-        _requests(name, status).inc()
-
-
-# Looking up a labelled child costs more than the update itself: on every request.
-@functools.cache
-def _seconds(route: str) -> Any:
-    return HTTP_SECONDS.labels(route=route)
-
-
-@functools.cache
-def _requests(route: str, status: int) -> Any:
-    return HTTP_REQUESTS.labels(route=route, status=str(status))
 
 
 def _alive() -> str | None:
@@ -102,7 +68,7 @@ def create_app(
     ``liveness``: why the process should be restarted, or None (``GET /healthz``).
     """
     app = web.Application(
-        middlewares=[access_log, metrics_middleware, cors_preflight, errors_middleware],
+        middlewares=[front],
         handler_args={"max_line_size": MAX_REQUEST_LINE},
     )
     app[STATE] = state
@@ -119,8 +85,7 @@ def create_app(
     app[CORS_ORIGINS] = frozenset(cors_origins)
     if status is not None:
         app[STATUS] = status
-    app.on_response_prepare.append(add_headers)
-    app.on_response_prepare.append(add_request_id)
+    app.on_response_prepare.append(prepare_headers)
     app.add_routes(routes)
     app.add_routes(status_routes)
     app.add_routes(page_routes)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from ._json import json_reply
 
-__all__ = ["ApiError", "error_frame", "error_response", "errors_middleware"]
+__all__ = ["ApiError", "error_frame", "error_response", "http_error_response"]
 
 
 class ApiError(Exception):
@@ -37,16 +36,8 @@ def error_frame(code: str, message: str) -> str:
 _CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = _CODES.get(exc.status, "http_error")
-        headers = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
-        return error_response(exc.status, code, exc.reason, headers)
+def http_error_response(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (404, 405, 413, ...) as JSON errors; ``exc.status`` >= 400."""
+    code = _CODES.get(exc.status, "http_error")
+    headers = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
+    return error_response(exc.status, code, exc.reason, headers)

@@ -13,11 +13,10 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
 
 from ._errors import ApiError, error_response
 
-__all__ = ["CORS_ORIGINS", "add_headers", "check_origin", "cors_preflight"]
+__all__ = ["CORS_ORIGINS", "add_headers", "check_origin", "preflight"]
 
 CORS_ORIGINS = web.AppKey("cors_origins", frozenset)
 SECURITY_HEADERS = {
@@ -61,13 +60,13 @@ def check_origin(request: web.Request) -> None:
         )
 
 
-@web.middleware
-async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer CORS preflight requests; the allowed origin is added by :func:`add_headers`."""
+def preflight(request: web.Request) -> web.Response | None:
+    """The answer to a CORS preflight request (the allowed origin is added by
+    :func:`add_headers`); None for any other request."""
     if request.method != hdrs.METH_OPTIONS or not request.headers.get(
         hdrs.ACCESS_CONTROL_REQUEST_METHOD
     ):
-        return await handler(request)
+        return None
     if _allowed_origin(request) is None:
         return error_response(
             403, "origin_not_allowed", "this origin is not in LIKESTREAM_CORS_ORIGINS"
@@ -82,9 +81,11 @@ async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamRe
     )
 
 
-async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Security headers, and CORS ones for an allowed origin; as a response is prepared."""
+    headers = response.headers
     for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
+        headers.setdefault(name, value)
     if not request.app[CORS_ORIGINS]:
         return
     # Answers differ by Origin, so caches must key on it.

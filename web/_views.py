@@ -79,7 +79,9 @@ async def user_liked(request: web.Request) -> web.Response:
 @routes.get("/likes")
 async def batch_likes(request: web.Request) -> web.Response:
     raw = request.query.get("items", "")
-    items = list(dict.fromkeys(i for i in raw.split(",") if i))
+    ids = dict.fromkeys(raw.split(","))  # in order, each once
+    ids.pop("", None)
+    items = list(ids)
     if not items:
         raise ApiError(400, "invalid_items", "items must list 1 to 100 item ids, comma separated")
     if len(items) > MAX_BATCH:

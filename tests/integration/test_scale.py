@@ -56,6 +56,8 @@ class Seen:
     began: float = field(default_factory=time.monotonic)
     stale_counts: list[tuple[str, int, float]] = field(default_factory=list)
     """Single stale count answers: item, likes, wall time the request was sent."""
+    read_all: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once every live process was read."""
 
     def fail(self, what: str) -> None:
         self.failures.append(f"{time.monotonic() - self.began:.1f}s {what}")
@@ -97,9 +99,14 @@ async def wait_settled(
 
 
 async def produce_paced(
-    cluster: Cluster, events: list[LikeEvent], oracle: Oracle, seconds: float
+    cluster: Cluster,
+    events: list[LikeEvent],
+    oracle: Oracle,
+    seconds: float,
+    acked: asyncio.Event | None = None,
 ) -> None:
-    """Send in acknowledged batches over about ``seconds``; the oracle follows."""
+    """Send in acknowledged batches over about ``seconds``; the oracle follows.
+    ``acked`` is set once the first batch is acknowledged."""
     batch = 200
     pause = seconds * batch / max(1, len(events))
     async with LikeClient(cluster.kafka, cluster.topic) as client:
@@ -108,6 +115,8 @@ async def produce_paced(
             await asyncio.gather(*[await client.send(event) for event in chunk])
             for event in chunk:
                 oracle.apply(event)
+            if acked is not None:
+                acked.set()
             await asyncio.sleep(pause)
 
 
@@ -165,6 +174,7 @@ async def read_forever(
                         seen.unmarked.append(path)
                     if kind == "count":
                         seen.stale_counts.append((item, orjson.loads(body)["likes"], sent))
+        seen.read_all.set()
         await asyncio.sleep(0.05)
 
 
@@ -241,12 +251,18 @@ async def failover(
         probes = probes_for(lost, sorted({i for i, _ in oracle.members}))
         live = [p for p in processes if p is not victim]
         seen = Seen()
-        loader = asyncio.create_task(produce_paced(cluster, second, oracle, seconds=25))
+        loading = asyncio.Event()
+        loader = asyncio.create_task(
+            produce_paced(cluster, second, oracle, seconds=25, acked=loading)
+        )
         readers = asyncio.create_task(
             read_forever(http, live, oracle, seen, strict=standbys > 0, cluster=cluster)
         )
         try:
-            await asyncio.sleep(3)  # under load, before the kill
+            # The kill comes under load: events being written, every process being read.
+            async with asyncio.timeout(READY_LIMIT):
+                await loading.wait()
+                await seen.read_all.wait()
             victim.kill()
             killed_at = seen.began = time.monotonic()
             moved, took = await time_to_fresh(http, workers[0], victim, probes, killed_at)

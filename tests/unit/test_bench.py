@@ -114,10 +114,11 @@ async def test_audience_against_a_push_server() -> None:
         produced = time.monotonic()
         for sock in sockets:
             await sock.send_str('{"type": "likes", "item_id": "item:1", "likes": 1}')
-        delays, closed, dropped = await audience.collect({"item:1": (1, [produced])}, wait=5)
+        # Returns once both clients have the change: the wait is a deadline for a hang.
+        delays, closed, dropped = await audience.collect({"item:1": (1, [produced])}, wait=60)
         audience.close()
     assert (delays.total, delays.missing, closed, dropped) == (2, 0, 0, 0)
-    assert 0 <= delays.max() < 5000
+    assert delays.max() >= 0  # measured from when it was produced, never before
 
 
 async def test_open_loop_never_exceeds_its_rate() -> None:
@@ -145,8 +146,10 @@ async def test_open_loop_never_exceeds_its_rate() -> None:
 
 
 async def test_open_loop_cuts_the_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    never = asyncio.Event()
+
     async def stuck(request: web.Request) -> web.Response:
-        await asyncio.sleep(30)
+        await never.wait()  # never answers: only the cut can end the run
         return web.json_response({"likes": 0})
 
     monkeypatch.setattr(_reads, "DRAIN_SECONDS", 0.2)
@@ -154,9 +157,8 @@ async def test_open_loop_cuts_the_drain(monkeypatch: pytest.MonkeyPatch) -> None
     app.router.add_get("/items/{item_id}/likes", stuck)
     async with TestServer(app) as server:
         url = str(server.make_url("")).rstrip("/")
-        began = time.monotonic()
-        got = await _reads.open_loop(url, 10, rate=50, duration=0.3, connections=4)
-    assert time.monotonic() - began < 5
+        async with asyncio.timeout(60):  # a deadline for a hang, not a measurement
+            got = await _reads.open_loop(url, 10, rate=50, duration=0.3, connections=4)
     assert got["unanswered"] >= 10
     assert got["requests_per_s"] == 0
     assert got["p50_ms"] >= 200  # at least as late as they were at the cut

@@ -1,9 +1,8 @@
 """Offline checks of k8s/: every kind against its schema, and the manifests against the app.
 
-The overlays are rendered by ``tests/kustomize_lite.py`` (compared with the real
-kustomize where ``kubectl`` or ``kustomize`` is installed). Core kinds are validated
-strictly against the Kubernetes JSON schemas of ``kubernetes-validate``, the operators'
-kinds against the CRD schemas in ``tests/crd-schemas``.
+The overlays are rendered by the real kustomize (``make tools`` builds it). Core kinds
+are validated strictly against the Kubernetes JSON schemas of ``kubernetes-validate``,
+the operators' kinds against the CRD schemas in ``tests/crd-schemas``.
 """
 
 from __future__ import annotations
@@ -13,8 +12,6 @@ import math
 import os
 import re
 import shlex
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from kustomize_lite import UnsupportedKustomization, render
+from fakes import State
 from locks import BUILD_LOCK, RUNTIME_LOCK, read_lock
 from manifests import (
     K8S,
@@ -86,93 +83,9 @@ def defaults(clean_env: pytest.MonkeyPatch) -> Settings:
     return load_settings()
 
 
-class NoState:
-    def likes(self, item_id: str) -> int:
-        return 0
-
-    def liked(self, item_id: str, user_id: str) -> bool:
-        return False
-
-    def ready(self) -> bool:
-        return True
-
-
 def web_routes() -> set[str]:
     """Paths of likestream.web's route table, as the running app registers them."""
-    return {r.canonical for r in create_app(NoState()).router.resources()}
-
-
-# -- the renderer ----------------------------------------------------------------
-
-
-def _keyed(docs: list[Doc]) -> dict[tuple[str, str, str | None], Doc]:
-    return {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")): d for d in docs}
-
-
-@pytest.mark.parametrize("target", TARGETS)
-def test_renderer_agrees_with_kustomize(target: str) -> None:
-    if kubectl := shutil.which("kubectl"):
-        command = [kubectl, "kustomize", str(TARGETS[target])]
-    elif kustomize := shutil.which("kustomize"):
-        command = [kustomize, "build", str(TARGETS[target])]
-    else:
-        pytest.skip("neither kubectl nor kustomize is installed")
-    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
-    reference = [d for d in yaml.safe_load_all(out) if d]
-    assert _keyed(render(TARGETS[target])) == _keyed(reference)
-
-
-def _write(directory: Path, files: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        docs = content if isinstance(content, list) else [content]
-        (directory / name).write_text(yaml.safe_dump_all(docs))
-
-
-def test_renderer_applies_what_k8s_uses(tmp_path: Path) -> None:
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web"},
-        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "app:1"}]}}},
-    }
-    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}}
-    _write(tmp_path / "base", {"kustomization.yaml": {"resources": ["r.yaml"]}})
-    _write(tmp_path / "base", {"r.yaml": [deployment, config]})
-    overlay = {
-        "namespace": "ns",
-        "resources": ["../base"],
-        "images": [{"name": "app", "newName": "reg:5000/app", "newTag": "2"}],
-        "replicas": [{"name": "web", "count": 3}],
-        "patches": [
-            {"path": "gone.yaml"},
-            {
-                "target": {"kind": "Deploy.*"},
-                "patch": "- {op: add, path: /metadata/labels, value: {a: b}}",
-            },
-        ],
-    }
-    gone = {"$patch": "delete", **config}
-    _write(tmp_path / "o", {"kustomization.yaml": overlay, "gone.yaml": gone})
-    [doc] = render(tmp_path / "o")
-    assert doc["metadata"] == {"name": "web", "namespace": "ns", "labels": {"a": "b"}}
-    assert doc["spec"]["replicas"] == 3
-    assert doc["spec"]["template"]["spec"]["containers"][0]["image"] == "reg:5000/app:2"
-
-
-@pytest.mark.parametrize(
-    "kustomization",
-    [
-        {"resources": [], "commonLabels": {"a": "b"}},
-        {"resources": ["r.yaml"], "patches": [{"path": "p.yaml"}]},  # a merge patch
-        {"resources": ["r.yaml"], "patches": [{"target": {"kind": "Nope"}, "patch": "[]"}]},
-    ],
-)
-def test_renderer_refuses_what_it_does_not_implement(tmp_path: Path, kustomization: Doc) -> None:
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
-    _write(tmp_path, {"kustomization.yaml": kustomization, "r.yaml": cm, "p.yaml": cm})
-    with pytest.raises(UnsupportedKustomization):
-        render(tmp_path)
+    return {r.canonical for r in create_app(State()).router.resources()}
 
 
 # -- schemas -----------------------------------------------------------------------

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from fakes import Clock
 
 from likestream.web import RateLimiter
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1000.0)
 
 
 def test_burst_then_refused_with_the_wait(clock: Clock) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from fakes import Clock, State
 
 from likestream._membership import Membership
 from likestream.web import create_app
@@ -27,16 +28,8 @@ class Tables:
     restoring: int | None = None
 
 
-@dataclass
-class Clock:
-    now: float = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def membership() -> tuple[Membership, App, Tables, Clock]:
-    app, tables, clock = App(), Tables(), Clock()
+    app, tables, clock = App(), Tables(), Clock(100.0)
     app_: Any = app
     return Membership(app_, tables, 60.0, clock), app, tables, clock
 
@@ -85,17 +78,6 @@ def test_the_bulk_restore_is_not_a_stuck_flow() -> None:
     assert member.problem() is None
     clock.now += 61
     assert member.problem() is not None
-
-
-class State:
-    def likes(self, item_id: str) -> int:
-        return 0
-
-    def liked(self, item_id: str, user_id: str) -> bool:
-        return False
-
-    def ready(self) -> bool:
-        return True
 
 
 async def test_healthz_says_why_the_process_should_be_restarted() -> None:

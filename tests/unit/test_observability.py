@@ -7,28 +7,35 @@ The integration side (every metric moves on a real worker, JSON logs of a real w
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import re
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tools
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
+from fakes import Publisher
 from manifests import K8S, rendered
 from prometheus_client import REGISTRY
 
 from likestream import _metrics
-from likestream._logging import REQUEST_ID, JsonFormatter, PlainFormatter, RequestIdFilter
+from likestream._logging import (
+    REQUEST_ID,
+    JsonFormatter,
+    PlainFormatter,
+    RequestIdFilter,
+    StepFlushingHandler,
+)
 from likestream._settings import SettingsError, load_settings
 from likestream._status import format_status
 from likestream._tokens import Tokens, mint_token
-from likestream.client import DeliveryError
 from likestream.web import Auth, RateLimiter, Writes, create_app
 
 DASHBOARD = K8S / "observability" / "likestream-dashboard.json"
@@ -121,10 +128,7 @@ def test_alert_rules_are_in_prod_and_not_in_dev() -> None:
 
 @pytest.fixture
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
-    return found
+    return tools.promtool()
 
 
 @pytest.fixture
@@ -389,6 +393,35 @@ def test_plain_lines_show_the_request_id() -> None:
     assert PlainFormatter().format(record).endswith("WARNING likestream.test [abc]: x")
 
 
+class Stream(io.StringIO):
+    """What reached the stream by the last flush."""
+
+    flushed = ""
+
+    def flush(self) -> None:
+        self.flushed = self.getvalue()
+
+
+async def test_log_lines_of_a_loop_step_are_flushed_together() -> None:
+    stream = Stream()
+    handler = StepFlushingHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.handle(_record("one", levelno=logging.INFO, levelname="INFO"))
+    handler.handle(_record("two", levelno=logging.INFO, levelname="INFO"))
+    assert stream.flushed == ""  # written, flushed once this step ends
+    await asyncio.sleep(0)
+    assert stream.flushed == "INFO one\nINFO two\n"
+    handler.handle(_record("bad"))
+    assert stream.flushed.endswith("WARNING bad\n")  # at once
+
+
+def test_log_lines_outside_a_loop_are_flushed_at_once() -> None:
+    stream = Stream()
+    handler = StepFlushingHandler(stream)
+    handler.handle(_record("alone", levelno=logging.INFO))
+    assert stream.flushed == "alone\n"
+
+
 def test_log_format_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIKESTREAM_LOG_FORMAT", "xml")
     with pytest.raises(SettingsError, match="LIKESTREAM_LOG_FORMAT"):
@@ -416,22 +449,6 @@ class State:
 
     def ready(self) -> bool:
         return True
-
-
-class Publisher:
-    def __init__(self) -> None:
-        self.fail = False
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def publish(self, event: object) -> object:
-        if self.fail:
-            raise DeliveryError("broker gone")
-        return None
 
 
 @pytest.fixture

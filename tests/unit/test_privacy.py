@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from fakes import Publisher, State
 
 from likestream._logging import JsonFormatter, PlainFormatter, RequestIdFilter
 from likestream._tokens import TokenPolicy, Tokens, mint_token
@@ -23,28 +24,6 @@ INTERNAL = "unit-test-internal-" + "fedcba9876543210" * 2
 USER = "alice@example.com"  # ids may be e-mail addresses: never in a log
 
 
-class State:
-    def likes(self, item_id: str) -> int:
-        return 3
-
-    def liked(self, item_id: str, user_id: str) -> bool:
-        return user_id == USER
-
-    def ready(self) -> bool:
-        return True
-
-
-class Publisher:
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def publish(self, event: object) -> object:
-        return None
-
-
 def bearer(user: str, secret: str = SECRET) -> dict[str, str]:
     return {"Authorization": f"Bearer {mint_token(secret, user, 60)}"}
 
@@ -52,7 +31,9 @@ def bearer(user: str, secret: str = SECRET) -> dict[str, str]:
 async def serve(public: bool = False, internal: str = INTERNAL) -> TestClient:
     writes = Writes(Publisher(), RateLimiter(100, 100), timeout=1)
     auth = Auth(Tokens(SECRET), public_memberships=public)
-    app = create_app(State(), writes, auth=auth, internal_secret=internal, dev_tokens=True)
+    app = create_app(
+        State(3, fans=[USER]), writes, auth=auth, internal_secret=internal, dev_tokens=True
+    )
     client = TestClient(TestServer(app))
     await client.start_server()
     return client
@@ -192,7 +173,9 @@ async def test_a_refused_user_segment_is_hashed_too(
 async def test_dev_tokens_live_no_longer_than_the_policy_allows() -> None:
     policy = TokenPolicy(issuer="https://dev.example", audience="demo", max_lifetime=300)
     writes = Writes(Publisher(), RateLimiter(100, 100), timeout=1)
-    app = create_app(State(), writes, auth=Auth(Tokens(SECRET, policy=policy)), dev_tokens=True)
+    app = create_app(
+        State(3, fans=[USER]), writes, auth=Auth(Tokens(SECRET, policy=policy)), dev_tokens=True
+    )
     async with TestClient(TestServer(app)) as http:
         resp = await http.post("/dev/token", json={"user_id": USER})
         body = await resp.json()
@@ -204,4 +187,4 @@ async def test_dev_tokens_live_no_longer_than_the_policy_allows() -> None:
 def test_dev_tokens_need_a_key_to_sign_with() -> None:
     writes = Writes(Publisher(), RateLimiter(100, 100), timeout=1)
     with pytest.raises(ValueError, match="HS256 secret"):
-        create_app(State(), writes, auth=Auth(Tokens()), dev_tokens=True)
+        create_app(State(3, fans=[USER]), writes, auth=Auth(Tokens()), dev_tokens=True)

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import ConsumerRecord
+from fakes import Publisher
 
 from likestream._tokens import Tokens
 from likestream.tables import NO_COUNT, CountRow, NotServable
@@ -50,15 +51,6 @@ class State:
 
     def ready(self) -> bool:
         return True
-
-
-class Publisher:
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def publish(self, event: object) -> object:
-        return None
 
 
 def push_settings(interval: float = 0.01, backlog: int = 64 * 1024, **caps: int) -> PushSettings:

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from fakes import Publisher, State
 
 from likestream._metrics import RATE_LIMIT_CHECKS
 from likestream._partition import partition_for
-from likestream._schema import LikeEvent
 from likestream._tokens import Tokens, mint_token
 from likestream.web import FORWARDED, Auth, LimitSettings, RateLimiter, Writes, create_app
 from likestream.web._owners import Placement
@@ -22,32 +22,6 @@ SECRET = "unit-test-secret-" + "0123456789abcdef" * 2
 PROOF = forwarding_proof(SECRET)
 PARTITIONS = 4
 ALICE = {"user_id": "alice"}
-
-
-class State:
-    def likes(self, item_id: str) -> int:
-        return 0
-
-    def liked(self, item_id: str, user_id: str) -> bool:
-        return False
-
-    def ready(self) -> bool:
-        return True
-
-
-class Publisher:
-    def __init__(self) -> None:
-        self.events: list[LikeEvent] = []
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def publish(self, event: LikeEvent) -> object:
-        self.events.append(event)
-        return None
 
 
 def bearer(user: str) -> dict[str, str]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import orjson
 import pytest
@@ -23,6 +25,7 @@ from likestream.web import (
     ReadSettings,
     Replica,
     Stamp,
+    _reads,
     create_app,
 )
 from likestream.web._copies import CopyClock
@@ -36,6 +39,7 @@ ME = "http://me:1"
 SECRET = "unit-test-secret-" + "0123456789abcdef" * 2
 PROOF = forwarding_proof(SECRET)
 TOKEN_KEY = "unit-test-token-key-" + "0123456789abcdef" * 2
+LIMIT = 60.0  # seconds; what a test waits at most for something that must happen
 
 
 def bearer(user: str) -> dict[str, str]:
@@ -333,3 +337,141 @@ async def test_no_copy_and_no_peer_is_a_503(client: TestClient) -> None:
     load_replica(client)
     resp = await client.get(f"/items/{item_in(3)}/likes/fan", headers=bearer("fan"))
     assert resp.status == 503
+
+
+# -- owners that hang or answer garbage: real servers, real timeouts ----------------------
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def raw_server(on_connect: Handler) -> AsyncIterator[str]:
+    """A TCP server on loopback that does what ``on_connect`` does instead of HTTP."""
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def impatient(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient]:
+    """A worker that gives a forwarded read a fifth of a second, and whose replica is
+    loaded; a peer that failed stays skipped for the whole test (not for a second, which
+    a slow machine could use up between two reads)."""
+    monkeypatch.setattr(_reads, "DOWN_SECONDS", 3600.0)
+    app = create_app(
+        State(),
+        reads=ReadSettings(stale_max=60.0, forward_timeout=0.2, url=ME),
+        replica=Replica(PARTITIONS),
+        auth=Auth(Tokens(TOKEN_KEY)),
+        internal_secret=SECRET,
+    )
+    async with TestClient(TestServer(app)) as http:
+        load_replica(http)
+        yield http
+
+
+async def read_count(client: TestClient, item: str) -> tuple[int, int, bool]:
+    """Status, likes, stale; the forward timeout must end a hung forward, not LIMIT."""
+    async with asyncio.timeout(LIMIT):
+        resp = await client.get(f"/items/{item}/likes")
+        return resp.status, (await resp.json())["likes"], resp.headers.get(STALE) == "true"
+
+
+async def test_an_owner_that_hangs_times_out_and_is_then_skipped(impatient: TestClient) -> None:
+    requests: list[bytes] = []
+    never = asyncio.Event()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readline())  # the request line; then no answer
+        await never.wait()
+
+    async with raw_server(hang) as url:
+        place(impatient, {2: url}, {2: (url,)})
+        item = item_in(2)
+        reader_of(impatient).replica.update(item, Stamp(8, 3))
+        assert await read_count(impatient, item) == (200, 8, True)  # the replica's
+        assert [r.split()[:2] for r in requests] == [[b"GET", f"/likes?items={item}".encode()]]
+        # Marked down: later reads answer without asking it, a batch from the replica...
+        resp = await impatient.get("/likes", params={"items": item})
+        assert (await resp.json())["likes"] == {item: 8}
+        # ...and a membership (owner, then standby: the same peer) from nowhere: a 503.
+        resp = await impatient.get(f"/items/{item}/likes/fan", headers=bearer("fan"))
+        assert resp.status == 503
+        assert len(requests) == 1
+
+
+async def test_an_owner_that_answers_garbage_is_marked_down(impatient: TestClient) -> None:
+    connections = 0
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readline()
+        writer.write(b"\x00\xffnot HTTP at all\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async with raw_server(garbage) as url:
+        place(impatient, {3: url}, {})
+        item = item_in(3)
+        reader_of(impatient).replica.update(item, Stamp(4, 9))
+        assert await read_count(impatient, item) == (200, 4, True)
+        assert await read_count(impatient, item) == (200, 4, True)
+        assert connections == 1  # skipped the second time
+
+
+class Malformed(Peer):
+    """Answers 200 with JSON that is not what was asked for."""
+
+    async def batch(self, request: web.Request) -> web.Response:
+        self.asked.append((request.path_qs, True))
+        return web.json_response({"likes": {"someone else": 1}})
+
+    async def member(self, request: web.Request) -> web.Response:
+        self.asked.append((request.path, True))
+        return web.json_response({"liked": "yes"})
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"likes": ["a list"]}'])
+async def test_an_unparsable_owner_answer_falls_back_to_the_replica(
+    impatient: TestClient, body: bytes
+) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/likes", answer)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        place(impatient, {2: url}, {})
+        item = item_in(2)
+        reader_of(impatient).replica.update(item, Stamp(6, 5))
+        assert await read_count(impatient, item) == (200, 6, True)
+    finally:
+        await server.close()
+
+
+async def test_a_malformed_owner_answer_is_not_taken(
+    impatient: TestClient, peer_a: tuple[Peer, str]
+) -> None:
+    standby, standby_url = peer_a
+    bad = Malformed(likes=0)
+    async for url in served(bad):
+        place(impatient, {2: url}, {2: (url, standby_url)})
+        item = item_in(2)
+        reader_of(impatient).replica.update(item, Stamp(6, 5))
+        # A count not for the item asked: the replica answers, said stale.
+        assert await read_count(impatient, item) == (200, 6, True)
+        # A membership that is not a boolean: the standby is asked next.
+        resp = await impatient.get(f"/items/{item}/likes/fan", headers=bearer("fan"))
+        assert (resp.status, (await resp.json())["liked"]) == (200, True)
+        assert [path for path, _ in bad.asked] == [
+            f"/likes?items={item}",
+            f"/items/{item}/likes/fan",
+        ]
+        assert [path for path, _ in standby.asked] == [f"/items/{item}/likes/fan"]

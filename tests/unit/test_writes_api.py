@@ -2,62 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from fakes import Clock, Publisher, State
 
-from likestream._schema import LikeEvent
 from likestream._tokens import Tokens, mint_token
-from likestream.client import DeliveryError
 from likestream.web import Auth, RateLimiter, Writes, create_app
 
 SECRET = "unit-test-secret-" + "0123456789abcdef" * 2
 AUTH = Auth(Tokens(SECRET))
 ORIGIN = "https://app.example"
-
-
-class State:
-    def likes(self, item_id: str) -> int:
-        return 3
-
-    def liked(self, item_id: str, user_id: str) -> bool:
-        return False
-
-    def ready(self) -> bool:
-        return True
-
-
-class Publisher:
-    """Records what it is asked to publish; ``fail`` or ``hang`` stand in for Kafka trouble."""
-
-    def __init__(self) -> None:
-        self.events: list[LikeEvent] = []
-        self.running = False
-        self.fail = False
-        self.hang = False
-
-    async def start(self) -> None:
-        self.running = True
-
-    async def stop(self) -> None:
-        self.running = False
-
-    async def publish(self, event: LikeEvent) -> object:
-        if self.hang:
-            await asyncio.Event().wait()
-        if self.fail:
-            raise DeliveryError("broker gone")
-        self.events.append(event)
-        return None
-
-
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -73,7 +29,7 @@ def clock() -> Clock:
 @pytest.fixture
 async def client(publisher: Publisher, clock: Clock) -> AsyncIterator[TestClient]:
     writes = Writes(publisher, RateLimiter(rate=1, burst=3, clock=clock), timeout=0.2)
-    app = create_app(State(), writes, cors_origins=[ORIGIN], auth=AUTH)
+    app = create_app(State(3), writes, cors_origins=[ORIGIN], auth=AUTH)
     async with TestClient(TestServer(app)) as http:
         yield http
 
@@ -101,7 +57,7 @@ async def test_like_and_unlike_publish_the_users_event(
 
 async def test_publisher_stops_with_the_app(publisher: Publisher) -> None:
     writes = Writes(publisher, RateLimiter(1, 1), timeout=1)
-    async with TestClient(TestServer(create_app(State(), writes, auth=AUTH))):
+    async with TestClient(TestServer(create_app(State(3), writes, auth=AUTH))):
         assert publisher.running
     assert not publisher.running
 
@@ -228,7 +184,7 @@ async def test_cors_headers_on_actual_requests_and_errors(client: TestClient) ->
 
 
 async def test_no_cors_unless_configured(publisher: Publisher) -> None:
-    app = create_app(State(), Writes(publisher, RateLimiter(1, 1), timeout=1), auth=AUTH)
+    app = create_app(State(3), Writes(publisher, RateLimiter(1, 1), timeout=1), auth=AUTH)
     async with TestClient(TestServer(app)) as http:
         resp = await http.get("/items/x/likes", headers={"Origin": ORIGIN})
         assert "Access-Control-Allow-Origin" not in resp.headers
@@ -237,6 +193,6 @@ async def test_no_cors_unless_configured(publisher: Publisher) -> None:
 
 
 async def test_without_writes_there_are_no_write_routes() -> None:
-    async with TestClient(TestServer(create_app(State()))) as http:
+    async with TestClient(TestServer(create_app(State(3)))) as http:
         resp = await http.post("/items/x/like", headers=bearer())
         assert resp.status == 404

@@ -1,0 +1,63 @@
+"""Stand-ins the unit tests of the web layer share: the table state a web app reads,
+the publisher its writes go through, and a clock a test moves by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+
+from likestream._schema import LikeEvent
+from likestream.client import DeliveryError
+
+__all__ = ["Clock", "Publisher", "State"]
+
+
+class State:
+    """Table state that holds every item: ``likes`` each, liked by ``fans``."""
+
+    def __init__(self, likes: int = 0, fans: Collection[str] = ()) -> None:
+        self.count = likes
+        self.fans = set(fans)
+
+    def likes(self, item_id: str) -> int:
+        return self.count
+
+    def liked(self, item_id: str, user_id: str) -> bool:
+        return user_id in self.fans
+
+    def ready(self) -> bool:
+        return True
+
+
+class Publisher:
+    """Records what it is asked to publish; ``fail`` or ``hang`` stand in for Kafka trouble."""
+
+    def __init__(self) -> None:
+        self.events: list[LikeEvent] = []
+        self.running = False
+        self.fail = False
+        self.hang = False
+
+    async def start(self) -> None:
+        self.running = True
+
+    async def stop(self) -> None:
+        self.running = False
+
+    async def publish(self, event: LikeEvent) -> object:
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.fail:
+            raise DeliveryError("broker gone")
+        self.events.append(event)
+        return None
+
+
+class Clock:
+    """A clock that moves only when the test sets ``now``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
