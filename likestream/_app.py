@@ -27,6 +27,7 @@ from likestream.web import (
 from . import _internals as internals
 from ._credentials import Credentials
 from ._kafka import KafkaConfig
+from ._membership import Membership
 from ._sampler import Sampler
 from ._settings import Settings
 from .client import LikeClient
@@ -76,6 +77,7 @@ def _faust_app(settings: Settings) -> faust.App:
         # A SIGKILLed worker's partitions move on after this, not faust's 60 s.
         broker_session_timeout=10,
         broker_heartbeat_interval=3,
+        broker_max_poll_interval=settings.max_poll_interval_ms / 1000,
     )
 
 
@@ -186,6 +188,8 @@ def build(settings: Settings, credentials: Credentials) -> Pipeline:
     # Before anything runs: a faust that changed what likestream reaches into stops here.
     internals.check_app(app, tables.table.data)
     LikesAgent(app, topics, tables, settings).install()
+    membership = Membership(app, tables, settings.max_poll_interval_ms / 1000)
+    membership.install()
     sampler = Sampler(app, tables, settings)
     api = create_app(
         tables,
@@ -205,6 +209,7 @@ def build(settings: Settings, credentials: Credentials) -> Pipeline:
         auth=auth_settings(settings, credentials),
         internal_secret=credentials.internal_secret,
         access_sample=settings.access_log_sample,
+        liveness=membership.problem,
     )
     web = WebServer(api, settings.web_host, settings.web_port)
     return Pipeline(app, tables, web, sampler)

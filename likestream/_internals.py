@@ -18,6 +18,11 @@ that needs have no public API; every one of them is here, listed in
 * the assignor's wire format (the member assignment's user data: zlib-compressed JSON
   with ``url`` and ``assignment.actives``/``standbys``), which gateways read to find
   owners;
+* the member's poll clock (``AIOKafkaConsumer._subscription``,
+  ``SubscriptionState.fetch_context``): Kafka's client takes
+  the member out of the group after ``max_poll_interval`` without a poll and rejoins
+  only from a poll, while faust polls only with its flow on and partitions to fetch;
+  see :func:`mark_member_polled`;
 * faust's livelock reports, which name the paused events partitions as never fetched
   (:class:`PausedPartitionsFilter` drops those, from the log configuration).
 
@@ -42,6 +47,7 @@ import orjson
 from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import IllegalStateError
+from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 
 __all__ = [
@@ -53,6 +59,7 @@ __all__ = [
     "check",
     "commit",
     "decode_member_assignment",
+    "mark_member_polled",
     "on_partitions_revoked",
     "open_dbs",
     "partition_db",
@@ -93,6 +100,17 @@ INTERNALS: tuple[Internal, ...] = (
         "mode.threads:QueueServiceThread",
         "call_thread",
         "run the pause on the consumer thread's own loop",
+    ),
+    Internal(
+        "aiokafka.consumer.consumer:AIOKafkaConsumer",
+        "_subscription",
+        "the member's poll clock, which decides when Kafka's client leaves the group",
+        on_instance=True,
+    ),
+    Internal(
+        "aiokafka.consumer.subscription_state:SubscriptionState",
+        "fetch_context",
+        "count a poll, as AIOKafkaConsumer.getmany does, when faust has nothing to fetch",
     ),
     Internal(
         "faust.stores.rocksdb:Store",
@@ -213,6 +231,36 @@ async def pause_group_fetching(app: Any, tps: Iterable[TP]) -> None:
                 aio.pause(part)
 
     await thread.call_thread(pause)
+
+
+async def mark_member_polled(app: Any) -> None:
+    """Count a poll of the member's aiokafka consumer, as its ``getmany`` does.
+
+    aiokafka leaves the group once its consumer has gone ``max_poll_interval`` without a
+    ``getmany``, and after a rebalance does not rejoin while that is still so. Faust
+    calls it only while its flow is on and it has unpaused partitions
+    (``Consumer._wait_next_records``); the events partitions are read by the feed, so a
+    worker owning no partition never polled, and one whose flow was stopped that long
+    (rebalances, recoveries, the bulk restore) left, or at the next rebalance stayed
+    out: faust resumes the flow only after an assignment, which needs a rejoin, which
+    needs a poll. Counted always, the member stays in the group while the worker's loop
+    runs; a worker stuck with its flow stopped fails ``/healthz`` instead
+    (``likestream/_membership.py``).
+    """
+    consumer = app.consumer
+    thread = consumer._thread
+    try:
+        aio = thread._ensure_consumer()
+    except ConsumerNotStarted:
+        return
+    # Only now is there a live consumer to check (not yet when the worker starts).
+    check({"aiokafka.consumer.consumer:AIOKafkaConsumer": aio})
+
+    async def polled() -> None:
+        with aio._subscription.fetch_context():
+            pass
+
+    await thread.call_thread(polled)
 
 
 def on_partitions_revoked(app: Any, callback: Callable[[set[TP]], Awaitable[None]]) -> None:

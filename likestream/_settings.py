@@ -212,6 +212,13 @@ class Settings(BaseSettings):
     Each copy costs the disk and RocksDB memory of the partitions it holds; with fewer
     workers than copies + 1, faust places what fits."""
 
+    max_poll_interval_ms: int = Field(1_000_000, ge=1000, le=86_400_000)
+    """How long the worker's group member may go without polling Kafka before Kafka's
+    client takes it out of the group (faust's ``broker_max_poll_interval``, default its
+    1000 s). The worker keeps its member polling whatever its assignment; ``/healthz``
+    fails once the member has gone this long without a poll, as it is then out of the
+    group, so that the worker gets restarted."""
+
     stale_max_ms: int = Field(5000, ge=100, le=600_000)
     """The staleness bound: a read that the item's owner cannot answer fresh is answered
     from a replica only if that replica was complete (up to the end of ``like-counts``)

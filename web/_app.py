@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 from mode import Service
@@ -24,7 +24,7 @@ from ._replica import Replica
 from ._status import STATUS, StatusSource, status_routes
 from ._trending import TrendingSettings
 from ._trending import install as install_trending
-from ._views import STATE, routes
+from ._views import LIVENESS, STATE, routes
 from ._writes import WRITES, Writes, publisher_ctx, write_routes
 
 __all__ = ["WebServer", "create_app"]
@@ -33,6 +33,10 @@ __all__ = ["WebServer", "create_app"]
 # worst (3 bytes a character), is about 39 KB; aiohttp's default (8190 bytes) refuses it
 # with a plain-text 400 before any handler runs.
 MAX_REQUEST_LINE = 64 * 1024
+
+
+def _alive() -> str | None:
+    return None
 
 
 def create_app(
@@ -48,6 +52,7 @@ def create_app(
     auth: Auth | None = None,
     internal_secret: str | None = None,
     access_sample: float = 1.0,
+    liveness: Callable[[], str | None] | None = None,
 ) -> web.Application:
     """The HTTP API and the page; the write routes only when ``writes`` is given, the
     pushes when ``push`` is, ``POST /dev/token`` only with ``writes`` and ``dev_tokens``,
@@ -60,12 +65,14 @@ def create_app(
     memberships are public. ``internal_secret`` keys forwarded reads' proof and the
     user tags of the logs (None: this process's own, so no read is taken as forwarded).
     ``access_sample``: the share of answered requests' access lines kept (1: all).
+    ``liveness``: why the process should be restarted, or None (``GET /healthz``).
     """
     app = web.Application(
         middlewares=[front],
         handler_args={"max_line_size": MAX_REQUEST_LINE},
     )
     app[STATE] = state
+    app[LIVENESS] = liveness or _alive
     app[AUTH] = auth or Auth()
     app[USER_TAGS] = UserTags(internal_secret)
     app[ACCESS_SAMPLE] = access_sample

@@ -495,7 +495,20 @@ PATHS: Json = {
                 "200": _json(
                     {"type": "object", "properties": {"status": {"const": "ok"}}},
                     "The process is up.",
-                )
+                ),
+                "503": _json(
+                    {
+                        "type": "object",
+                        "required": ["status", "reason"],
+                        "properties": {
+                            "status": {"const": "failing"},
+                            "reason": {"type": "string"},
+                        },
+                    },
+                    "The process should be restarted: a worker whose consumer-group member "
+                    "has gone `LIKESTREAM_MAX_POLL_INTERVAL_MS` without polling Kafka is out "
+                    "of the group.",
+                ),
             },
         }
     },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -20,9 +21,11 @@ from ._errors import ApiError
 from ._json import json_reply
 from ._reads import READER, stale_headers
 
-__all__ = ["STATE", "metrics_registry", "routes"]
+__all__ = ["LIVENESS", "STATE", "metrics_registry", "routes"]
 
 STATE = web.AppKey("state", StateReader)
+LIVENESS: web.AppKey[Callable[[], str | None]] = web.AppKey("liveness")
+"""Why the process should be restarted, or None: what ``/healthz`` says."""
 MAX_BATCH = 100
 RETRY_AFTER = {"Retry-After": "1"}
 
@@ -94,6 +97,9 @@ async def batch_likes(request: web.Request) -> web.Response:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
+    problem = request.app[LIVENESS]()
+    if problem is not None:
+        return json_reply({"status": "failing", "reason": problem}, status=503)
     return json_reply({"status": "ok"})
 
 

@@ -15,6 +15,7 @@ import pytest
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from likestream import _internals as internals
+from likestream._kafka import KafkaConfig
 from likestream._settings import load_settings
 from likestream.tables import LikeTables
 
@@ -96,3 +97,14 @@ def test_an_unreadable_owner_lookup_warns_once(caplog: pytest.LogCaptureFixture)
         assert parse_members([garbage, garbage], "likes").active == {}
     warnings = [r for r in caplog.records if "unreadable group member" in r.getMessage()]
     assert len(warnings) == 1
+
+
+async def test_a_counted_poll_is_what_keeps_the_member_in_the_group() -> None:
+    # aiokafka leaves the group, and does not rejoin, while fetcher_idle_time is past
+    # max_poll_interval; mark_member_polled counts a poll through fetch_context.
+    consumer = KafkaConfig("localhost:9092").consumer()
+    internals.check({"aiokafka.consumer.consumer:AIOKafkaConsumer": consumer})
+    subscription = consumer._subscription
+    with subscription.fetch_context():
+        assert subscription.fetcher_idle_time == 0
+    assert subscription.fetcher_idle_time < 1
