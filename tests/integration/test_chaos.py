@@ -213,6 +213,8 @@ class Chaos:
         self.kills = 0
         self.broker_restarts = 0
         self.lost_dirs = 0
+        self.self_exits = 0  # workers that exited by themselves, restarted by supervise()
+        self.killing: set[Path] = set()  # killed by the plan, not restarted yet
         self.owners_moved = 0  # partitions whose owner changed during the final reads
         self.refused_s = 0.0
         self.redelivered = 0
@@ -272,6 +274,7 @@ class Chaos:
                 await self.restart_broker()
             victim = self.rng.choice(self.workers)
             await self.scrape(victim)  # its counters, before they die with it
+            self.killing.add(victim.log)
             victim.kill()
             self.kills += 1
             if n == lose_dir_at:
@@ -281,6 +284,7 @@ class Chaos:
             await asyncio.sleep(self.rng.uniform(0.0, 2.0))
             victim.start()
             self.lives[victim.log] += 1
+            self.killing.discard(victim.log)
         if self.broker_restarts == 0:
             await self.restart_broker()
 
@@ -363,6 +367,23 @@ class Chaos:
             if sample == name and labels.items() <= got.items()
         )
 
+    def supervise(self) -> None:
+        """Start again a worker that exited by itself, as Kubernetes would: the worker
+        is crash-only, e.g. a start-up meeting the broker's restart exits 1 (faust
+        creating its changelog topic gets NodeNotReadyError). Counted and reported."""
+        for worker in self.workers:
+            if worker.log in self.killing or worker.proc is None:
+                continue
+            if worker.proc.poll() is not None:
+                self.self_exits += 1
+                worker.start()
+                self.lives[worker.log] += 1
+
+    async def supervise_forever(self) -> None:
+        while not self.done.is_set():
+            self.supervise()
+            await asyncio.sleep(1.0)
+
     async def scrape_forever(self) -> None:
         while not self.done.is_set():
             for worker in self.workers:
@@ -434,6 +455,7 @@ class Chaos:
                 self.done.set()
 
         watchers: list[Callable[[], Awaitable[None]]] = [
+            self.supervise_forever,
             self.scrape_forever,
             self.watch_offsets,
             self.read_forever,
@@ -638,6 +660,7 @@ async def test_exact_counts_under_chaos(
     chaos = Chaos(cluster, workers, plan, seed=2026, http=http)
     began = time.monotonic()
     await chaos.run()
+    chaos.supervise()
     for worker in workers:
         await worker.wait_ready(limit=300)
     await cluster.wait_caught_up(limit=900)
@@ -655,7 +678,8 @@ async def test_exact_counts_under_chaos(
         f"({chaos.redelivered} far re-deliveries, {chaos.redelivered_changed} of them changed "
         f"a membership), {len(chaos.oracle.counts())} items, {len(chaos.oracle.members)} "
         f"memberships, {chaos.kills} SIGKILLs ({chaos.lost_dirs} with the data dir lost), "
-        f"{chaos.broker_restarts} broker restart, like-counts refused writes for "
+        f"{chaos.broker_restarts} broker restart, {chaos.self_exits} workers restarted after "
+        f"exiting by themselves, like-counts refused writes for "
         f"{chaos.refused_s:.1f}s, {plan.workers} workers, {took:.0f}s; "
         + ", ".join(f"{what} {n:.0f}" for what, n in exercised.items())
         + "; reads during the run: "
