@@ -92,14 +92,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def own_broker(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Broker]:
+    """A single-node KRaft broker of its own, for tests that stop, freeze or restart it
+    (the session's is shared); stopped after, and woken first if a test left it frozen."""
+    instance = Broker(default_cache_dir(), tmp_path_factory.mktemp(name), free_port_pair())
+    instance.start()
+    yield instance
+    if instance.pid() is not None:
+        os.kill(instance.pid() or 0, signal.SIGCONT)
+    instance.stop()
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A single-node KRaft broker started for this test session and stopped after it."""
-    state = tmp_path_factory.mktemp("broker")
-    instance = Broker(default_cache_dir(), state, free_port_pair())
-    instance.start()
-    yield instance
-    instance.stop()
+    yield from own_broker(tmp_path_factory, "broker")
 
 
 class Worker:

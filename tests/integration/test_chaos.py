@@ -45,11 +45,11 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
-from conftest import Cluster, Worker, free_port_pair, read_topic, report
+from conftest import Cluster, Worker, own_broker, read_topic, report
 from oracle import CountHistory, Oracle, TrendingOracle
 from prometheus_client.parser import text_string_to_metric_families
 
-from likestream._broker import Broker, default_cache_dir
+from likestream._broker import Broker
 from likestream._partition import partition_for
 from likestream._schema import Action, LikeEvent
 from likestream._settings import load_settings
@@ -156,14 +156,9 @@ def plan(pytestconfig: pytest.Config) -> Plan:
     return PLANS[pytestconfig.getoption("chaos")]
 
 
-@pytest.fixture(scope="module")
-def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    instance = Broker(
-        default_cache_dir(), tmp_path_factory.mktemp("chaos-broker"), free_port_pair()
-    )
-    instance.start()
-    yield instance
-    instance.stop()
+@pytest.fixture(scope="module", name="own_broker")
+def _own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    yield from own_broker(tmp_path_factory, "chaos-broker")
 
 
 @dataclass(frozen=True)

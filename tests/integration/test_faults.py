@@ -37,10 +37,10 @@ import aiohttp
 import orjson
 import pytest
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from conftest import Cluster, Worker, assert_matches, free_port_pair, read_topic, report
+from conftest import Cluster, Worker, assert_matches, own_broker, read_topic, report
 from oracle import Oracle, mixed_events
 
-from likestream._broker import Broker, default_cache_dir
+from likestream._broker import Broker
 from likestream._sender import REQUEST_TIMEOUT_MS
 from likestream.client import DeliveryError, LikeClient
 from likestream.tables import changelog_topic
@@ -52,16 +52,9 @@ BATCH = 20  # events per acknowledged send of the producer
 SEND_LIMIT_S = 20.0  # a send unanswered this long is given up (it may still be written)
 
 
-@pytest.fixture(scope="module")
-def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    instance = Broker(
-        default_cache_dir(), tmp_path_factory.mktemp("faults-broker"), free_port_pair()
-    )
-    instance.start()
-    yield instance
-    if instance.pid() is not None:
-        os.kill(instance.pid() or 0, signal.SIGCONT)  # a failed test may leave it frozen
-    instance.stop()
+@pytest.fixture(scope="module", name="own_broker")
+def _own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    yield from own_broker(tmp_path_factory, "faults-broker")
 
 
 class Load:
