@@ -64,7 +64,7 @@ def create_app(
     ``auth``: how tokens are checked (default: no token is accepted) and whether
     memberships are public. ``internal_secret`` keys forwarded reads' proof and the
     user tags of the logs (None: this process's own, so no read is taken as forwarded).
-    ``access_sample``: the share of answered requests' access lines kept (1: all).
+    ``access_sample``: the share of successful reads' access lines kept (1: all; ``_access.py``).
     ``liveness``: why the process should be restarted, or None (``GET /healthz``).
     """
     app = web.Application(

@@ -37,6 +37,7 @@ from likestream._settings import SettingsError, load_settings
 from likestream._status import format_status
 from likestream._tokens import Tokens, mint_token
 from likestream.web import Auth, RateLimiter, Writes, create_app
+from likestream.web import _access
 
 DASHBOARD = K8S / "observability" / "likestream-dashboard.json"
 RULES = K8S / "base" / "prometheusrule.yaml"
@@ -522,8 +523,29 @@ async def test_a_sampled_access_log_keeps_every_refused_request(
     ]
 
 
+async def test_a_sampled_access_log_keeps_slow_reads_and_everything_but_reads(
+    state: State, log_lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin = "https://page.example"
+    app = create_app(state, access_sample=1e-12, cors_origins=[origin])
+    async with TestClient(TestServer(app)) as http:
+        for _ in range(20):
+            assert (await http.get("/items/a/likes")).status == 200
+        preflight = {"Origin": origin, "Access-Control-Request-Method": "GET"}
+        assert (await http.options("/items/a/likes", headers=preflight)).status == 204
+        monkeypatch.setattr(_access, "SLOW_SECONDS", 0.0)  # every read counts as slow
+        assert (await http.get("/items/b/likes")).status == 200
+    access = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    assert [(d["method"], d["path"], d["status"]) for d in access] == [
+        ("OPTIONS", "/items/a/likes", 204),
+        ("GET", "/items/b/likes", 200),
+    ]
+
+
 def test_the_access_log_sample_is_a_share(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_settings().access_log_sample == 1.0  # every line unless asked
+    assert load_settings().access_log_sample == 0.01  # 1 successful read in 100
+    monkeypatch.setenv("LIKESTREAM_ACCESS_LOG_SAMPLE", "1")
+    assert load_settings().access_log_sample == 1.0  # every line
     monkeypatch.setenv("LIKESTREAM_ACCESS_LOG_SAMPLE", "0")
     with pytest.raises(SettingsError, match="LIKESTREAM_ACCESS_LOG_SAMPLE"):
         load_settings()
