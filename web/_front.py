@@ -31,7 +31,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from likestream._logging import REQUEST_ID
-from likestream._metrics import HTTP_REQUESTS, HTTP_SECONDS
+from likestream._metrics import HTTP_REQUESTS, HTTP_SECONDS, STEP_COUNTS
 
 from ._access import REQUEST_ID_HEADER, request_id, tags_of, write_access_line
 from ._auth import USER
@@ -111,7 +111,7 @@ class _Route:
         if child is None:
             child = HTTP_REQUESTS.labels(route=self.name, status=str(status))
             self.by_status[status] = child
-        child.inc()
+        STEP_COUNTS.inc(child)
 
 
 _ROUTES: dict[str, _Route] = {}

@@ -585,6 +585,40 @@ async def test_429s_and_producer_errors_are_counted(
     assert _sample("likestream_rate_limited_total") == limited + 1
 
 
+async def test_step_counts_reach_their_counters_at_the_next_loop_step() -> None:
+    steps = _metrics.StepCounts()
+    child = _metrics.READS.labels("local")
+    before = _sample("likestream_reads_total", source="local")
+    steps.inc(child)
+    steps.inc(child, 4)
+    assert _sample("likestream_reads_total", source="local") == before  # not yet
+    await asyncio.sleep(0)
+    assert _sample("likestream_reads_total", source="local") == before + 5
+    await asyncio.sleep(0)  # nothing left to hand over twice
+    assert _sample("likestream_reads_total", source="local") == before + 5
+
+
+def test_step_counts_without_a_loop_are_counted_at_once() -> None:
+    child = _metrics.READS.labels("stale")
+    before = _sample("likestream_reads_total", source="stale")
+    _metrics.StepCounts().inc(child, 2)
+    assert _sample("likestream_reads_total", source="stale") == before + 2
+
+
+async def test_requests_and_reads_are_counted_by_the_time_the_answer_arrives(
+    client: TestClient,
+) -> None:
+    route = "/items/{item_id}/likes"
+    requests = _sample("likestream_http_requests_total", route=route, status="200")
+    timed = _sample("likestream_http_request_duration_seconds_count", route=route)
+    reads = _sample("likestream_reads_total", source="local")
+    for _ in range(3):
+        assert (await client.get("/items/a/likes")).status == 200
+    assert _sample("likestream_http_requests_total", route=route, status="200") == requests + 3
+    assert _sample("likestream_http_request_duration_seconds_count", route=route) == timed + 3
+    assert _sample("likestream_reads_total", source="local") == reads + 3
+
+
 async def test_status_route_without_a_source(client: TestClient) -> None:
     resp = await client.get("/status")
     assert resp.status == 200
