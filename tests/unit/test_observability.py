@@ -36,8 +36,7 @@ from likestream._logging import (
 from likestream._settings import SettingsError, load_settings
 from likestream._status import format_status
 from likestream._tokens import Tokens, mint_token
-from likestream.web import Auth, RateLimiter, Writes, create_app
-from likestream.web import _access
+from likestream.web import Auth, RateLimiter, Writes, _access, create_app
 
 DASHBOARD = K8S / "observability" / "likestream-dashboard.json"
 RULES = K8S / "base" / "prometheusrule.yaml"
