@@ -12,9 +12,13 @@ the internal secret, so one user's requests can be followed, but a tag does not 
 who it is. The access line tags the authenticated user, and the user segment of a
 membership read's path.
 
-``ACCESS_SAMPLE`` (``LIKESTREAM_ACCESS_LOG_SAMPLE``, default 1: every line) keeps that
-share of the lines of answered requests (status below 400); a refused or failed
-request is always logged. The line is built by hand (:class:`_AccessRecord`, without
+``ACCESS_SAMPLE`` (``LIKESTREAM_ACCESS_LOG_SAMPLE``, default 0.01) keeps that share of
+the lines of successful reads (GET or HEAD, status 2xx, answered within
+:data:`SLOW_SECONDS`), chosen at random; 1 keeps every line. Everything else is always
+logged: writes, preflights, redirects, refused and failed requests, slow reads. Under read
+load the line was the dearest part of a read after aiohttp itself (a sixth of the event
+loop's time, ``BENCHMARKS.md``), and a read's answer says nothing a sample does not.
+The line is built by hand (:class:`_AccessRecord`, without
 ``LogRecord.__init__``'s per-record lookups) and handed to the logging handlers as any
 record; the worker's handler (``likestream._logging.StepFlushingHandler``) writes the
 lines of one event loop step with one write(2). ``_front.py`` writes it for every
@@ -42,6 +46,7 @@ from ._auth import USER
 __all__ = [
     "ACCESS_SAMPLE",
     "REQUEST_ID_HEADER",
+    "SLOW_SECONDS",
     "USER_TAGS",
     "UserTags",
     "request_id",
@@ -56,6 +61,10 @@ _SANE = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 _QUIET = frozenset({"/healthz", "/readyz", "/metrics", "/internal/limits"})
 
 log = logging.getLogger("likestream.access")
+
+SLOW_SECONDS = 0.5
+"""A read answered this slowly is logged whatever ``ACCESS_SAMPLE`` says."""
+_SAMPLED_METHODS = frozenset({"GET", "HEAD"})
 
 
 class UserTags:
@@ -96,11 +105,18 @@ def tags_of(request: web.Request) -> UserTags:
 
 def write_access_line(request: web.Request, request_id: str, status: int, seconds: float) -> None:
     """The request's access line, if its level is enabled and it is sampled."""
+    # The sample first: most reads stop here, before anything else is looked up.
+    share = request.app.get(ACCESS_SAMPLE, 1.0)
+    if (
+        share < 1.0
+        and 200 <= status < 300
+        and seconds < SLOW_SECONDS
+        and request.method in _SAMPLED_METHODS
+        and random.random() >= share
+    ):
+        return
     level = logging.DEBUG if request.path in _QUIET else logging.INFO
     if not log.isEnabledFor(level):
-        return
-    share = request.app.get(ACCESS_SAMPLE, 1.0)
-    if share < 1.0 and status < 400 and random.random() >= share:
         return
     tags = tags_of(request)
     path_qs = tags.path(request)

@@ -11,7 +11,7 @@ from likestream.tables import StateReader
 
 from ._access import ACCESS_SAMPLE, USER_TAGS, UserTags
 from ._auth import AUTH, Auth, tokens_ctx
-from ._front import front, prepare_headers
+from ._front import front
 from ._headers import CORS_ORIGINS
 from ._hub import Hub
 from ._openapi import install_spec
@@ -64,7 +64,7 @@ def create_app(
     ``auth``: how tokens are checked (default: no token is accepted) and whether
     memberships are public. ``internal_secret`` keys forwarded reads' proof and the
     user tags of the logs (None: this process's own, so no read is taken as forwarded).
-    ``access_sample``: the share of answered requests' access lines kept (1: all).
+    ``access_sample``: the share of successful reads' access lines kept (1: all; ``_access.py``).
     ``liveness``: why the process should be restarted, or None (``GET /healthz``).
     """
     app = web.Application(
@@ -85,7 +85,6 @@ def create_app(
     app[CORS_ORIGINS] = frozenset(cors_origins)
     if status is not None:
         app[STATUS] = status
-    app.on_response_prepare.append(prepare_headers)
     app.add_routes(routes)
     app.add_routes(status_routes)
     app.add_routes(page_routes)

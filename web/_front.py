@@ -1,5 +1,5 @@
-"""The one middleware every request passes, and the one hook every response is prepared
-with: request id, CORS preflights, JSON errors, metrics, the access line, headers.
+"""The one middleware every request passes: request id, CORS preflights, JSON errors,
+metrics, the access line, headers.
 
 One layer for all of them rather than a middleware each: every middleware costs a
 coroutine and a call per request, which a read (a dict's worth of work in RocksDB)
@@ -15,10 +15,11 @@ noticeably pays. In order, a request:
    (``likestream_http_request_duration_seconds``, live connections left out);
 4. gets its access line (``_access.py``).
 
-Security and CORS headers, and the request id of responses streamed by their handler,
-are added when the response is prepared (:func:`prepare_headers`), so that streamed
-responses (SSE, WebSocket upgrades), whose headers leave before the handler returns,
-get them too.
+Security and CORS headers and the request id header are added to every response it
+returns unprepared; a handler that streams its response (SSE, WebSocket upgrades,
+whose headers leave before it returns) adds them itself with
+:func:`~._headers.stream_headers`. aiohttp's ``on_response_prepare`` signal did it
+before: sent for every response, it cost a read more than the headers themselves.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from likestream._logging import REQUEST_ID
-from likestream._metrics import HTTP_REQUESTS, HTTP_SECONDS
+from likestream._metrics import HTTP_REQUESTS, HTTP_SECONDS, STEP_COUNTS
 
 from ._access import REQUEST_ID_HEADER, request_id, tags_of, write_access_line
 from ._auth import USER
@@ -39,7 +40,7 @@ from ._errors import ApiError, error_response, http_error_response
 from ._headers import add_headers, preflight
 from ._push import PUSH_PATHS
 
-__all__ = ["front", "prepare_headers"]
+__all__ = ["front"]
 
 errors = logging.getLogger("likestream.web")
 
@@ -61,10 +62,13 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
             except web.HTTPException as exc:
                 if exc.status < 400:  # a redirect: aiohttp sends it
                     status = exc.status
+                    add_headers(request, exc.headers)
+                    exc.headers[REQUEST_ID_HEADER] = rid
                     raise
                 response = http_error_response(exc)
         status = response.status
-        if not response.prepared:  # streamed ones got it from prepare_headers
+        if not response.prepared:  # streamed ones got them from stream_headers
+            add_headers(request, response.headers)
             response.headers[REQUEST_ID_HEADER] = rid
         return response
     except web.HTTPException:
@@ -73,6 +77,7 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = tags_of(request).path(request)
         errors.exception("unhandled error in %s %s", request.method, path)
         response = error_response(500, "internal_error", f"internal error (request {rid})")
+        add_headers(request, response.headers)
         response.headers[REQUEST_ID_HEADER] = rid
         return response
     finally:
@@ -81,15 +86,6 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
         write_access_line(request, rid, status, seconds)
         USER.reset(user_token)
         REQUEST_ID.reset(rid_token)
-
-
-async def prepare_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: security and CORS headers; the request id for responses a
-    handler streams itself (SSE, WebSocket), prepared while it is still set."""
-    add_headers(request, response)
-    rid = REQUEST_ID.get()
-    if rid is not None:
-        response.headers.setdefault(REQUEST_ID_HEADER, rid)
 
 
 class _Route:
@@ -111,7 +107,7 @@ class _Route:
         if child is None:
             child = HTTP_REQUESTS.labels(route=self.name, status=str(status))
             self.by_status[status] = child
-        child.inc()
+        STEP_COUNTS.inc(child)
 
 
 _ROUTES: dict[str, _Route] = {}

@@ -1,8 +1,10 @@
 """Headers on every response: the usual security headers, and CORS for configured origins.
 
-Both are added when a response is prepared (``on_response_prepare``) rather than
-in a middleware, so that they also reach error responses and streamed ones
-(SSE, WebSocket upgrades) whose headers are sent before a handler returns.
+The middleware (``_front.py``) adds them to every response it returns unprepared (all
+but streamed ones, error responses included), and a handler that streams its response
+(SSE, WebSocket upgrades, whose headers leave before it returns) calls
+:func:`stream_headers` before preparing it. Not an ``on_response_prepare`` hook: aiohttp
+sends that signal for every response, a coroutine per receiver, which a read pays.
 Security headers are defaults: a handler that serves a page can set its own
 ``Content-Security-Policy``. Strict-Transport-Security belongs to whatever
 terminates TLS in front of the workers.
@@ -13,10 +15,14 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
+from likestream._logging import REQUEST_ID
+
+from ._access import REQUEST_ID_HEADER
 from ._errors import ApiError, error_response
 
-__all__ = ["CORS_ORIGINS", "add_headers", "check_origin", "preflight"]
+__all__ = ["CORS_ORIGINS", "add_headers", "check_origin", "preflight", "stream_headers"]
 
 CORS_ORIGINS = web.AppKey("cors_origins", frozenset)
 SECURITY_HEADERS = {
@@ -81,17 +87,25 @@ def preflight(request: web.Request) -> web.Response | None:
     )
 
 
-def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Security headers, and CORS ones for an allowed origin; as a response is prepared."""
-    headers = response.headers
-    for name, value in SECURITY_HEADERS.items():
-        headers.setdefault(name, value)
+def add_headers(request: web.Request, headers: CIMultiDict[str]) -> None:
+    """Security headers, and CORS ones for an allowed origin, into a response's
+    ``headers`` (those a handler set stay)."""
+    headers.merge(SECURITY_HEADERS)
     if not request.app[CORS_ORIGINS]:
         return
     # Answers differ by Origin, so caches must key on it.
-    vary = response.headers.get(hdrs.VARY)
-    response.headers[hdrs.VARY] = f"{vary}, Origin" if vary else "Origin"
+    vary = headers.get(hdrs.VARY)
+    headers[hdrs.VARY] = f"{vary}, Origin" if vary else "Origin"
     origin = _allowed_origin(request)
     if origin is not None:
-        response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
-        response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = EXPOSE_HEADERS
+        headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+        headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = EXPOSE_HEADERS
+
+
+def stream_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """What the middleware adds to a response, for one its handler streams: call it
+    before ``response.prepare``. The request id is the one the middleware set."""
+    add_headers(request, response.headers)
+    rid = REQUEST_ID.get()
+    if rid is not None:
+        response.headers[REQUEST_ID_HEADER] = rid

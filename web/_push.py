@@ -38,7 +38,7 @@ from likestream._schema import is_valid_id
 from ._admission import Admission
 from ._errors import ApiError
 from ._errors import error_frame as _error
-from ._headers import check_origin
+from ._headers import check_origin, stream_headers
 from ._hub import Full, Hub, Kind, Subscriber
 from ._limits import RateLimiter
 from ._tail import tail_counts
@@ -180,6 +180,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(
         heartbeat=push.heartbeat, max_msg_size=HARD_MAX_FRAME, compress=False
     )
+    stream_headers(request, ws)
     await ws.prepare(request)  # a bad handshake raises here, before anything is counted
     address = _address(request)
     refused = admission.enter(address)
@@ -344,6 +345,7 @@ async def _serve_sse(
     )
     if request.version >= HttpVersion11:
         response.enable_chunked_encoding()  # explicit: the hub frames its events to match
+    stream_headers(request, response)
     await response.prepare(request)
     _small_send_buffer(request)
     await response.write(b"retry: 2000\n\n")  # also sends the headers: raw writes follow

@@ -37,7 +37,7 @@ import aiohttp
 from aiohttp import web
 
 from likestream._kafka import KafkaConfig
-from likestream._metrics import READS
+from likestream._metrics import READS, STEP_COUNTS
 from likestream.tables import CountRow, MemberRow, NotServable, StateReader
 
 from ._copies import CopyClock, sample_forever
@@ -75,7 +75,7 @@ _READS_LOCAL, _READS_FORWARDED, _READS_STALE = (
 
 def _count_reads(counter: Any, items: Sized) -> None:
     if items:
-        counter.inc(len(items))
+        STEP_COUNTS.inc(counter, len(items))
 
 
 @dataclass(frozen=True)
@@ -239,16 +239,16 @@ class Reader:
         except NotServable:
             pass
         else:
-            _READS_LOCAL.inc()
+            STEP_COUNTS.inc(_READS_LOCAL)
             return liked, None
         if not forwarded:
             for url in self._targets(self.replica.partition(item), standbys=True):
                 answer = await self._get(url, f"/items/{item}/likes/{user}", {})
                 if answer is not None and isinstance(answer[0].get("liked"), bool):
-                    _READS_FORWARDED.inc()
+                    STEP_COUNTS.inc(_READS_FORWARDED)
                     return answer[0]["liked"], answer[1]
         liked, age = self._stale_liked(item, user)
-        _READS_STALE.inc()
+        STEP_COUNTS.inc(_READS_STALE)
         return liked, age
 
     def _stale_liked(self, item: str, user: str) -> tuple[bool, float]:

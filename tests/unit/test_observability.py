@@ -36,7 +36,7 @@ from likestream._logging import (
 from likestream._settings import SettingsError, load_settings
 from likestream._status import format_status
 from likestream._tokens import Tokens, mint_token
-from likestream.web import Auth, RateLimiter, Writes, create_app
+from likestream.web import Auth, RateLimiter, Writes, _access, create_app
 
 DASHBOARD = K8S / "observability" / "likestream-dashboard.json"
 RULES = K8S / "base" / "prometheusrule.yaml"
@@ -522,8 +522,29 @@ async def test_a_sampled_access_log_keeps_every_refused_request(
     ]
 
 
+async def test_a_sampled_access_log_keeps_slow_reads_and_everything_but_reads(
+    state: State, log_lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin = "https://page.example"
+    app = create_app(state, access_sample=1e-12, cors_origins=[origin])
+    async with TestClient(TestServer(app)) as http:
+        for _ in range(20):
+            assert (await http.get("/items/a/likes")).status == 200
+        preflight = {"Origin": origin, "Access-Control-Request-Method": "GET"}
+        assert (await http.options("/items/a/likes", headers=preflight)).status == 204
+        monkeypatch.setattr(_access, "SLOW_SECONDS", 0.0)  # every read counts as slow
+        assert (await http.get("/items/b/likes")).status == 200
+    access = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    assert [(d["method"], d["path"], d["status"]) for d in access] == [
+        ("OPTIONS", "/items/a/likes", 204),
+        ("GET", "/items/b/likes", 200),
+    ]
+
+
 def test_the_access_log_sample_is_a_share(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_settings().access_log_sample == 1.0  # every line unless asked
+    assert load_settings().access_log_sample == 0.01  # 1 successful read in 100
+    monkeypatch.setenv("LIKESTREAM_ACCESS_LOG_SAMPLE", "1")
+    assert load_settings().access_log_sample == 1.0  # every line
     monkeypatch.setenv("LIKESTREAM_ACCESS_LOG_SAMPLE", "0")
     with pytest.raises(SettingsError, match="LIKESTREAM_ACCESS_LOG_SAMPLE"):
         load_settings()
@@ -561,6 +582,40 @@ async def test_429s_and_producer_errors_are_counted(
     resp = await client.post("/items/a/like", headers=bearer)
     assert resp.status == 429
     assert _sample("likestream_rate_limited_total") == limited + 1
+
+
+async def test_step_counts_reach_their_counters_at_the_next_loop_step() -> None:
+    steps = _metrics.StepCounts()
+    child = _metrics.READS.labels("local")
+    before = _sample("likestream_reads_total", source="local")
+    steps.inc(child)
+    steps.inc(child, 4)
+    assert _sample("likestream_reads_total", source="local") == before  # not yet
+    await asyncio.sleep(0)
+    assert _sample("likestream_reads_total", source="local") == before + 5
+    await asyncio.sleep(0)  # nothing left to hand over twice
+    assert _sample("likestream_reads_total", source="local") == before + 5
+
+
+def test_step_counts_without_a_loop_are_counted_at_once() -> None:
+    child = _metrics.READS.labels("stale")
+    before = _sample("likestream_reads_total", source="stale")
+    _metrics.StepCounts().inc(child, 2)
+    assert _sample("likestream_reads_total", source="stale") == before + 2
+
+
+async def test_requests_and_reads_are_counted_by_the_time_the_answer_arrives(
+    client: TestClient,
+) -> None:
+    route = "/items/{item_id}/likes"
+    requests = _sample("likestream_http_requests_total", route=route, status="200")
+    timed = _sample("likestream_http_request_duration_seconds_count", route=route)
+    reads = _sample("likestream_reads_total", source="local")
+    for _ in range(3):
+        assert (await client.get("/items/a/likes")).status == 200
+    assert _sample("likestream_http_requests_total", route=route, status="200") == requests + 3
+    assert _sample("likestream_http_request_duration_seconds_count", route=route) == timed + 3
+    assert _sample("likestream_reads_total", source="local") == reads + 3
 
 
 async def test_status_route_without_a_source(client: TestClient) -> None:

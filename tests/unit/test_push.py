@@ -257,6 +257,28 @@ async def test_sse_sends_the_count_then_changes_with_offsets_as_ids(client: Test
         assert (second["id"], orjson.loads(second["data"])["likes"]) == ("41", 13)
 
 
+async def test_streamed_responses_carry_the_security_headers_and_request_id(
+    client: TestClient,
+) -> None:
+    # Their headers leave before the handler returns: the handler adds them itself.
+    handshake = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+    }
+    async with (
+        client.get("/items/post:9/events", headers={"X-Request-Id": "sse-1"}) as sse,
+        client.get("/ws", headers={**handshake, "X-Request-Id": "ws-1"}) as ws,
+    ):
+        assert (sse.status, ws.status) == (200, 101)
+        for resp, rid in ((sse, "sse-1"), (ws, "ws-1")):
+            assert resp.headers["X-Request-Id"] == rid
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+            assert resp.headers["X-Frame-Options"] == "DENY"
+            assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+
+
 async def test_sse_last_event_id_skips_what_the_client_has(client: TestClient) -> None:
     headers = {"Last-Event-ID": "40"}
     async with client.get("/items/post:9/events", headers=headers) as resp:
