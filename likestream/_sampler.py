@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from mode import Service
 from prometheus_client import Counter, Gauge
 
-from likestream.tables import LikeTables
+from likestream.tables import TABLE_NAME, LikeTables
 
 from . import _internals as internals
 from ._kafka import KafkaConfig
@@ -44,8 +44,6 @@ from ._metrics import (
 from ._settings import Settings
 
 __all__ = ["Sampler"]
-
-TABLE = "state"
 
 
 def counter_total(counter: Counter, **labels: str) -> float:
@@ -122,7 +120,7 @@ class Sampler(Service):
     async def sample(self) -> None:
         owned = self.owned()
         self.rows = self.tables.estimated_rows(owned)
-        self._row_partitions = _publish(TABLE_ROWS, TABLE, self.rows, self._row_partitions)
+        self._row_partitions = _publish(TABLE_ROWS, TABLE_NAME, self.rows, self._row_partitions)
         self._sample_rates()
         self.lag = await self._lags(owned)
         self._lag_partitions = _publish(

@@ -8,11 +8,52 @@ from collections.abc import Collection
 
 from likestream._schema import LikeEvent
 from likestream.client import DeliveryError
+from likestream.tables import CountRow, MemberRow, NotServable
 
-__all__ = ["Clock", "Publisher", "State"]
+__all__ = ["Clock", "Publisher", "Reads", "State"]
 
 
-class State:
+class Reads:
+    """The reader protocol (``likestream.tables.StateReader``) of a process that serves
+    nothing and holds no copies; a fake overrides the reads it answers. ``stamped`` and
+    ``likes_many`` follow ``likes``."""
+
+    def ready(self) -> bool:
+        return True
+
+    def likes(self, item_id: str) -> int:
+        raise NotServable("elsewhere")
+
+    def stamped(self, item_id: str) -> CountRow:
+        return CountRow(self.likes(item_id), -1)
+
+    def likes_many(self, items: list[str]) -> tuple[dict[str, int], list[str]]:
+        out: dict[str, int] = {}
+        rest: list[str] = []
+        for item in items:
+            try:
+                out[item] = self.likes(item)
+            except NotServable:
+                rest.append(item)
+        return out, rest
+
+    def liked(self, item_id: str, user_id: str) -> bool:
+        raise NotServable("elsewhere")
+
+    def held_count(self, item_id: str) -> CountRow:
+        raise NotServable("no copy here")
+
+    def held_member(self, item_id: str, user_id: str) -> MemberRow:
+        raise NotServable("no copy here")
+
+    def held_changelog(self, item_id: str) -> tuple[str, int, int]:
+        raise NotServable("no copy here")
+
+    def held_changelogs(self) -> list[tuple[str, int]]:
+        return []
+
+
+class State(Reads):
     """Table state that holds every item: ``likes`` each, liked by ``fans``."""
 
     def __init__(self, likes: int = 0, fans: Collection[str] = ()) -> None:
@@ -24,9 +65,6 @@ class State:
 
     def liked(self, item_id: str, user_id: str) -> bool:
         return user_id in self.fans
-
-    def ready(self) -> bool:
-        return True
 
 
 class Publisher:

@@ -20,8 +20,9 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from likestream._kafka import KafkaConfig
 from likestream._schema import is_valid_id
+from likestream.tables import CountRow
 
-from ._hub import Hub, Stamp
+from ._hub import Hub
 
 __all__ = ["parse_count", "tail_counts", "tail_topic"]
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
 
 
-def parse_count(record: ConsumerRecord[bytes, bytes]) -> tuple[str, Stamp] | None:
+def parse_count(record: ConsumerRecord[bytes, bytes]) -> tuple[str, CountRow] | None:
     """The item and stamped count of a ``like-counts`` record; None for anything else."""
     headers = dict(record.headers or ())
     try:
@@ -41,7 +42,7 @@ def parse_count(record: ConsumerRecord[bytes, bytes]) -> tuple[str, Stamp] | Non
         return None
     if not is_valid_id(item) or not isinstance(likes, int) or isinstance(likes, bool):
         return None
-    return item, Stamp(likes, offset)
+    return item, CountRow(likes, offset)
 
 
 async def tail_counts(kafka: KafkaConfig, topic: str, partitions: int, hub: Hub) -> None:

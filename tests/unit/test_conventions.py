@@ -21,6 +21,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from fakes import Reads
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -38,11 +39,11 @@ LIMIT = 20.0  # seconds; only reached when something is broken
 JSON = "application/json; charset=utf-8"
 
 
-class State:
+class State(Reads):
     def likes(self, item_id: str) -> int:
         return 1
 
-    def count(self, item_id: str) -> CountRow:
+    def stamped(self, item_id: str) -> CountRow:
         return CountRow(1, 1) if item_id == "post:9" else NO_COUNT
 
     def liked(self, item_id: str, user_id: str) -> bool:

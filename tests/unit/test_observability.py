@@ -21,7 +21,7 @@ import pytest
 import tools
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
-from fakes import Publisher
+from fakes import Publisher, Reads
 from manifests import K8S, rendered
 from prometheus_client import REGISTRY
 
@@ -435,7 +435,7 @@ def test_log_format_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- web: request ids, error logs, write metrics -------------------------------------------
 
 
-class State:
+class State(Reads):
     def __init__(self) -> None:
         self.broken = False
 

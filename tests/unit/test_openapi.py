@@ -19,13 +19,13 @@ from schemathesis.core.result import Err
 
 from likestream._top import PartitionTop
 from likestream._window_spec import parse_windows
+from likestream.tables import CountRow
 from likestream.web import (
     HUB,
     Auth,
     NoTables,
     RateLimiter,
     Replica,
-    Stamp,
     TrendingSettings,
     Writes,
     create_app,
@@ -211,7 +211,7 @@ async def test_websocket_frames_match_their_schemas(client: TestClient) -> None:
             assert_valid("WsClientFrame", sent)
             await ws.send_str(orjson.dumps(sent).decode())
         received = [await frame(ws) for _ in range(3)]  # two counts, the trending top
-        client.server.app[HUB].update("post:9", Stamp(13, 41))
+        client.server.app[HUB].update("post:9", CountRow(13, 41))
         received.append(await frame(ws))
         assert [f["type"] for f in received] == ["likes", "likes", "trending", "likes"]
         for bad, code in CLIENT_FRAMES_BAD:
@@ -235,7 +235,7 @@ async def test_sse_events_match_their_schema(client: TestClient) -> None:
     async with client.get("/items/post:9/events") as resp:
         assert resp.content_type == "text/event-stream"
         [first] = await sse_events(resp, 1)
-        client.server.app[HUB].update("post:9", Stamp(13, 41))
+        client.server.app[HUB].update("post:9", CountRow(13, 41))
         [second] = await sse_events(resp, 1)
     for event in (first, second):
         assert_valid("SseEvent", event)
