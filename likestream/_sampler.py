@@ -12,7 +12,6 @@ A failing sample is logged and retried next time: monitoring never stops a worke
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from typing import Any
@@ -41,6 +40,7 @@ from ._metrics import (
     TABLE_ROWS,
     WS_CONNECTIONS,
 )
+from ._retry import poll_forever
 from ._settings import Settings
 
 __all__ = ["Sampler"]
@@ -91,20 +91,19 @@ class Sampler(Service):
 
     @Service.task
     async def _sample_forever(self) -> None:
-        failing = False
-        while not self.should_stop:
-            try:
-                await self.sample()
-                failing = False
-            except Exception as exc:
-                # Once per streak of failures: Kafka down for an hour is one warning.
-                level = logging.DEBUG if failing else logging.WARNING
-                self.log.log(
-                    level, "metrics sample failed (retrying every %.1fs): %r", self.interval, exc
-                )
-                failing = True
-                await self._disconnect()
-            await self.sleep(self.interval)
+        # The sampler is its own client: it connects to Kafka in _lags, and only once it
+        # owns a partition, so rows and rates are sampled while Kafka is away; a failure
+        # drops its clients (_disconnect).
+        await poll_forever(
+            f"metrics sample (retrying every {self.interval:.1f}s)",
+            self.interval,
+            self._itself,
+            Sampler._disconnect,
+            Sampler.sample,
+        )
+
+    async def _itself(self) -> Sampler:
+        return self
 
     async def on_start(self) -> None:
         # Readiness and recovery are cheap flags: read at every scrape, so /metrics

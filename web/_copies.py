@@ -20,8 +20,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from likestream._kafka import KafkaConfig
-
-from ._polling import poll_forever
+from likestream._retry import poll_forever
 
 __all__ = ["SAMPLE_SECONDS", "CopyClock", "sample_forever"]
 

@@ -23,8 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from likestream._internals import MemberAssignment, decode_member_assignment
 from likestream._kafka import KafkaConfig
-
-from ._polling import poll_forever
+from likestream._retry import poll_forever
 
 __all__ = ["POLL_SECONDS", "Owners", "Placement", "parse_members", "watch_owners"]
 
