@@ -1,16 +1,59 @@
 """Stand-ins the unit tests of the web layer share: the table state a web app reads,
-the publisher its writes go through, and a clock a test moves by hand."""
+the publisher its writes go through, a clock a test moves by hand, and the factories
+that fill in what production always passes (the internal secret, rate-limit placement)
+for an app that is the only process."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
+from typing import Any
+
+from aiohttp import web
 
 from likestream._schema import LikeEvent
 from likestream.client import DeliveryError
-from likestream.tables import CountRow, MemberRow, NotServable
+from likestream.tables import CountRow, MemberRow, NotServable, StateReader
+from likestream.web import LimitSettings, RateLimiter, Writes, create_app
 
-__all__ = ["Clock", "Publisher", "Reads", "State"]
+__all__ = [
+    "INTERNAL_SECRET",
+    "Clock",
+    "Publisher",
+    "Reads",
+    "State",
+    "alone",
+    "holds_everything",
+    "web_app",
+    "writes_of",
+]
+
+INTERNAL_SECRET = "fakes-internal-secret-" + "0123456789abcdef" * 2
+"""The internal secret of the unit tests' apps (a test that checks proofs passes its own)."""
+
+
+def holds_everything(partition: int) -> bool:
+    return True
+
+
+def alone(secret: str = INTERNAL_SECRET, timeout: float = 0.5) -> LimitSettings:
+    """Rate-limit placement of the only process: every user's bucket is here."""
+    return LimitSettings(1, None, secret, timeout, holds_everything)
+
+
+def writes_of(
+    publisher: Any, limiter: RateLimiter, timeout: float, limits: LimitSettings | None = None
+) -> Writes:
+    """:class:`Writes` of the only process (``limits``: :func:`alone`'s by default)."""
+    return Writes(publisher, limiter, timeout, limits or alone())
+
+
+def web_app(
+    state: StateReader, writes: Writes | None = None, cors_origins: Any = (), **options: Any
+) -> web.Application:
+    """``create_app`` with :data:`INTERNAL_SECRET` unless a test passes its own."""
+    options.setdefault("internal_secret", INTERNAL_SECRET)
+    return create_app(state, writes, cors_origins, **options)
 
 
 class Reads:

@@ -43,6 +43,8 @@ def create_app(
     state: StateReader,
     writes: Writes | None = None,
     cors_origins: Iterable[str] = (),
+    *,
+    internal_secret: str,
     status: StatusSource | None = None,
     push: PushSettings | None = None,
     dev_tokens: bool = False,
@@ -50,7 +52,6 @@ def create_app(
     reads: ReadSettings | None = None,
     replica: Replica | None = None,
     auth: Auth | None = None,
-    internal_secret: str | None = None,
     access_sample: float = 1.0,
     liveness: Callable[[], str | None] | None = None,
 ) -> web.Application:
@@ -63,7 +64,7 @@ def create_app(
     state and replica). ``replica`` is fed by the pushes' tail of ``like-counts``.
     ``auth``: how tokens are checked (default: no token is accepted) and whether
     memberships are public. ``internal_secret`` keys forwarded reads' proof and the
-    user tags of the logs (None: this process's own, so no read is taken as forwarded).
+    user tags of the logs.
     ``access_sample``: the share of answered requests' access lines kept (1: all).
     ``liveness``: why the process should be restarted, or None (``GET /healthz``).
     """

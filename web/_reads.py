@@ -27,7 +27,6 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Sized
 from dataclasses import dataclass
@@ -102,15 +101,14 @@ def carries_proof(request: web.Request, proof: str) -> bool:
     return claimed is not None and hmac.compare_digest(claimed, proof)
 
 
-def forwarding_proof(secret: str | None) -> str:
+def forwarding_proof(secret: str) -> str:
     """What a forwarded read carries in :data:`FORWARDED`: an HMAC of the internal secret
     (``LIKESTREAM_INTERNAL_SECRET``) every process shares, so a client cannot mark its own
     request as forwarded (which would skip the owner and get a stale answer or a 503 on
     purpose, or read another user's membership). It never leaves the processes: peers
-    send it to peers, and answers do not echo it. ``secret`` None: a proof of this process
-    alone (unit tests), so no request is taken as one."""
-    key = secret.encode() if secret is not None else os.urandom(32)
-    return hmac.new(key, b"likestream forwarded read v1", hashlib.sha256).hexdigest()[:32]
+    send it to peers, and answers do not echo it."""
+    mac = hmac.new(secret.encode(), b"likestream forwarded read v1", hashlib.sha256)
+    return mac.hexdigest()[:32]
 
 
 def stale_headers(stale: float | None) -> dict[str, str]:
@@ -132,7 +130,7 @@ class Reader:
         replica: Replica,
         owners: Owners,
         settings: ReadSettings,
-        internal_secret: str | None = None,
+        internal_secret: str,
     ) -> None:
         self.state = state
         self.replica = replica

@@ -21,7 +21,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from fakes import Reads
+from fakes import Reads, web_app
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from likestream._tokens import Tokens
 from likestream.tables import NO_COUNT, CountRow
-from likestream.web import Auth, PushSettings, create_app
+from likestream.web import Auth, PushSettings
 from likestream.web._json import json_reply
 from likestream.web._views import metrics_registry
 
@@ -57,7 +57,7 @@ class State(Reads):
 async def client() -> AsyncIterator[TestClient]:
     # A short heartbeat: an SSE handler learns that its client went away at its next write.
     push = PushSettings(interval=0.01, max_items=5, backlog=64 * 1024, heartbeat=0.1)
-    async with TestClient(TestServer(create_app(State(), push=push, auth=AUTH))) as http:
+    async with TestClient(TestServer(web_app(State(), push=push, auth=AUTH))) as http:
         yield http
 
 

@@ -19,11 +19,11 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import ConsumerRecord
-from fakes import Publisher, Reads
+from fakes import Publisher, Reads, web_app, writes_of
 
 from likestream._tokens import Tokens
 from likestream.tables import NO_COUNT, CountRow, NotServable
-from likestream.web import HUB, Auth, Hub, PushSettings, RateLimiter, Writes, create_app
+from likestream.web import HUB, Auth, Hub, PushSettings, RateLimiter
 from likestream.web import _push as push_module
 from likestream.web._tail import parse_count
 
@@ -62,8 +62,8 @@ def push_settings(interval: float = 0.01, backlog: int = 64 * 1024, **caps: int)
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient]:
-    writes = Writes(Publisher(), RateLimiter(1, 1), timeout=1)
-    app = create_app(State(), writes, push=push_settings(), dev_tokens=True, auth=AUTH)
+    writes = writes_of(Publisher(), RateLimiter(1, 1), timeout=1)
+    app = web_app(State(), writes, push=push_settings(), dev_tokens=True, auth=AUTH)
     async with TestClient(TestServer(app)) as http:
         yield http
 
@@ -294,7 +294,7 @@ async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int | None:
 async def test_a_full_process_closes_new_websockets_with_1013_and_sse_gets_503(
     cap: str, reason: str
 ) -> None:
-    app = create_app(State(), push=push_settings(**{cap: 2}))
+    app = web_app(State(), push=push_settings(**{cap: 2}))
     async with TestClient(TestServer(app)) as http:
         async with http.ws_connect("/ws") as one, http.get("/items/post:9/events") as two:
             assert two.status == 200
@@ -316,7 +316,7 @@ async def test_a_full_process_closes_new_websockets_with_1013_and_sse_gets_503(
 
 
 async def test_failed_handshakes_hold_no_place_under_the_cap() -> None:
-    app = create_app(State(), push=push_settings(max_connections=1))
+    app = web_app(State(), push=push_settings(max_connections=1))
     async with TestClient(TestServer(app)) as http:
         for _ in range(3):
             async with http.get("/ws") as plain:  # no Upgrade: not a WebSocket
@@ -327,7 +327,7 @@ async def test_failed_handshakes_hold_no_place_under_the_cap() -> None:
 
 
 async def test_subscriptions_past_the_process_cap_are_refused_with_an_error_frame() -> None:
-    app = create_app(State(), push=push_settings(max_subscriptions=3))
+    app = web_app(State(), push=push_settings(max_subscriptions=3))
     async with TestClient(TestServer(app)) as http, http.ws_connect("/ws") as ws:
         await send(ws, "subscribe", ["post:1", "post:2"])
         assert [await frame(ws), await frame(ws)] == [likes("post:1", 0), likes("post:2", 0)]
@@ -365,7 +365,7 @@ async def test_subscriptions_past_the_process_cap_are_refused_with_an_error_fram
 async def test_live_routes_refuse_pages_of_other_origins(
     origin: str | None, allowed: tuple[str, ...], status: int
 ) -> None:
-    app = create_app(State(), cors_origins=allowed, push=push_settings())
+    app = web_app(State(), cors_origins=allowed, push=push_settings())
     async with TestClient(TestServer(app)) as http:
         host = f"{http.host}:{http.port}"
         headers = (
@@ -450,7 +450,7 @@ class RawSocketClient:
 
 async def test_slow_client_is_closed_with_1013_and_others_keep_receiving() -> None:
     state = State()
-    app = create_app(state, push=push_settings(interval=0.001, backlog=32 * 1024))
+    app = web_app(state, push=push_settings(interval=0.001, backlog=32 * 1024))
     hub = app[HUB]
     items = [f"hot:{n}" for n in range(MAX_ITEMS)]
     async with TestClient(TestServer(app)) as http:
@@ -544,8 +544,8 @@ async def test_dev_token_mints_a_token_the_write_api_takes(client: TestClient) -
 
 
 async def test_no_dev_tokens_unless_asked() -> None:
-    writes = Writes(Publisher(), RateLimiter(1, 1), timeout=1)
-    async with TestClient(TestServer(create_app(State(), writes, auth=AUTH))) as http:
+    writes = writes_of(Publisher(), RateLimiter(1, 1), timeout=1)
+    async with TestClient(TestServer(web_app(State(), writes, auth=AUTH))) as http:
         resp = await http.post("/dev/token", json={"user_id": "alice"})
         assert resp.status in (404, 405)
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from fakes import Reads
+from fakes import Reads, web_app
 
 from likestream._partition import partition_for
 from likestream._tokens import Tokens, mint_token
@@ -26,7 +26,6 @@ from likestream.web import (
     ReadSettings,
     Replica,
     _reads,
-    create_app,
 )
 from likestream.web._copies import CopyClock
 from likestream.web._owners import Owners, Placement, parse_members
@@ -207,7 +206,7 @@ async def peer_b() -> AsyncIterator[tuple[Peer, str]]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient]:
-    app = create_app(
+    app = web_app(
         State(),
         reads=ReadSettings(stale_max=2.0, url=ME),
         replica=Replica(PARTITIONS),
@@ -361,7 +360,7 @@ async def impatient(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient
     loaded; a peer that failed stays skipped for the whole test (not for a second, which
     a slow machine could use up between two reads)."""
     monkeypatch.setattr(_reads, "DOWN_SECONDS", 3600.0)
-    app = create_app(
+    app = web_app(
         State(),
         reads=ReadSettings(stale_max=60.0, forward_timeout=0.2, url=ME),
         replica=Replica(PARTITIONS),
