@@ -58,7 +58,11 @@ async def sample_forever(
         while not held():  # noqa: ASYNC110
             await asyncio.sleep(SAMPLE_SECONDS)
         consumer = kafka.consumer()
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # a start that fails leaves it to be stopped (aiokafka)
+            raise
         return consumer
 
     async def step(consumer: AIOKafkaConsumer) -> None:

@@ -109,7 +109,11 @@ async def watch_owners(kafka: KafkaConfig, group: str, topic: str, owners: Owner
 
     async def connect() -> AIOKafkaAdminClient:
         admin = kafka.admin()
-        await admin.start()
+        try:
+            await admin.start()
+        except BaseException:
+            await admin.close()  # a start that fails leaves it to be closed (aiokafka)
+            raise
         return admin
 
     async def step(admin: AIOKafkaAdminClient) -> None:

@@ -74,8 +74,9 @@ async def tail_topic(
 
     async def connect() -> AIOKafkaConsumer:
         consumer = kafka.consumer(enable_auto_commit=False, fetch_max_wait_ms=250)
-        await consumer.start()
         try:
+            # A start that fails leaves the consumer to be stopped too (aiokafka).
+            await consumer.start()
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
         except BaseException:
