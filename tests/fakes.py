@@ -14,7 +14,7 @@ from aiohttp import web
 from likestream._schema import LikeEvent
 from likestream.client import DeliveryError
 from likestream.tables import CountRow, MemberRow, NotServable, StateReader
-from likestream.web import LimitSettings, RateLimiter, Writes, create_app
+from likestream.web import Auth, LimitSettings, RateLimiter, Replica, Writes, create_app
 
 __all__ = [
     "INTERNAL_SECRET",
@@ -51,8 +51,13 @@ def writes_of(
 def web_app(
     state: StateReader, writes: Writes | None = None, cors_origins: Any = (), **options: Any
 ) -> web.Application:
-    """``create_app`` with :data:`INTERNAL_SECRET` unless a test passes its own."""
+    """``create_app`` with :data:`INTERNAL_SECRET`, a replica of its own and an
+    :class:`Auth` that accepts no token, unless a test passes its own."""
     options.setdefault("internal_secret", INTERNAL_SECRET)
+    if "replica" not in options:  # a replica per app: it is a RocksDB database
+        push = options.get("push")
+        options["replica"] = Replica(push.partitions if push is not None else 1)
+    options.setdefault("auth", Auth())
     return create_app(state, writes, cors_origins, **options)
 
 

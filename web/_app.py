@@ -45,13 +45,13 @@ def create_app(
     cors_origins: Iterable[str] = (),
     *,
     internal_secret: str,
+    replica: Replica,
+    auth: Auth,
     status: StatusSource | None = None,
     push: PushSettings | None = None,
     dev_tokens: bool = False,
     trending: TrendingSettings | None = None,
     reads: ReadSettings | None = None,
-    replica: Replica | None = None,
-    auth: Auth | None = None,
     access_sample: float = 1.0,
     liveness: Callable[[], str | None] | None = None,
 ) -> web.Application:
@@ -62,9 +62,8 @@ def create_app(
 
     Reads go to other processes as ``reads`` says (default: none; only this process's
     state and replica). ``replica`` is fed by the pushes' tail of ``like-counts``.
-    ``auth``: how tokens are checked (default: no token is accepted) and whether
-    memberships are public. ``internal_secret`` keys forwarded reads' proof and the
-    user tags of the logs.
+    ``auth``: how tokens are checked and whether memberships are public.
+    ``internal_secret`` keys forwarded reads' proof and the user tags of the logs.
     ``access_sample``: the share of answered requests' access lines kept (1: all).
     ``liveness``: why the process should be restarted, or None (``GET /healthz``).
     """
@@ -74,12 +73,10 @@ def create_app(
     )
     app[STATE] = state
     app[LIVENESS] = liveness or _alive
-    app[AUTH] = auth or Auth()
+    app[AUTH] = auth
     app[USER_TAGS] = UserTags(internal_secret)
     app[ACCESS_SAMPLE] = access_sample
     app.cleanup_ctx.append(tokens_ctx)
-    if replica is None:
-        replica = Replica(push.partitions if push is not None else 1)
     owners = Owners()  # one watch of the group, for reads and rate limits alike
     app[READER] = Reader(state, replica, owners, reads or ReadSettings(), internal_secret)
     app.cleanup_ctx.append(reads_ctx)

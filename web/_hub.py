@@ -126,12 +126,12 @@ class Hub:
     def __init__(
         self,
         state: StateReader,
-        replica: Replica | None = None,
+        replica: Replica,
         interval: float = 0.1,
         max_subscriptions: int = 0,
     ) -> None:
         self._state = state
-        self.replica = replica if replica is not None else Replica(1)
+        self.replica = replica
         self.interval = interval
         self.max_subscriptions = max_subscriptions
         """0: no cap."""

@@ -76,7 +76,7 @@ async def ticked(hub: Hub) -> None:
 
 
 async def test_subscriptions_gauge_follows_subscribe_and_drop() -> None:
-    hub = Hub(NothingServable())
+    hub = Hub(NothingServable(), Replica(1))
     sub = subscriber()
     before = value(SUBSCRIPTIONS)
     hub.subscribe(sub, ["a", "b"])
@@ -107,7 +107,7 @@ async def test_an_item_never_liked_gets_0_once_its_partition_is_read() -> None:
 
 
 async def test_a_change_is_encoded_once_and_the_same_bytes_go_to_every_subscriber() -> None:
-    hub = Hub(NothingServable(), interval=0.001)
+    hub = Hub(NothingServable(), Replica(1), interval=0.001)
     sockets = [Socket() for _ in range(50)]
     for socket in sockets:
         hub.subscribe(subscriber(socket), ["post:1"])
@@ -143,7 +143,7 @@ async def test_a_large_fan_out_lets_the_rest_of_the_process_run_between_slices()
             if len(seen) == 3 * SLICE:
                 everyone.set()
 
-    hub = Hub(NothingServable(), interval=0.001)
+    hub = Hub(NothingServable(), Replica(1), interval=0.001)
     for _ in range(3 * SLICE):
         hub.subscribe(subscriber(Noting()), ["hot"])
     seen.clear()
@@ -157,7 +157,7 @@ async def test_a_large_fan_out_lets_the_rest_of_the_process_run_between_slices()
 
 
 async def test_changes_within_an_interval_are_one_frame_per_item() -> None:
-    hub = Hub(NothingServable(), interval=0.05)
+    hub = Hub(NothingServable(), Replica(1), interval=0.05)
     socket = Socket()
     hub.subscribe(subscriber(socket), ["a", "b"])
     for n in range(1, 101):
@@ -168,7 +168,7 @@ async def test_changes_within_an_interval_are_one_frame_per_item() -> None:
 
 
 async def test_a_client_whose_socket_does_not_keep_up_is_ended_and_written_no_more() -> None:
-    hub = Hub(NothingServable(), interval=0.001)
+    hub = Hub(NothingServable(), Replica(1), interval=0.001)
     slow, fine = Socket(buffered=4096), Socket()
     slow_sub, fine_sub = subscriber(slow), subscriber(fine)
     hub.subscribe(slow_sub, ["a"])
@@ -204,7 +204,7 @@ async def test_a_client_ended_by_its_own_handler_is_not_cancelled_under_it() -> 
 
 
 async def test_subscribing_past_the_cap_subscribes_nothing() -> None:
-    hub = Hub(NothingServable(), max_subscriptions=3)
+    hub = Hub(NothingServable(), Replica(1), max_subscriptions=3)
     sub = subscriber()
     hub.subscribe(sub, ["a", "b"])
     with pytest.raises(Full):
