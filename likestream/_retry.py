@@ -1,9 +1,13 @@
-"""Waiting before trying again: one backoff for everything that retries.
+"""Waiting before trying again: the two loops everything that retries or polls uses.
 
-:class:`Backoff` is capped exponential backoff with optional jitter; start-up steps use it
-through :func:`retrying` while Kafka is unreachable (it may be restarting), and the API
-client (``likestream/api_client.py``) for 503s and WebSocket reconnects, where the server's
-``Retry-After`` (:func:`parse_retry_after`) comes first.
+:func:`retrying` tries one step until it succeeds, for a while: start-up steps while Kafka
+is unreachable (it may be restarting). :func:`poll_forever` runs a step periodically until
+cancelled, connecting again after a failure: the background reads of Kafka (owners,
+changelog ends, the ``like-counts`` tail, the metrics sampler).
+
+:class:`Backoff` is capped exponential backoff with optional jitter; :func:`retrying` uses
+it, and the API client (``likestream/api_client.py``) for 503s and WebSocket reconnects,
+where the server's ``Retry-After`` (:func:`parse_retry_after`) comes first.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-__all__ = ["STARTUP_LIMIT_S", "Backoff", "parse_retry_after", "retrying"]
+__all__ = ["STARTUP_LIMIT_S", "Backoff", "parse_retry_after", "poll_forever", "retrying"]
 
 T = TypeVar("T")
+C = TypeVar("C")
 log = logging.getLogger(__name__)
 
 STARTUP_LIMIT_S = 120.0
@@ -90,3 +95,40 @@ async def retrying(
             log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             failures += 1
+
+
+async def poll_forever(
+    what: str,
+    interval: float,
+    connect: Callable[[], Awaitable[C]],
+    close: Callable[[C], Awaitable[object]],
+    step: Callable[[C], Awaitable[None]],
+    retry: float | None = None,
+) -> None:
+    """``step(client)`` every ``interval`` seconds until cancelled (0: at once, letting the
+    rest of the process have a turn). A failure drops the client (connected again after
+    ``retry`` seconds, default ``interval``) and is logged once per streak: Kafka away for
+    an hour is one warning, and never ends the loop."""
+    client: C | None = None
+    failing = False
+    try:
+        while True:
+            try:
+                if client is None:
+                    client = await connect()
+                await step(client)
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.log(logging.DEBUG if failing else logging.WARNING, "%s: %r", what, exc)
+                failing = True
+                if client is not None:
+                    await close(client)
+                    client = None
+                await asyncio.sleep(interval if retry is None else retry)
+                continue
+            await asyncio.sleep(interval)
+    finally:
+        if client is not None:
+            await close(client)

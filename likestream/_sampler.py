@@ -12,7 +12,6 @@ A failing sample is logged and retried next time: monitoring never stops a worke
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from typing import Any
@@ -23,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from mode import Service
 from prometheus_client import Counter, Gauge
 
-from likestream.tables import LikeTables
+from likestream.tables import TABLE_NAME, LikeTables
 
 from . import _internals as internals
 from ._kafka import KafkaConfig
@@ -41,11 +40,10 @@ from ._metrics import (
     TABLE_ROWS,
     WS_CONNECTIONS,
 )
+from ._retry import poll_forever
 from ._settings import Settings
 
 __all__ = ["Sampler"]
-
-TABLE = "state"
 
 
 def counter_total(counter: Counter, **labels: str) -> float:
@@ -93,20 +91,19 @@ class Sampler(Service):
 
     @Service.task
     async def _sample_forever(self) -> None:
-        failing = False
-        while not self.should_stop:
-            try:
-                await self.sample()
-                failing = False
-            except Exception as exc:
-                # Once per streak of failures: Kafka down for an hour is one warning.
-                level = logging.DEBUG if failing else logging.WARNING
-                self.log.log(
-                    level, "metrics sample failed (retrying every %.1fs): %r", self.interval, exc
-                )
-                failing = True
-                await self._disconnect()
-            await self.sleep(self.interval)
+        # The sampler is its own client: it connects to Kafka in _lags, and only once it
+        # owns a partition, so rows and rates are sampled while Kafka is away; a failure
+        # drops its clients (_disconnect).
+        await poll_forever(
+            f"metrics sample (retrying every {self.interval:.1f}s)",
+            self.interval,
+            self._itself,
+            Sampler._disconnect,
+            Sampler.sample,
+        )
+
+    async def _itself(self) -> Sampler:
+        return self
 
     async def on_start(self) -> None:
         # Readiness and recovery are cheap flags: read at every scrape, so /metrics
@@ -122,7 +119,7 @@ class Sampler(Service):
     async def sample(self) -> None:
         owned = self.owned()
         self.rows = self.tables.estimated_rows(owned)
-        self._row_partitions = _publish(TABLE_ROWS, TABLE, self.rows, self._row_partitions)
+        self._row_partitions = _publish(TABLE_ROWS, TABLE_NAME, self.rows, self._row_partitions)
         self._sample_rates()
         self.lag = await self._lags(owned)
         self._lag_partitions = _publish(

@@ -1,14 +1,14 @@
 """Table definitions and state access: the only place that knows how state is stored."""
 
+from ._reader import NotServable, StateReader
 from ._rows import NO_COUNT, NO_MEMBER, CountRow, MemberRow, decode_member, member_of_key
 from ._state import (
     ITEM_ROWS_MAX,
+    TABLE_NAME,
     Flushed,
     FoldRows,
     LikeTables,
-    NotServable,
     StateLost,
-    StateReader,
     changelog_topic,
 )
 from ._table import StampedTable
@@ -19,6 +19,7 @@ __all__ = [
     "NO_COUNT",
     "NO_MEMBER",
     "NO_WATERMARK",
+    "TABLE_NAME",
     "CountRow",
     "Flushed",
     "FoldRows",

@@ -32,9 +32,12 @@ __all__ = [
 
 # msgspec structs rather than frozen dataclasses: the fold makes a few per event, and a
 # frozen dataclass's __init__ (object.__setattr__ per field) cost more than the fold.
+# A CountRow is also the stamped count the web layer keeps and pushes (``web/_replica.py``,
+# ``web/_hub.py``): one type for the pair wherever it travels.
 class CountRow(msgspec.Struct, frozen=True, gc=False):
     likes: int
     offset: int
+    """Source offset of the event that made this count; -1 when unknown (never liked)."""
 
 
 class MemberRow(msgspec.Struct, frozen=True, gc=False):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import faust
 import rocksdict
@@ -25,6 +25,7 @@ from likestream._partition import partition_for
 from likestream._sender import NO_HEADERS, Sender
 from likestream._settings import Settings
 
+from ._reader import NotServable
 from ._rows import (
     COUNT_PREFIX,
     CountRow,
@@ -50,16 +51,17 @@ from ._windows import (
 
 __all__ = [
     "ITEM_ROWS_MAX",
+    "TABLE_NAME",
     "Flushed",
     "FoldRows",
     "LikeTables",
-    "NotServable",
     "StateLost",
-    "StateReader",
     "changelog_topic",
 ]
 
 TABLE_NAME = "state"
+"""The faust table of counts, memberships and windows: its changelog topic's name and
+the ``table`` label of the row metrics (``likestream/_sampler.py``)."""
 MiB = 1 << 20
 ITEM_ROWS_MAX = 1_000
 """Member rows of one item in one flush before the agent flushes (``crowded``): an item's
@@ -76,26 +78,12 @@ def changelog_topic(app_id: str) -> str:
     return f"{app_id}-{TABLE_NAME}-changelog"
 
 
-class NotServable(Exception):
-    """This process cannot answer for the item now (recovering, or not its partition)."""
-
-
 class StateLost(RuntimeError):
     """A partition's RocksDB directory is gone under the running worker (deleted, its
     volume lost). RocksDB would go on in the files it holds open until it needs a new
     one, then fail writes; the worker stops instead, and restarted it restores the
     partition from the changelog, which holds every acknowledged row
     (tests/integration/test_faults.py)."""
-
-
-class StateReader(Protocol):
-    """What the web layer reads. Raises :class:`NotServable` when it cannot answer."""
-
-    def likes(self, item_id: str) -> int: ...
-
-    def liked(self, item_id: str, user_id: str) -> bool: ...
-
-    def ready(self) -> bool: ...
 
 
 ChangelogRow = tuple[bytes, bytes | None, Sequence[tuple[str, bytes]]]
@@ -383,11 +371,15 @@ class LikeTables:
     def _open_dbs(self) -> Mapping[int, Any]:
         return internals.open_dbs(self.table.data)
 
-    # -- reads (StateReader) ---------------------------------------------------
+    # -- reads (StateReader, ``_reader.py``) ----------------------------------------
 
     def likes(self, item_id: str) -> int:
         self._check_servable(item_id)
         return self.count(item_id).likes
+
+    def stamped(self, item_id: str) -> CountRow:
+        self._check_servable(item_id)
+        return self.count(item_id)
 
     def liked(self, item_id: str, user_id: str) -> bool:
         self._check_servable(item_id)

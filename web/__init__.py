@@ -4,7 +4,7 @@ live pushes over WebSocket and SSE; the demo page."""
 from ._app import WebServer, create_app
 from ._auth import Auth
 from ._errors import ApiError
-from ._hub import Hub, Stamp
+from ._hub import Hub
 from ._limits import RateLimiter
 from ._push import HUB, PushSettings
 from ._quota import LimitSettings
@@ -29,7 +29,6 @@ __all__ = [
     "RateLimiter",
     "ReadSettings",
     "Replica",
-    "Stamp",
     "StatusSource",
     "TrendingSettings",
     "WebServer",

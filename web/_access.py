@@ -70,9 +70,8 @@ _SAMPLED_METHODS = frozenset({"GET", "HEAD"})
 class UserTags:
     """Keyed hashes of user ids for logs."""
 
-    def __init__(self, internal_secret: str | None) -> None:
-        """``internal_secret`` None: a key of this process alone (unit tests)."""
-        base = internal_secret.encode() if internal_secret is not None else os.urandom(32)
+    def __init__(self, internal_secret: str) -> None:
+        base = internal_secret.encode()
         self._key = hmac.new(base, b"likestream user tags v1", hashlib.sha256).digest()
 
     def __call__(self, user: str) -> str:
@@ -89,7 +88,6 @@ class UserTags:
 
 USER_TAGS = web.AppKey("user_tags", UserTags)
 ACCESS_SAMPLE = web.AppKey("access_sample", float)
-_OWN_TAGS = UserTags(None)
 
 
 def request_id(request: web.Request) -> str:
@@ -100,7 +98,7 @@ def request_id(request: web.Request) -> str:
 
 
 def tags_of(request: web.Request) -> UserTags:
-    return request.app.get(USER_TAGS) or _OWN_TAGS  # the latter: an app not from create_app
+    return request.app[USER_TAGS]
 
 
 def write_access_line(request: web.Request, request_id: str, status: int, seconds: float) -> None:

@@ -43,14 +43,15 @@ def create_app(
     state: StateReader,
     writes: Writes | None = None,
     cors_origins: Iterable[str] = (),
+    *,
+    internal_secret: str,
+    replica: Replica,
+    auth: Auth,
     status: StatusSource | None = None,
     push: PushSettings | None = None,
     dev_tokens: bool = False,
     trending: TrendingSettings | None = None,
     reads: ReadSettings | None = None,
-    replica: Replica | None = None,
-    auth: Auth | None = None,
-    internal_secret: str | None = None,
     access_sample: float = 1.0,
     liveness: Callable[[], str | None] | None = None,
 ) -> web.Application:
@@ -61,9 +62,8 @@ def create_app(
 
     Reads go to other processes as ``reads`` says (default: none; only this process's
     state and replica). ``replica`` is fed by the pushes' tail of ``like-counts``.
-    ``auth``: how tokens are checked (default: no token is accepted) and whether
-    memberships are public. ``internal_secret`` keys forwarded reads' proof and the
-    user tags of the logs (None: this process's own, so no read is taken as forwarded).
+    ``auth``: how tokens are checked and whether memberships are public.
+    ``internal_secret`` keys forwarded reads' proof and the user tags of the logs.
     ``access_sample``: the share of successful reads' access lines kept (1: all; ``_access.py``).
     ``liveness``: why the process should be restarted, or None (``GET /healthz``).
     """
@@ -73,12 +73,10 @@ def create_app(
     )
     app[STATE] = state
     app[LIVENESS] = liveness or _alive
-    app[AUTH] = auth or Auth()
+    app[AUTH] = auth
     app[USER_TAGS] = UserTags(internal_secret)
     app[ACCESS_SAMPLE] = access_sample
     app.cleanup_ctx.append(tokens_ctx)
-    if replica is None:
-        replica = Replica(push.partitions if push is not None else 1)
     owners = Owners()  # one watch of the group, for reads and rate limits alike
     app[READER] = Reader(state, replica, owners, reads or ReadSettings(), internal_secret)
     app.cleanup_ctx.append(reads_ctx)

@@ -12,6 +12,7 @@ durable, so a copy of that age holds every event committed up to then.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,8 +20,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from likestream._kafka import KafkaConfig
-
-from ._polling import poll_forever
+from likestream._retry import poll_forever
 
 __all__ = ["SAMPLE_SECONDS", "CopyClock", "sample_forever"]
 
@@ -50,11 +50,19 @@ class CopyClock:
 async def sample_forever(
     kafka: KafkaConfig, held: Callable[[], list[tuple[str, int]]], clock: CopyClock
 ) -> None:
-    """Sample the end offsets of the ``held()`` changelog partitions until cancelled."""
+    """Sample the end offsets of the ``held()`` changelog partitions until cancelled;
+    connected only once there are some (a gateway holds none: no consumer)."""
 
     async def connect() -> AIOKafkaConsumer:
+        # held() follows faust's assignment, which signals no event to wait on.
+        while not held():  # noqa: ASYNC110
+            await asyncio.sleep(SAMPLE_SECONDS)
         consumer = kafka.consumer()
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # a start that fails leaves it to be stopped (aiokafka)
+            raise
         return consumer
 
     async def step(consumer: AIOKafkaConsumer) -> None:

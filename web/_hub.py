@@ -25,25 +25,19 @@ import asyncio
 import enum
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from likestream._metrics import FANOUT_SECONDS, FRAMES_ENCODED, PUSHES, SUBSCRIPTIONS
 from likestream.tables import CountRow, NotServable, StateReader
 
-from ._replica import Replica, Stamp
+from ._replica import Replica
 from ._wire import likes_payload, sse_event, ws_text
 
-__all__ = ["Full", "Hub", "Kind", "Stamp", "Subscriber"]
+__all__ = ["Full", "Hub", "Kind", "Subscriber"]
 
 log = logging.getLogger(__name__)
 
 SLICE = 500  # frames written before the rest of the process gets a turn (about 2-3 ms)
-
-
-@runtime_checkable
-class _StampedState(Protocol):
-    # LikeTables: the count row with its stamp (read after likes() checked the partition).
-    def count(self, item_id: str) -> CountRow: ...
 
 
 class _Transport(Protocol):
@@ -61,7 +55,7 @@ class Kind(enum.IntEnum):
     SSE_CHUNKED = 2
 
 
-def encode(kind: Kind, item: str, stamp: Stamp) -> bytes:
+def encode(kind: Kind, item: str, stamp: CountRow) -> bytes:
     """A count change framed for ``kind``."""
     if kind is Kind.WS:
         return ws_text(likes_payload(item, stamp.likes, ws=True))
@@ -132,29 +126,29 @@ class Hub:
     def __init__(
         self,
         state: StateReader,
-        replica: Replica | None = None,
+        replica: Replica,
         interval: float = 0.1,
         max_subscriptions: int = 0,
     ) -> None:
         self._state = state
-        self.replica = replica if replica is not None else Replica(1)
+        self.replica = replica
         self.interval = interval
         self.max_subscriptions = max_subscriptions
         """0: no cap."""
         self.subscriptions = 0
         self._subs: dict[str, set[Subscriber]] = {}
         self._unseeded: set[str] = set()
-        self._dirty: dict[str, Stamp] = {}
+        self._dirty: dict[str, CountRow] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._writing: Iterator[bool] | None = None
         self._due = self._began = 0.0
 
-    def update(self, item: str, stamp: Stamp) -> None:
+    def update(self, item: str, stamp: CountRow) -> None:
         """A count read from ``like-counts``; fanned out when newer than any seen before."""
         if self.replica.update(item, stamp) and item in self._subs:
             self._mark(item, stamp)
 
-    def current(self, item: str) -> Stamp | None:
+    def current(self, item: str) -> CountRow | None:
         """The newest count known: table state when this process owns the item, else the
         replica's (0 for an item never liked once its partition was read to the end)."""
         known = self.replica.known(item)
@@ -228,7 +222,7 @@ class Hub:
             self._timer.cancel()
             self._timer = None
 
-    def _mark(self, item: str, stamp: Stamp) -> None:
+    def _mark(self, item: str, stamp: CountRow) -> None:
         dirty = self._dirty.get(item)
         if dirty is None or stamp.offset > dirty.offset:
             self._dirty[item] = stamp
@@ -260,7 +254,7 @@ class Hub:
         if self._dirty:  # changed while this tick was writing: the next one is due
             self._mark(*next(iter(self._dirty.items())))
 
-    def _writes(self, dirty: dict[str, Stamp]) -> Iterator[bool]:
+    def _writes(self, dirty: dict[str, CountRow]) -> Iterator[bool]:
         """Write ``dirty`` to its subscribers; yields after every SLICE frames."""
         written = encoded = budget = 0
         for item, stamp in dirty.items():
@@ -285,12 +279,8 @@ class Hub:
         FRAMES_ENCODED.inc(encoded)
         PUSHES.inc(written)
 
-    def _from_state(self, item: str) -> Stamp | None:
+    def _from_state(self, item: str) -> CountRow | None:
         try:
-            likes = self._state.likes(item)
+            return self._state.stamped(item)
         except NotServable:
             return None
-        if isinstance(self._state, _StampedState):
-            row = self._state.count(item)
-            return Stamp(row.likes, row.offset)
-        return Stamp(likes, -1)

@@ -23,8 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from likestream._internals import MemberAssignment, decode_member_assignment
 from likestream._kafka import KafkaConfig
-
-from ._polling import poll_forever
+from likestream._retry import poll_forever
 
 __all__ = ["POLL_SECONDS", "Owners", "Placement", "parse_members", "watch_owners"]
 
@@ -110,7 +109,11 @@ async def watch_owners(kafka: KafkaConfig, group: str, topic: str, owners: Owner
 
     async def connect() -> AIOKafkaAdminClient:
         admin = kafka.admin()
-        await admin.start()
+        try:
+            await admin.start()
+        except BaseException:
+            await admin.close()  # a start that fails leaves it to be closed (aiokafka)
+            raise
         return admin
 
     async def step(admin: AIOKafkaAdminClient) -> None:

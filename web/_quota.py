@@ -64,17 +64,17 @@ RETRY_AFTER = {"Retry-After": "1"}
 
 @dataclass(frozen=True)
 class LimitSettings:
-    partitions: int = 1
+    partitions: int
     """Partitions of the events topic: users hash over them as items do."""
-    url: str | None = None
+    url: str | None
     """This process's advertised URL; None for a gateway."""
-    secret: str | None = None
+    secret: str
     """The secret of :func:`forwarding_proof`, shared by every process."""
-    timeout: float = 0.5
+    timeout: float
     """Seconds to wait for the owner's answer (``LIKESTREAM_LIMIT_TIMEOUT_MS``)."""
-    holds: Callable[[int], bool] | None = None
-    """Whether this process owns an events partition (a worker's active assignment).
-    None: it holds every bucket, being the only process (unit tests)."""
+    holds: Callable[[int], bool]
+    """Whether this process owns an events partition (a worker's active assignment; a
+    gateway's owns none)."""
 
 
 class LimitUnavailable(Exception):
@@ -128,8 +128,7 @@ class Limits:
         return partition_for(user_id.encode(), self.settings.partitions)
 
     def _holds(self, partition: int) -> bool:
-        holds = self.settings.holds
-        return holds is None or holds(partition)
+        return self.settings.holds(partition)
 
     def where(self, user_id: str) -> Here | Owner | Nowhere:
         partition = self.partition(user_id)

@@ -27,11 +27,10 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Sized
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -91,24 +90,6 @@ class ReadSettings:
     topic: str = "likes"
 
 
-@runtime_checkable
-class HeldState(Protocol):
-    # LikeTables: this process's copy of a partition, whatever its role.
-    def held_count(self, item_id: str) -> CountRow: ...
-
-    def held_member(self, item_id: str, user_id: str) -> MemberRow: ...
-
-    def held_changelog(self, item_id: str) -> tuple[str, int, int]: ...
-
-    def held_changelogs(self) -> list[tuple[str, int]]: ...
-
-
-@runtime_checkable
-class ManyCounts(Protocol):
-    # LikeTables: counts of many items at once (LikeTables.likes_many).
-    def likes_many(self, items: list[str]) -> tuple[dict[str, int], list[str]]: ...
-
-
 def _worst(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
@@ -120,15 +101,14 @@ def carries_proof(request: web.Request, proof: str) -> bool:
     return claimed is not None and hmac.compare_digest(claimed, proof)
 
 
-def forwarding_proof(secret: str | None) -> str:
+def forwarding_proof(secret: str) -> str:
     """What a forwarded read carries in :data:`FORWARDED`: an HMAC of the internal secret
     (``LIKESTREAM_INTERNAL_SECRET``) every process shares, so a client cannot mark its own
     request as forwarded (which would skip the owner and get a stale answer or a 503 on
     purpose, or read another user's membership). It never leaves the processes: peers
-    send it to peers, and answers do not echo it. ``secret`` None: a proof of this process
-    alone (unit tests), so no request is taken as one."""
-    key = secret.encode() if secret is not None else os.urandom(32)
-    return hmac.new(key, b"likestream forwarded read v1", hashlib.sha256).hexdigest()[:32]
+    send it to peers, and answers do not echo it."""
+    mac = hmac.new(secret.encode(), b"likestream forwarded read v1", hashlib.sha256)
+    return mac.hexdigest()[:32]
 
 
 def stale_headers(stale: float | None) -> dict[str, str]:
@@ -150,7 +130,7 @@ class Reader:
         replica: Replica,
         owners: Owners,
         settings: ReadSettings,
-        internal_secret: str | None = None,
+        internal_secret: str,
     ) -> None:
         self.state = state
         self.replica = replica
@@ -160,7 +140,6 @@ class Reader:
         self.copies = CopyClock(settings.stale_max)
         self._down: dict[str, float] = {}
         self._proof = forwarding_proof(internal_secret)
-        self._many = state.likes_many if isinstance(state, ManyCounts) else None
 
     def forwarded(self, request: web.Request) -> bool:
         """Whether a peer forwarded ``request`` (it is then answered from here, never
@@ -171,8 +150,8 @@ class Reader:
 
     async def likes(self, items: list[str], forwarded: bool) -> tuple[dict[str, int], float | None]:
         """Counts of ``items``, and how stale the stalest is (None: all fresh)."""
-        if self._many is not None and len(items) > 1:  # one item: likes() costs less
-            out, rest = self._many(items)
+        if len(items) > 1:  # one item: likes() costs less
+            out, rest = self.state.likes_many(items)
         else:
             out, rest = {}, []
             for item in items:
@@ -220,14 +199,13 @@ class Reader:
 
     def _stale_likes(self, item: str) -> tuple[int, float]:
         best, age = self._replica_count(item)
-        if isinstance(self.state, HeldState):
-            try:
-                row = self.state.held_count(item)
-            except NotServable:
-                pass
-            else:
-                if row.offset > best.offset:
-                    return row.likes, age
+        try:
+            row = self.state.held_count(item)
+        except NotServable:
+            pass
+        else:
+            if row.offset > best.offset:
+                return row.likes, age
         return best.likes, age
 
     # -- memberships -----------------------------------------------------------------
@@ -253,8 +231,6 @@ class Reader:
 
     def _stale_liked(self, item: str, user: str) -> tuple[bool, float]:
         state = self.state
-        if not isinstance(state, HeldState):
-            raise NotServable("memberships are kept only by the workers that hold the partition")
         try:
             count = state.held_count(item)
         except NotServable:
@@ -285,15 +261,15 @@ class Reader:
     def _replica_count(self, item: str) -> tuple[CountRow, float]:
         partition = self.replica.partition(item)
         age = self.replica.age(partition)
-        stamp = self.replica.count(item)
-        if age is None or stamp is None:
+        row = self.replica.count(item)
+        if age is None or row is None:
             raise NotServable("the like-counts replica is still loading")
         if age > self.settings.stale_max:
             raise NotServable(
                 f"the like-counts replica is {age:.1f}s behind, over the "
                 f"{self.settings.stale_max:g}s bound"
             )
-        return CountRow(stamp.likes, stamp.offset), age
+        return row, age
 
     def _targets(self, partition: int, standbys: bool) -> list[str]:
         now = time.monotonic()
@@ -333,20 +309,42 @@ READER = web.AppKey("reader", Reader)
 
 
 class NoTables:
-    """The state of a gateway: no partitions, so every read goes to the owners or the
-    replica; ready once the replica has read every partition to its end."""
+    """The :class:`~likestream.tables.StateReader` of a gateway: no partitions, so every
+    read goes to the owners or the replica; ready once the replica has read every
+    partition to its end."""
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
 
-    def likes(self, item_id: str) -> int:
-        raise NotServable("a gateway holds no partitions")
-
-    def liked(self, item_id: str, user_id: str) -> bool:
-        raise NotServable("a gateway holds no partitions")
-
     def ready(self) -> bool:
         return self.replica.loaded()
+
+    def likes(self, item_id: str) -> int:
+        raise NotServable(_NO_PARTITIONS)
+
+    def stamped(self, item_id: str) -> CountRow:
+        raise NotServable(_NO_PARTITIONS)
+
+    def likes_many(self, items: list[str]) -> tuple[dict[str, int], list[str]]:
+        return {}, list(items)
+
+    def liked(self, item_id: str, user_id: str) -> bool:
+        raise NotServable(_NO_PARTITIONS)
+
+    def held_count(self, item_id: str) -> CountRow:
+        raise NotServable(_NO_PARTITIONS)
+
+    def held_member(self, item_id: str, user_id: str) -> MemberRow:
+        raise NotServable(_NO_PARTITIONS)
+
+    def held_changelog(self, item_id: str) -> tuple[str, int, int]:
+        raise NotServable(_NO_PARTITIONS)
+
+    def held_changelogs(self) -> list[tuple[str, int]]:
+        return []
+
+
+_NO_PARTITIONS = "a gateway holds no partitions"
 
 
 async def reads_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -360,9 +358,8 @@ async def reads_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.kafka is not None:
         watch = watch_owners(settings.kafka, settings.group, settings.topic, reader.owners)
         tasks.append(asyncio.create_task(watch))
-        if isinstance(reader.state, HeldState):
-            sample = sample_forever(settings.kafka, reader.state.held_changelogs, reader.copies)
-            tasks.append(asyncio.create_task(sample))
+        sample = sample_forever(settings.kafka, reader.state.held_changelogs, reader.copies)
+        tasks.append(asyncio.create_task(sample))
     yield
     for task in tasks:
         task.cancel()

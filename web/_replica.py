@@ -28,7 +28,6 @@ import tempfile
 import time
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 import rocksdict
@@ -36,18 +35,10 @@ import rocksdict
 from likestream._metrics import COUNT_CACHE_HITS, COUNT_CACHE_ITEMS, COUNT_CACHE_MISSES
 from likestream._partition import partition_for
 from likestream._pids import alive
+from likestream.tables import NO_COUNT, CountRow
 
-__all__ = ["Replica", "Stamp", "replica_dir"]
+__all__ = ["Replica", "replica_dir"]
 
-
-@dataclass(frozen=True, slots=True)
-class Stamp:
-    likes: int
-    offset: int
-    """Source offset of the event that made this count; -1 when unknown."""
-
-
-NOTHING = Stamp(0, -1)
 _PAIR = struct.Struct("<qq")
 CACHE_ITEMS = 100_000
 # The copy is rebuilt from the topic at every start, so it needs neither a write-ahead
@@ -64,7 +55,7 @@ class Replica:
         directory removed when the replica is closed or collected."""
         self.partitions = partitions
         self.cache_items = cache_items
-        self._hot: OrderedDict[str, Stamp] = OrderedDict()
+        self._hot: OrderedDict[str, CountRow] = OrderedDict()
         self._caught_up_at: dict[int, float] = {}
         temporary = path is None
         if path is None:
@@ -75,7 +66,7 @@ class Replica:
         self._db = _open(path)
         self._closer = weakref.finalize(self, _close, self._db, path if temporary else None)
 
-    def update(self, item: str, stamp: Stamp) -> bool:
+    def update(self, item: str, stamp: CountRow) -> bool:
         """Keep ``stamp`` if it is newer than what is known; whether it was."""
         known = self.get(item)
         if known is not None and stamp.offset <= known.offset:
@@ -84,7 +75,7 @@ class Replica:
         self._remember(item, stamp)
         return True
 
-    def get(self, item: str) -> Stamp | None:
+    def get(self, item: str) -> CountRow | None:
         """The newest count seen for ``item``, None when none was seen."""
         stamp = self._hot.get(item)
         if stamp is not None:
@@ -95,7 +86,7 @@ class Replica:
         raw = self._db.get(item.encode())
         if raw is None:
             return None  # never liked: nothing cached, so a flood of such items costs nothing
-        stamp = Stamp(*_PAIR.unpack(raw))
+        stamp = CountRow(*_PAIR.unpack(raw))
         self._remember(item, stamp)
         return stamp
 
@@ -113,17 +104,17 @@ class Replica:
             return None
         return max(0.0, (time.time() if now is None else now) - at)
 
-    def count(self, item: str) -> Stamp | None:
+    def count(self, item: str) -> CountRow | None:
         """The count of ``item`` once its partition was caught up (0 if never seen)."""
         if self.partition(item) not in self._caught_up_at:
             return None
-        return self.get(item) or NOTHING
+        return self.get(item) or NO_COUNT
 
-    def known(self, item: str) -> Stamp | None:
+    def known(self, item: str) -> CountRow | None:
         """The newest count seen for ``item``, else 0 once its partition was caught up."""
         stamp = self.get(item)
         if stamp is None and self.partition(item) in self._caught_up_at:
-            return NOTHING
+            return NO_COUNT
         return stamp
 
     def loaded(self) -> bool:
@@ -140,7 +131,7 @@ class Replica:
             self._hot.clear()
         self._closer()
 
-    def _remember(self, item: str, stamp: Stamp) -> None:
+    def _remember(self, item: str, stamp: CountRow) -> None:
         hot = self._hot
         if item in hot:
             hot.move_to_end(item)

@@ -11,17 +11,18 @@ to their end, which is what bounds the age of a count read from it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
 import orjson
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from likestream._kafka import KafkaConfig
+from likestream._retry import poll_forever
 from likestream._schema import is_valid_id
+from likestream.tables import CountRow
 
-from ._hub import Hub, Stamp
+from ._hub import Hub
 
 __all__ = ["parse_count", "tail_counts", "tail_topic"]
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0
 
 
-def parse_count(record: ConsumerRecord[bytes, bytes]) -> tuple[str, Stamp] | None:
+def parse_count(record: ConsumerRecord[bytes, bytes]) -> tuple[str, CountRow] | None:
     """The item and stamped count of a ``like-counts`` record; None for anything else."""
     headers = dict(record.headers or ())
     try:
@@ -41,7 +42,7 @@ def parse_count(record: ConsumerRecord[bytes, bytes]) -> tuple[str, Stamp] | Non
         return None
     if not is_valid_id(item) or not isinstance(likes, int) or isinstance(likes, bool):
         return None
-    return item, Stamp(likes, offset)
+    return item, CountRow(likes, offset)
 
 
 async def tail_counts(kafka: KafkaConfig, topic: str, partitions: int, hub: Hub) -> None:
@@ -69,42 +70,38 @@ async def tail_topic(
     """Every record of ``topic`` from its beginning, then as they come, to ``handle``;
     until cancelled, reconnecting when Kafka goes away. ``caught_up(partition, at)``
     after each fetch that reached a partition's end (``at``: the fetch's epoch seconds)."""
-    while True:
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+
+    async def connect() -> AIOKafkaConsumer:
+        consumer = kafka.consumer(enable_auto_commit=False, fetch_max_wait_ms=250)
         try:
-            await _tail_once(kafka, topic, partitions, handle, caught_up)
-        except asyncio.CancelledError:
+            # A start that fails leaves the consumer to be stopped too (aiokafka).
+            await consumer.start()
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+        except BaseException:
+            await consumer.stop()
             raise
-        except Exception as exc:  # a broken tail must not end pushes for good
-            log.warning("tail of %s failed (%s); retrying in %.0fs", topic, exc, RETRY_SECONDS)
-            await asyncio.sleep(RETRY_SECONDS)
-
-
-async def _tail_once(
-    kafka: KafkaConfig, topic: str, partitions: int, handle: Handle, caught_up: CaughtUp | None
-) -> None:
-    consumer = kafka.consumer(enable_auto_commit=False, fetch_max_wait_ms=250)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         log.info("reading %s for pushes and replica reads", topic)
-        while True:
-            # A short wait keeps the catch-up times (the replica's age) current when idle.
-            batches = await consumer.getmany(timeout_ms=250, max_records=5000)
-            for records in batches.values():
-                for record in records:
-                    handle(record)
-            # getmany does not suspend while records are buffered: catching up from the
-            # beginning held the loop for seconds at start, and the table's start, group
-            # join and bulk restore waited behind it (tables/_restore.py does the same).
-            await asyncio.sleep(0)
-            if caught_up is None:
-                continue
-            for tp in tps:
-                # The high watermark and its time come from the same fetch response.
-                end, at = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
-                if end is not None and at is not None and await consumer.position(tp) >= end:
-                    caught_up(tp.partition, at / 1000)
-    finally:
-        await consumer.stop()
+        return consumer
+
+    async def step(consumer: AIOKafkaConsumer) -> None:
+        # A short wait keeps the catch-up times (the replica's age) current when idle.
+        batches = await consumer.getmany(timeout_ms=250, max_records=5000)
+        for records in batches.values():
+            for record in records:
+                handle(record)
+        if caught_up is None:
+            return
+        for tp in tps:
+            # The high watermark and its time come from the same fetch response.
+            end, at = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+            if end is not None and at is not None and await consumer.position(tp) >= end:
+                caught_up(tp.partition, at / 1000)
+
+    # Interval 0: getmany does not suspend while records are buffered, so catching up from
+    # the beginning held the loop for seconds at start, and the table's start, group join
+    # and bulk restore waited behind it (tables/_restore.py yields the same way).
+    await poll_forever(
+        f"tail of {topic}", 0, connect, AIOKafkaConsumer.stop, step, retry=RETRY_SECONDS
+    )

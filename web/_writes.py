@@ -16,7 +16,7 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
@@ -59,8 +59,8 @@ class Writes:
     """The buckets this process keeps: of the users whose partitions it owns."""
     timeout: float
     """Seconds to wait for Kafka's acknowledgement before answering 503."""
-    limits: LimitSettings = field(default_factory=LimitSettings)
-    """Where the other users' buckets are; the default keeps them all here (one process)."""
+    limits: LimitSettings
+    """Where the other users' buckets are."""
 
 
 WRITES = web.AppKey("writes", Writes)

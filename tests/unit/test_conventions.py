@@ -21,6 +21,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from fakes import Reads, web_app
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -29,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from likestream._tokens import Tokens
 from likestream.tables import NO_COUNT, CountRow
-from likestream.web import Auth, PushSettings, create_app
+from likestream.web import Auth, PushSettings
 from likestream.web._json import json_reply
 from likestream.web._views import metrics_registry
 
@@ -38,11 +39,11 @@ LIMIT = 20.0  # seconds; only reached when something is broken
 JSON = "application/json; charset=utf-8"
 
 
-class State:
+class State(Reads):
     def likes(self, item_id: str) -> int:
         return 1
 
-    def count(self, item_id: str) -> CountRow:
+    def stamped(self, item_id: str) -> CountRow:
         return CountRow(1, 1) if item_id == "post:9" else NO_COUNT
 
     def liked(self, item_id: str, user_id: str) -> bool:
@@ -56,7 +57,7 @@ class State:
 async def client() -> AsyncIterator[TestClient]:
     # A short heartbeat: an SSE handler learns that its client went away at its next write.
     push = PushSettings(interval=0.01, max_items=5, backlog=64 * 1024, heartbeat=0.1)
-    async with TestClient(TestServer(create_app(State(), push=push, auth=AUTH))) as http:
+    async with TestClient(TestServer(web_app(State(), push=push, auth=AUTH))) as http:
         yield http
 
 

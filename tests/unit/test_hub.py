@@ -9,32 +9,26 @@ import gc
 from pathlib import Path
 
 import pytest
+from fakes import Reads
 
 from likestream._metrics import FRAMES_ENCODED, SUBSCRIPTIONS
-from likestream.tables import NO_COUNT, CountRow, NotServable
+from likestream.tables import NO_COUNT, CountRow
 from likestream.web import Hub
 from likestream.web._hub import SLICE, Full, Kind, Subscriber
-from likestream.web._replica import Replica, Stamp
+from likestream.web._replica import Replica
 
 
-class NothingServable:
-    def likes(self, item_id: str) -> int:
-        raise NotServable("elsewhere")
-
-    def liked(self, item_id: str, user_id: str) -> bool:
-        raise NotServable("elsewhere")
-
-    def ready(self) -> bool:
-        return True
+class NothingServable(Reads):
+    pass
 
 
 class OwnsEverything(NothingServable):
     """A worker that owns every item and has never seen a like."""
 
     def likes(self, item_id: str) -> int:
-        return self.count(item_id).likes
+        return self.stamped(item_id).likes
 
-    def count(self, item_id: str) -> CountRow:
+    def stamped(self, item_id: str) -> CountRow:
         return NO_COUNT
 
 
@@ -82,7 +76,7 @@ async def ticked(hub: Hub) -> None:
 
 
 async def test_subscriptions_gauge_follows_subscribe_and_drop() -> None:
-    hub = Hub(NothingServable())
+    hub = Hub(NothingServable(), Replica(1))
     sub = subscriber()
     before = value(SUBSCRIPTIONS)
     hub.subscribe(sub, ["a", "b"])
@@ -113,14 +107,14 @@ async def test_an_item_never_liked_gets_0_once_its_partition_is_read() -> None:
 
 
 async def test_a_change_is_encoded_once_and_the_same_bytes_go_to_every_subscriber() -> None:
-    hub = Hub(NothingServable(), interval=0.001)
+    hub = Hub(NothingServable(), Replica(1), interval=0.001)
     sockets = [Socket() for _ in range(50)]
     for socket in sockets:
         hub.subscribe(subscriber(socket), ["post:1"])
     sse = Socket()
     hub.subscribe(subscriber(sse, Kind.SSE_CHUNKED), ["post:1"])
     before = value(FRAMES_ENCODED)
-    hub.update("post:1", Stamp(7, 70))
+    hub.update("post:1", CountRow(7, 70))
     await ticked(hub)
     assert value(FRAMES_ENCODED) == before + 2  # one per kind of client, not per client
     first = sockets[0].frames[0]
@@ -149,12 +143,12 @@ async def test_a_large_fan_out_lets_the_rest_of_the_process_run_between_slices()
             if len(seen) == 3 * SLICE:
                 everyone.set()
 
-    hub = Hub(NothingServable(), interval=0.001)
+    hub = Hub(NothingServable(), Replica(1), interval=0.001)
     for _ in range(3 * SLICE):
         hub.subscribe(subscriber(Noting()), ["hot"])
     seen.clear()
     other = asyncio.create_task(other_work())
-    hub.update("hot", Stamp(1, 1))
+    hub.update("hot", CountRow(1, 1))
     await asyncio.wait_for(everyone.wait(), 5)
     other.cancel()
     # Every subscriber got the change, and the other work ran between the slices.
@@ -163,23 +157,23 @@ async def test_a_large_fan_out_lets_the_rest_of_the_process_run_between_slices()
 
 
 async def test_changes_within_an_interval_are_one_frame_per_item() -> None:
-    hub = Hub(NothingServable(), interval=0.05)
+    hub = Hub(NothingServable(), Replica(1), interval=0.05)
     socket = Socket()
     hub.subscribe(subscriber(socket), ["a", "b"])
     for n in range(1, 101):
-        hub.update("a", Stamp(n, n))
-        hub.update("b", Stamp(n, n))
+        hub.update("a", CountRow(n, n))
+        hub.update("b", CountRow(n, n))
     await ticked(hub)
     assert sorted(socket.frames) == [ws_likes("a", 100), ws_likes("b", 100)]
 
 
 async def test_a_client_whose_socket_does_not_keep_up_is_ended_and_written_no_more() -> None:
-    hub = Hub(NothingServable(), interval=0.001)
+    hub = Hub(NothingServable(), Replica(1), interval=0.001)
     slow, fine = Socket(buffered=4096), Socket()
     slow_sub, fine_sub = subscriber(slow), subscriber(fine)
     hub.subscribe(slow_sub, ["a"])
     hub.subscribe(fine_sub, ["a"])
-    hub.update("a", Stamp(1, 1))
+    hub.update("a", CountRow(1, 1))
     await ticked(hub)
     assert slow_sub.ended == "slow"
     assert slow.frames == []
@@ -189,7 +183,7 @@ async def test_a_client_whose_socket_does_not_keep_up_is_ended_and_written_no_mo
     gone_sub = subscriber(gone)
     hub.subscribe(gone_sub, ["a"])
     gone.closing = True
-    hub.update("a", Stamp(2, 2))
+    hub.update("a", CountRow(2, 2))
     await ticked(hub)
     assert gone_sub.ended == "gone"
     assert len(fine.frames) == 2
@@ -210,7 +204,7 @@ async def test_a_client_ended_by_its_own_handler_is_not_cancelled_under_it() -> 
 
 
 async def test_subscribing_past_the_cap_subscribes_nothing() -> None:
-    hub = Hub(NothingServable(), max_subscriptions=3)
+    hub = Hub(NothingServable(), Replica(1), max_subscriptions=3)
     sub = subscriber()
     hub.subscribe(sub, ["a", "b"])
     with pytest.raises(Full):

@@ -19,7 +19,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from fakes import State
+from fakes import State, web_app
 from locks import BUILD_LOCK, RUNTIME_LOCK, read_lock
 from manifests import (
     K8S,
@@ -42,7 +42,6 @@ from likestream._credentials import token_policy
 from likestream._secret import internal_secret, signing_secret
 from likestream._settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from likestream._topics import topic_specs
-from likestream.web import create_app
 from likestream.web._page import dev_routes
 from likestream.web._reads import FORWARDED
 from likestream.web._replica import _BLOCK_CACHE, _WRITE_BUFFER
@@ -85,7 +84,7 @@ def defaults(clean_env: pytest.MonkeyPatch) -> Settings:
 
 def web_routes() -> set[str]:
     """Paths of likestream.web's route table, as the running app registers them."""
-    return {r.canonical for r in create_app(State()).router.resources()}
+    return {r.canonical for r in web_app(State()).router.resources()}
 
 
 # -- schemas -----------------------------------------------------------------------

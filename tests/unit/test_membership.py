@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
-from fakes import Clock, State
+from fakes import Clock, State, web_app
 
 from likestream._membership import Membership
-from likestream.web import create_app
 
 
 @dataclass
@@ -82,7 +81,7 @@ def test_the_bulk_restore_is_not_a_stuck_flow() -> None:
 
 async def test_healthz_says_why_the_process_should_be_restarted() -> None:
     reason: list[str | None] = [None]
-    client = TestClient(TestServer(create_app(State(), liveness=lambda: reason[0])))
+    client = TestClient(TestServer(web_app(State(), liveness=lambda: reason[0])))
     await client.start_server()
     try:
         resp = await client.get("/healthz")

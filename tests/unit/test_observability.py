@@ -21,7 +21,7 @@ import pytest
 import tools
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
-from fakes import Publisher
+from fakes import Publisher, Reads, web_app, writes_of
 from manifests import K8S, rendered
 from prometheus_client import REGISTRY
 
@@ -36,7 +36,7 @@ from likestream._logging import (
 from likestream._settings import SettingsError, load_settings
 from likestream._status import format_status
 from likestream._tokens import Tokens, mint_token
-from likestream.web import Auth, RateLimiter, Writes, _access, create_app
+from likestream.web import Auth, RateLimiter, _access
 
 DASHBOARD = K8S / "observability" / "likestream-dashboard.json"
 RULES = K8S / "base" / "prometheusrule.yaml"
@@ -435,7 +435,7 @@ def test_log_format_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- web: request ids, error logs, write metrics -------------------------------------------
 
 
-class State:
+class State(Reads):
     def __init__(self) -> None:
         self.broken = False
 
@@ -463,8 +463,8 @@ def publisher() -> Publisher:
 
 @pytest.fixture
 async def client(state: State, publisher: Publisher) -> AsyncIterator[TestClient]:
-    writes = Writes(publisher, RateLimiter(rate=0.001, burst=1), timeout=5)
-    async with TestClient(TestServer(create_app(state, writes, auth=AUTH))) as http:
+    writes = writes_of(publisher, RateLimiter(rate=0.001, burst=1), timeout=5)
+    async with TestClient(TestServer(web_app(state, writes, auth=AUTH))) as http:
         yield http
 
 
@@ -510,7 +510,7 @@ async def test_a_sampled_access_log_keeps_every_refused_request(
     state: State, log_lines: io.StringIO
 ) -> None:
     # A share so small that 20 answered reads all go unlogged (but for 1 chance in 10^10).
-    async with TestClient(TestServer(create_app(state, access_sample=1e-12))) as http:
+    async with TestClient(TestServer(web_app(state, access_sample=1e-12))) as http:
         for _ in range(20):
             assert (await http.get("/items/a/likes")).status == 200
         assert (await http.get("/nowhere")).status == 404
@@ -526,7 +526,7 @@ async def test_a_sampled_access_log_keeps_slow_reads_and_everything_but_reads(
     state: State, log_lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     origin = "https://page.example"
-    app = create_app(state, access_sample=1e-12, cors_origins=[origin])
+    app = web_app(state, cors_origins=[origin], access_sample=1e-12)
     async with TestClient(TestServer(app)) as http:
         for _ in range(20):
             assert (await http.get("/items/a/likes")).status == 200

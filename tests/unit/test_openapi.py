@@ -12,6 +12,7 @@ import pytest
 import schemathesis
 from aiohttp import hdrs, web
 from aiohttp.test_utils import TestClient, TestServer
+from fakes import web_app, writes_of
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -19,16 +20,14 @@ from schemathesis.core.result import Err
 
 from likestream._top import PartitionTop
 from likestream._window_spec import parse_windows
+from likestream.tables import CountRow
 from likestream.web import (
     HUB,
     Auth,
     NoTables,
     RateLimiter,
     Replica,
-    Stamp,
     TrendingSettings,
-    Writes,
-    create_app,
 )
 from likestream.web._openapi import DOCUMENT, INTERNAL_ROUTES, served_document
 from likestream.web._trending import TRENDING
@@ -41,8 +40,8 @@ WINDOWS = parse_windows("1m:10s,1h:5m")
 
 def full_app(**options: Any) -> web.Application:
     """A worker's app with every optional part: writes, dev tokens, trending, pushes."""
-    writes = Writes(Publisher(), RateLimiter(100, 100), timeout=1)
-    return create_app(
+    writes = writes_of(Publisher(), RateLimiter(100, 100), timeout=1)
+    return web_app(
         State(),
         writes,
         push=push_settings(),
@@ -56,8 +55,8 @@ def full_app(**options: Any) -> web.Application:
 def gateway_app() -> web.Application:
     """As ``likestream gateway`` builds it: no tables, no dev tokens."""
     replica = Replica(1)
-    writes = Writes(Publisher(), RateLimiter(100, 100), timeout=1)
-    return create_app(
+    writes = writes_of(Publisher(), RateLimiter(100, 100), timeout=1)
+    return web_app(
         NoTables(replica),
         writes,
         push=push_settings(),
@@ -111,7 +110,7 @@ def test_public_memberships_need_no_token_in_the_document() -> None:
     private = served_document(full_app())["paths"]["/items/{item_id}/likes/{user_id}"]["get"]
     assert private["security"] == [{"bearerAuth": []}]
     assert {"401", "403"} <= set(private["responses"])
-    app = create_app(State(), auth=Auth(AUTH.tokens, public_memberships=True))
+    app = web_app(State(), auth=Auth(AUTH.tokens, public_memberships=True))
     public = served_document(app)["paths"]["/items/{item_id}/likes/{user_id}"]["get"]
     assert public["security"] == []
     assert {"401", "403"} & set(public["responses"]) == set()
@@ -211,7 +210,7 @@ async def test_websocket_frames_match_their_schemas(client: TestClient) -> None:
             assert_valid("WsClientFrame", sent)
             await ws.send_str(orjson.dumps(sent).decode())
         received = [await frame(ws) for _ in range(3)]  # two counts, the trending top
-        client.server.app[HUB].update("post:9", Stamp(13, 41))
+        client.server.app[HUB].update("post:9", CountRow(13, 41))
         received.append(await frame(ws))
         assert [f["type"] for f in received] == ["likes", "likes", "trending", "likes"]
         for bad, code in CLIENT_FRAMES_BAD:
@@ -235,7 +234,7 @@ async def test_sse_events_match_their_schema(client: TestClient) -> None:
     async with client.get("/items/post:9/events") as resp:
         assert resp.content_type == "text/event-stream"
         [first] = await sse_events(resp, 1)
-        client.server.app[HUB].update("post:9", Stamp(13, 41))
+        client.server.app[HUB].update("post:9", CountRow(13, 41))
         [second] = await sse_events(resp, 1)
     for event in (first, second):
         assert_valid("SseEvent", event)

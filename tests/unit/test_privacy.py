@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from fakes import Publisher, State
+from fakes import Publisher, State, web_app, writes_of
 
 from likestream._logging import JsonFormatter, PlainFormatter, RequestIdFilter
 from likestream._tokens import TokenPolicy, Tokens, mint_token
-from likestream.web import FORWARDED, Auth, RateLimiter, Writes, create_app
+from likestream.web import FORWARDED, Auth, RateLimiter
 from likestream.web._access import UserTags
 from likestream.web._reads import forwarding_proof
 
@@ -29,9 +29,9 @@ def bearer(user: str, secret: str = SECRET) -> dict[str, str]:
 
 
 async def serve(public: bool = False, internal: str = INTERNAL) -> TestClient:
-    writes = Writes(Publisher(), RateLimiter(100, 100), timeout=1)
+    writes = writes_of(Publisher(), RateLimiter(100, 100), timeout=1)
     auth = Auth(Tokens(SECRET), public_memberships=public)
-    app = create_app(
+    app = web_app(
         State(3, fans=[USER]), writes, auth=auth, internal_secret=internal, dev_tokens=True
     )
     client = TestClient(TestServer(app))
@@ -109,7 +109,7 @@ async def test_a_forwarded_read_is_answered_without_a_token(client: TestClient) 
     # The peer that forwarded it checked its caller's token; the proof says it is a peer.
     resp = await client.get(PATH, headers={FORWARDED: forwarding_proof(INTERNAL)})
     assert (resp.status, (await resp.json())["liked"]) == (200, True)
-    for made_up in ("1", forwarding_proof(SECRET), forwarding_proof(None)):
+    for made_up in ("1", forwarding_proof(SECRET), forwarding_proof(INTERNAL + "not")):
         resp = await client.get(PATH, headers={FORWARDED: made_up})
         assert resp.status == 401
 
@@ -128,7 +128,6 @@ def test_user_tags_are_keyed_stable_and_short() -> None:
     assert tag == UserTags(INTERNAL)(USER)  # every process sharing the secret agrees
     assert tag != tags("bob")
     assert tag != UserTags("another-internal-secret-" + "x" * 20)(USER)
-    assert tag != UserTags(None)(USER)
 
 
 async def test_the_access_log_shows_tags_never_user_ids(
@@ -172,8 +171,8 @@ async def test_a_refused_user_segment_is_hashed_too(
 
 async def test_dev_tokens_live_no_longer_than_the_policy_allows() -> None:
     policy = TokenPolicy(issuer="https://dev.example", audience="demo", max_lifetime=300)
-    writes = Writes(Publisher(), RateLimiter(100, 100), timeout=1)
-    app = create_app(
+    writes = writes_of(Publisher(), RateLimiter(100, 100), timeout=1)
+    app = web_app(
         State(3, fans=[USER]), writes, auth=Auth(Tokens(SECRET, policy=policy)), dev_tokens=True
     )
     async with TestClient(TestServer(app)) as http:
@@ -185,6 +184,6 @@ async def test_dev_tokens_live_no_longer_than_the_policy_allows() -> None:
 
 
 def test_dev_tokens_need_a_key_to_sign_with() -> None:
-    writes = Writes(Publisher(), RateLimiter(100, 100), timeout=1)
+    writes = writes_of(Publisher(), RateLimiter(100, 100), timeout=1)
     with pytest.raises(ValueError, match="HS256 secret"):
-        create_app(State(3, fans=[USER]), writes, auth=Auth(Tokens()), dev_tokens=True)
+        web_app(State(3, fans=[USER]), writes, auth=Auth(Tokens()), dev_tokens=True)

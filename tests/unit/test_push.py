@@ -19,11 +19,11 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import ConsumerRecord
-from fakes import Publisher
+from fakes import Publisher, Reads, web_app, writes_of
 
 from likestream._tokens import Tokens
 from likestream.tables import NO_COUNT, CountRow, NotServable
-from likestream.web import HUB, Auth, Hub, PushSettings, RateLimiter, Stamp, Writes, create_app
+from likestream.web import HUB, Auth, Hub, PushSettings, RateLimiter
 from likestream.web import _push as push_module
 from likestream.web._tail import parse_count
 
@@ -33,16 +33,16 @@ MAX_ITEMS = 5
 LIMIT = 20.0  # seconds; generous, only hit when something is broken
 
 
-class State:
+class State(Reads):
     """Owns every item except those starting with ``remote:``."""
 
     def __init__(self) -> None:
         self.rows: dict[str, CountRow] = {"post:9": CountRow(12, 40)}
 
     def likes(self, item_id: str) -> int:
-        return self.count(item_id).likes
+        return self.stamped(item_id).likes
 
-    def count(self, item_id: str) -> CountRow:
+    def stamped(self, item_id: str) -> CountRow:
         if item_id.startswith("remote:"):
             raise NotServable("partition 1 is served by another worker")
         return self.rows.get(item_id, NO_COUNT)
@@ -62,8 +62,8 @@ def push_settings(interval: float = 0.01, backlog: int = 64 * 1024, **caps: int)
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient]:
-    writes = Writes(Publisher(), RateLimiter(1, 1), timeout=1)
-    app = create_app(State(), writes, push=push_settings(), dev_tokens=True, auth=AUTH)
+    writes = writes_of(Publisher(), RateLimiter(1, 1), timeout=1)
+    app = web_app(State(), writes, push=push_settings(), dev_tokens=True, auth=AUTH)
     async with TestClient(TestServer(app)) as http:
         yield http
 
@@ -92,7 +92,7 @@ async def test_subscribe_gets_the_table_count_then_changes(client: TestClient) -
     async with client.ws_connect("/ws") as ws:
         await send(ws, "subscribe", ["post:9"])
         assert await frame(ws) == likes("post:9", 12)
-        hub_of(client).update("post:9", Stamp(13, 41))
+        hub_of(client).update("post:9", CountRow(13, 41))
         assert await frame(ws) == likes("post:9", 13)
 
 
@@ -101,9 +101,9 @@ async def test_older_and_repeated_offsets_never_reach_the_client(client: TestCli
     async with client.ws_connect("/ws") as ws:
         await send(ws, "subscribe", ["post:9"])
         assert await frame(ws) == likes("post:9", 12)  # stamped 40 in table state
-        hub.update("post:9", Stamp(11, 39))  # reordered: older than what the client has
-        hub.update("post:9", Stamp(12, 40))  # re-published after a crash: same offset
-        hub.update("post:9", Stamp(14, 42))
+        hub.update("post:9", CountRow(11, 39))  # reordered: older than what the client has
+        hub.update("post:9", CountRow(12, 40))  # re-published after a crash: same offset
+        hub.update("post:9", CountRow(14, 42))
         assert await frame(ws) == likes("post:9", 14)
 
 
@@ -113,9 +113,9 @@ async def test_changes_are_coalesced_per_item(client: TestClient) -> None:
         await send(ws, "subscribe", ["post:1"])
         assert await frame(ws) == likes("post:1", 0)
         for n in range(1, 501):  # all within one event-loop turn: one frame
-            hub.update("post:1", Stamp(n, n))
+            hub.update("post:1", CountRow(n, n))
         assert await frame(ws) == likes("post:1", 500)
-        hub.update("post:1", Stamp(501, 501))
+        hub.update("post:1", CountRow(501, 501))
         assert await frame(ws) == likes("post:1", 501)
 
 
@@ -125,7 +125,7 @@ async def test_item_owned_elsewhere_starts_with_the_last_value_seen(client: Test
         await send(ws, "subscribe", ["remote:a", "post:2"])
         # Not owned and never seen: no count yet, the next change is the first frame.
         assert await frame(ws) == likes("post:2", 0)
-        hub.update("remote:a", Stamp(7, 3))
+        hub.update("remote:a", CountRow(7, 3))
         assert await frame(ws) == likes("remote:a", 7)
     async with client.ws_connect("/ws") as ws:
         await send(ws, "subscribe", ["remote:a"])
@@ -138,7 +138,7 @@ async def test_subscribe_twice_sends_the_current_count_again(client: TestClient)
         await send(ws, "subscribe", ["post:9", "post:9"])
         assert await frame(ws) == likes("post:9", 12)
         assert await frame(ws) == likes("post:9", 12)
-        hub_of(client).update("post:9", Stamp(13, 41))
+        hub_of(client).update("post:9", CountRow(13, 41))
         assert await frame(ws) == likes("post:9", 13)  # one subscription, one frame
 
 
@@ -151,8 +151,8 @@ async def test_unsubscribe_stops_changes_and_unknown_is_an_error(client: TestCli
         error = await frame(ws)
         assert (error["type"], error["code"]) == ("error", "not_subscribed")
         assert "post:3" in str(error["message"])
-        hub.update("post:1", Stamp(5, 5))
-        hub.update("post:2", Stamp(6, 6))
+        hub.update("post:1", CountRow(5, 5))
+        hub.update("post:2", CountRow(6, 6))
         assert await frame(ws) == likes("post:2", 6)
     await no_subscribers(hub)
 
@@ -252,7 +252,7 @@ async def test_sse_sends_the_count_then_changes_with_offsets_as_ids(client: Test
             "event": "likes",
             "data": '{"item_id":"post:9","likes":12}',
         }
-        hub_of(client).update("post:9", Stamp(13, 41))
+        hub_of(client).update("post:9", CountRow(13, 41))
         [second] = await sse_events(resp, 1)
         assert (second["id"], orjson.loads(second["data"])["likes"]) == ("41", 13)
 
@@ -282,7 +282,7 @@ async def test_streamed_responses_carry_the_security_headers_and_request_id(
 async def test_sse_last_event_id_skips_what_the_client_has(client: TestClient) -> None:
     headers = {"Last-Event-ID": "40"}
     async with client.get("/items/post:9/events", headers=headers) as resp:
-        hub_of(client).update("post:9", Stamp(15, 44))
+        hub_of(client).update("post:9", CountRow(15, 44))
         [event] = await sse_events(resp, 1)  # not the count at 40 again
         assert (event["id"], orjson.loads(event["data"])["likes"]) == ("44", 15)
 
@@ -316,7 +316,7 @@ async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int | None:
 async def test_a_full_process_closes_new_websockets_with_1013_and_sse_gets_503(
     cap: str, reason: str
 ) -> None:
-    app = create_app(State(), push=push_settings(**{cap: 2}))
+    app = web_app(State(), push=push_settings(**{cap: 2}))
     async with TestClient(TestServer(app)) as http:
         async with http.ws_connect("/ws") as one, http.get("/items/post:9/events") as two:
             assert two.status == 200
@@ -330,7 +330,7 @@ async def test_a_full_process_closes_new_websockets_with_1013_and_sse_gets_503(
                 assert four.headers["Retry-After"] == "5"
                 assert (await four.json())["error"]["code"] == "server_full"
             assert await refused(http, reason) == before + 2
-            hub_of(http).update("post:9", Stamp(13, 41))  # the ones held are served
+            hub_of(http).update("post:9", CountRow(13, 41))  # the ones held are served
             assert await frame(one) == likes("post:9", 13)
         async with http.ws_connect("/ws") as again:  # room once they left
             await send(again, "subscribe", ["post:9"])
@@ -338,7 +338,7 @@ async def test_a_full_process_closes_new_websockets_with_1013_and_sse_gets_503(
 
 
 async def test_failed_handshakes_hold_no_place_under_the_cap() -> None:
-    app = create_app(State(), push=push_settings(max_connections=1))
+    app = web_app(State(), push=push_settings(max_connections=1))
     async with TestClient(TestServer(app)) as http:
         for _ in range(3):
             async with http.get("/ws") as plain:  # no Upgrade: not a WebSocket
@@ -349,7 +349,7 @@ async def test_failed_handshakes_hold_no_place_under_the_cap() -> None:
 
 
 async def test_subscriptions_past_the_process_cap_are_refused_with_an_error_frame() -> None:
-    app = create_app(State(), push=push_settings(max_subscriptions=3))
+    app = web_app(State(), push=push_settings(max_subscriptions=3))
     async with TestClient(TestServer(app)) as http, http.ws_connect("/ws") as ws:
         await send(ws, "subscribe", ["post:1", "post:2"])
         assert [await frame(ws), await frame(ws)] == [likes("post:1", 0), likes("post:2", 0)]
@@ -361,7 +361,7 @@ async def test_subscriptions_past_the_process_cap_are_refused_with_an_error_fram
             assert sse.status == 200  # the third fits
         # A stream's end is noticed at its next write (a change, or the keep-alive).
         hub = hub_of(http)
-        hub.update("post:5", Stamp(1, 1))
+        hub.update("post:5", CountRow(1, 1))
         async with asyncio.timeout(LIMIT):
             while True:
                 if hub.subscriptions == 2:
@@ -387,7 +387,7 @@ async def test_subscriptions_past_the_process_cap_are_refused_with_an_error_fram
 async def test_live_routes_refuse_pages_of_other_origins(
     origin: str | None, allowed: tuple[str, ...], status: int
 ) -> None:
-    app = create_app(State(), cors_origins=allowed, push=push_settings())
+    app = web_app(State(), cors_origins=allowed, push=push_settings())
     async with TestClient(TestServer(app)) as http:
         host = f"{http.host}:{http.port}"
         headers = (
@@ -472,7 +472,7 @@ class RawSocketClient:
 
 async def test_slow_client_is_closed_with_1013_and_others_keep_receiving() -> None:
     state = State()
-    app = create_app(state, push=push_settings(interval=0.001, backlog=32 * 1024))
+    app = web_app(state, push=push_settings(interval=0.001, backlog=32 * 1024))
     hub = app[HUB]
     items = [f"hot:{n}" for n in range(MAX_ITEMS)]
     async with TestClient(TestServer(app)) as http:
@@ -489,12 +489,12 @@ async def test_slow_client_is_closed_with_1013_and_others_keep_receiving() -> No
                 offset += 1
                 assert offset < 200_000, "the slow client was never dropped"
                 for item in items:
-                    hub.update(item, Stamp(offset, offset))
+                    hub.update(item, CountRow(offset, offset))
                 # Paced by the fast client: it gets every change while the slow one lags.
                 while (await frame(fast))["likes"] != offset:
                     pass
             for more in range(offset + 1, offset + 4):
-                hub.update("hot:0", Stamp(more, more))
+                hub.update("hot:0", CountRow(more, more))
                 assert await frame(fast) == likes("hot:0", more)
         newest, code = await asyncio.wait_for(slow.read_until_close(), LIMIT)
         assert code == 1013
@@ -566,8 +566,8 @@ async def test_dev_token_mints_a_token_the_write_api_takes(client: TestClient) -
 
 
 async def test_no_dev_tokens_unless_asked() -> None:
-    writes = Writes(Publisher(), RateLimiter(1, 1), timeout=1)
-    async with TestClient(TestServer(create_app(State(), writes, auth=AUTH))) as http:
+    writes = writes_of(Publisher(), RateLimiter(1, 1), timeout=1)
+    async with TestClient(TestServer(web_app(State(), writes, auth=AUTH))) as http:
         resp = await http.post("/dev/token", json={"user_id": "alice"})
         assert resp.status in (404, 405)
 
@@ -582,7 +582,7 @@ def counts_record(value: bytes | None, headers: list[tuple[str, bytes]]) -> Cons
 def test_counts_records_are_parsed_and_anything_else_ignored() -> None:
     good = b'{"item_id": "post:9", "likes": 3}'
     offset = [("source-offset", b"41")]
-    assert parse_count(counts_record(good, offset)) == ("post:9", Stamp(3, 41))
+    assert parse_count(counts_record(good, offset)) == ("post:9", CountRow(3, 41))
     for value, headers in [
         (good, []),
         (good, [("source-offset", b"x")]),

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from fakes import Publisher, State
+from fakes import Publisher, State, holds_everything, web_app, writes_of
 
 from likestream._metrics import RATE_LIMIT_CHECKS
 from likestream._partition import partition_for
 from likestream._tokens import Tokens, mint_token
-from likestream.web import FORWARDED, Auth, LimitSettings, RateLimiter, Writes, create_app
+from likestream.web import FORWARDED, Auth, LimitSettings, RateLimiter
 from likestream.web._owners import Placement
 from likestream.web._quota import LIMITS, Here, Nowhere, Owner, route
 from likestream.web._reads import forwarding_proof
@@ -29,7 +29,7 @@ def bearer(user: str) -> dict[str, str]:
 
 
 def app_of(
-    holds: Callable[[int], bool] | None,
+    holds: Callable[[int], bool],
     burst: int = 2,
     secret: str = SECRET,
     url: str | None = None,
@@ -39,9 +39,9 @@ def app_of(
     publisher = Publisher()
     limits = LimitSettings(PARTITIONS, url, secret, timeout, holds)
     # rate 0.001/s: no refill within a test.
-    writes = Writes(publisher, RateLimiter(0.001, burst), 1.0, limits)
+    writes = writes_of(publisher, RateLimiter(0.001, burst), 1.0, limits)
     # Tokens of the one SECRET everywhere; ``secret`` is the processes' internal one.
-    app = create_app(State(), writes, cors, auth=Auth(Tokens(SECRET)), internal_secret=secret)
+    app = web_app(State(), writes, cors, auth=Auth(Tokens(SECRET)), internal_secret=secret)
     return TestServer(app), publisher
 
 
@@ -74,7 +74,7 @@ def test_route(holds: bool, owner: str | None, down: bool, expected: object) -> 
 
 
 def test_users_hash_like_items() -> None:
-    server, _ = app_of(holds=None)
+    server, _ = app_of(holds=holds_everything)
     limits = server.app[LIMITS]
     assert [limits.partition(u) for u in ("alice", "bob", "carol")] == [
         partition_for(u.encode(), PARTITIONS) for u in ("alice", "bob", "carol")
@@ -210,7 +210,7 @@ async def test_unknown_or_unreachable_owner_fails_closed() -> None:
         assert resp.headers["Retry-After"] == "1"
         assert (await resp.json())["error"]["code"] == "rate_limit_unavailable"
         # An owner that is gone: nothing listens on the port of a closed server.
-        gone = TestServer(create_app(State()))
+        gone = TestServer(web_app(State()))
         await gone.start_server()
         url = str(gone.make_url("")).rstrip("/")
         await gone.close()

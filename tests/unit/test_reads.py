@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from fakes import Reads, web_app
 
 from likestream._partition import partition_for
 from likestream._tokens import Tokens, mint_token
@@ -24,9 +25,7 @@ from likestream.web import (
     Auth,
     ReadSettings,
     Replica,
-    Stamp,
     _reads,
-    create_app,
 )
 from likestream.web._copies import CopyClock
 from likestream.web._owners import Owners, Placement, parse_members
@@ -99,14 +98,14 @@ def test_owners_keep_the_last_stable_placement_while_rebalancing() -> None:
 def test_replica_knows_nothing_before_a_partition_was_read_to_its_end() -> None:
     replica = Replica(PARTITIONS)
     item = item_in(1)
-    replica.update(item, Stamp(3, 10))
+    replica.update(item, CountRow(3, 10))
     assert replica.count(item) is None
     assert replica.age(1) is None
     replica.caught_up(1, at=100.0)
-    assert replica.count(item) == Stamp(3, 10)
-    assert replica.count(items_in(1)[1]) == Stamp(0, -1)  # never seen: no likes
+    assert replica.count(item) == CountRow(3, 10)
+    assert replica.count(items_in(1)[1]) == CountRow(0, -1)  # never seen: no likes
     assert replica.age(1, now=102.5) == 2.5
-    assert not replica.update(item, Stamp(2, 9))  # older: kept out
+    assert not replica.update(item, CountRow(2, 9))  # older: kept out
     assert not replica.loaded()
 
 
@@ -122,7 +121,7 @@ def test_copy_age_is_the_last_time_its_changelog_ended_where_it_is() -> None:
     assert clock.age((CHANGELOG, 1), applied=0) is None
 
 
-class State:
+class State(Reads):
     """Owns partition 0 (fresh) and holds a copy of partition 1 (a standby)."""
 
     def __init__(self) -> None:
@@ -207,7 +206,7 @@ async def peer_b() -> AsyncIterator[tuple[Peer, str]]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient]:
-    app = create_app(
+    app = web_app(
         State(),
         reads=ReadSettings(stale_max=2.0, url=ME),
         replica=Replica(PARTITIONS),
@@ -266,7 +265,7 @@ async def test_a_stale_owner_answer_keeps_its_headers(client: TestClient) -> Non
 async def test_an_unreachable_owner_falls_back_to_the_replica(client: TestClient) -> None:
     place(client, {2: "http://127.0.0.1:9"}, {})  # nothing listens there
     load_replica(client)
-    reader_of(client).replica.update(item_in(2), Stamp(8, 3))
+    reader_of(client).replica.update(item_in(2), CountRow(8, 3))
     resp = await client.get(f"/items/{item_in(2)}/likes")
     assert (resp.status, (await resp.json())["likes"]) == (200, 8)
     assert resp.headers[STALE] == "true"
@@ -319,12 +318,12 @@ async def test_a_held_copy_answers_memberships_when_it_is_new_enough(client: Tes
     reader = reader_of(client)
     load_replica(client)
     item = item_in(1)
-    reader.replica.update(item, Stamp(7, 40))  # the copy's count row is as new
+    reader.replica.update(item, CountRow(7, 40))  # the copy's count row is as new
     resp = await client.get(f"/items/{item}/likes/fan", headers={FORWARDED: PROOF})
     assert (resp.status, (await resp.json())["liked"]) == (200, True)
     assert resp.headers[STALE] == "true"
 
-    reader.replica.update(item, Stamp(9, 50))  # newer than the copy, whose changelog...
+    reader.replica.update(item, CountRow(9, 50))  # newer than the copy, whose changelog...
     resp = await client.get(f"/items/{item}/likes/fan", headers={FORWARDED: PROOF})
     assert resp.status == 503  # ...position nobody has sampled yet
     reader.copies.sampled((CHANGELOG, 1), time.time() - 0.5, end=100)
@@ -361,7 +360,7 @@ async def impatient(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient
     loaded; a peer that failed stays skipped for the whole test (not for a second, which
     a slow machine could use up between two reads)."""
     monkeypatch.setattr(_reads, "DOWN_SECONDS", 3600.0)
-    app = create_app(
+    app = web_app(
         State(),
         reads=ReadSettings(stale_max=60.0, forward_timeout=0.2, url=ME),
         replica=Replica(PARTITIONS),
@@ -391,7 +390,7 @@ async def test_an_owner_that_hangs_times_out_and_is_then_skipped(impatient: Test
     async with raw_server(hang) as url:
         place(impatient, {2: url}, {2: (url,)})
         item = item_in(2)
-        reader_of(impatient).replica.update(item, Stamp(8, 3))
+        reader_of(impatient).replica.update(item, CountRow(8, 3))
         assert await read_count(impatient, item) == (200, 8, True)  # the replica's
         assert [r.split()[:2] for r in requests] == [[b"GET", f"/likes?items={item}".encode()]]
         # Marked down: later reads answer without asking it, a batch from the replica...
@@ -417,7 +416,7 @@ async def test_an_owner_that_answers_garbage_is_marked_down(impatient: TestClien
     async with raw_server(garbage) as url:
         place(impatient, {3: url}, {})
         item = item_in(3)
-        reader_of(impatient).replica.update(item, Stamp(4, 9))
+        reader_of(impatient).replica.update(item, CountRow(4, 9))
         assert await read_count(impatient, item) == (200, 4, True)
         assert await read_count(impatient, item) == (200, 4, True)
         assert connections == 1  # skipped the second time
@@ -450,7 +449,7 @@ async def test_an_unparsable_owner_answer_falls_back_to_the_replica(
         url = str(server.make_url("")).rstrip("/")
         place(impatient, {2: url}, {})
         item = item_in(2)
-        reader_of(impatient).replica.update(item, Stamp(6, 5))
+        reader_of(impatient).replica.update(item, CountRow(6, 5))
         assert await read_count(impatient, item) == (200, 6, True)
     finally:
         await server.close()
@@ -464,7 +463,7 @@ async def test_a_malformed_owner_answer_is_not_taken(
     async for url in served(bad):
         place(impatient, {2: url}, {2: (url, standby_url)})
         item = item_in(2)
-        reader_of(impatient).replica.update(item, Stamp(6, 5))
+        reader_of(impatient).replica.update(item, CountRow(6, 5))
         # A count not for the item asked: the replica answers, said stale.
         assert await read_count(impatient, item) == (200, 6, True)
         # A membership that is not a boolean: the standby is asked next.

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from likestream._metrics import COUNT_CACHE_HITS, COUNT_CACHE_MISSES
-from likestream.web._replica import Replica, Stamp, replica_dir
+from likestream.tables import CountRow
+from likestream.web._replica import Replica, replica_dir
 
 
 def value(metric: object) -> float:
@@ -19,25 +20,25 @@ def value(metric: object) -> float:
 def test_memory_holds_the_hot_counts_and_disk_answers_the_rest_exactly() -> None:
     replica = Replica(4, cache_items=100)
     for n in range(1_000):
-        assert replica.update(f"item:{n}", Stamp(n, 10 * n))
+        assert replica.update(f"item:{n}", CountRow(n, 10 * n))
     assert replica.cached() == 100  # the 100 newest
     misses, hits = value(COUNT_CACHE_MISSES), value(COUNT_CACHE_HITS)
-    assert replica.get("item:3") == Stamp(3, 30)  # evicted long ago: from disk
+    assert replica.get("item:3") == CountRow(3, 30)  # evicted long ago: from disk
     assert value(COUNT_CACHE_MISSES) == misses + 1
-    assert replica.get("item:3") == Stamp(3, 30)  # read back into memory
+    assert replica.get("item:3") == CountRow(3, 30)  # read back into memory
     assert value(COUNT_CACHE_HITS) == hits + 1
     assert replica.cached() == 100
-    assert all(replica.get(f"item:{n}") == Stamp(n, 10 * n) for n in range(1_000))
+    assert all(replica.get(f"item:{n}") == CountRow(n, 10 * n) for n in range(1_000))
 
 
 def test_an_evicted_count_still_refuses_older_stamps() -> None:
     replica = Replica(1, cache_items=1)
-    replica.update("a", Stamp(5, 50))
-    replica.update("b", Stamp(1, 1))  # evicts a from memory
-    assert not replica.update("a", Stamp(4, 40))  # older than what disk has
-    assert not replica.update("a", Stamp(5, 50))  # re-published: same stamp
-    assert replica.update("a", Stamp(6, 51))
-    assert replica.get("a") == Stamp(6, 51)
+    replica.update("a", CountRow(5, 50))
+    replica.update("b", CountRow(1, 1))  # evicts a from memory
+    assert not replica.update("a", CountRow(4, 40))  # older than what disk has
+    assert not replica.update("a", CountRow(5, 50))  # re-published: same stamp
+    assert replica.update("a", CountRow(6, 51))
+    assert replica.get("a") == CountRow(6, 51)
 
 
 def test_never_liked_items_are_0_once_caught_up_and_take_no_memory() -> None:
@@ -46,8 +47,8 @@ def test_never_liked_items_are_0_once_caught_up_and_take_no_memory() -> None:
     assert replica.known(item) is None  # nothing read yet: not known to be 0
     assert replica.count(item) is None
     replica.caught_up(replica.partition(item), 1.0)
-    assert replica.known(item) == Stamp(0, -1)
-    assert replica.count(item) == Stamp(0, -1)
+    assert replica.known(item) == CountRow(0, -1)
+    assert replica.count(item) == CountRow(0, -1)
     assert replica.cached() == 0
 
 
@@ -67,7 +68,7 @@ def test_a_copy_of_its_own_is_wiped_and_copies_of_dead_processes_are_swept(
     alive.mkdir()
     mine = replica_dir(tmp_path)
     first = Replica(1, mine)
-    first.update("a", Stamp(1, 1))
+    first.update("a", CountRow(1, 1))
     first.close()
     again = Replica(1, mine)
     assert again.get("a") is None  # a cache: rebuilt from the topic at every start
@@ -78,7 +79,7 @@ def test_a_copy_of_its_own_is_wiped_and_copies_of_dead_processes_are_swept(
 
 def test_a_temporary_copy_is_removed_when_closed() -> None:
     replica = Replica(1)
-    replica.update("a", Stamp(1, 1))
+    replica.update("a", CountRow(1, 1))
     assert replica.path.exists()
     replica.close()
     assert not replica.path.exists()

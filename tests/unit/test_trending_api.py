@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from fakes import web_app
 
 from likestream._top import PartitionTop
 from likestream._window_spec import parse_windows
-from likestream.web import PushSettings, TrendingSettings, create_app
+from likestream.web import PushSettings, TrendingSettings
 from likestream.web._trending import TRENDING, Board
 
 from .test_push import State, frame
@@ -22,7 +23,7 @@ T0 = 1_764_000_000_000
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient]:
     push = PushSettings(interval=0.05, max_items=5, backlog=64 * 1024, heartbeat=30.0)
-    app = create_app(State(), push=push, trending=TrendingSettings(WINDOWS))
+    app = web_app(State(), push=push, trending=TrendingSettings(WINDOWS))
     async with TestClient(TestServer(app)) as http:
         yield http
 

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from fakes import Clock, Publisher, State
+from fakes import Clock, Publisher, State, web_app, writes_of
 
 from likestream._tokens import Tokens, mint_token
-from likestream.web import Auth, RateLimiter, Writes, create_app
+from likestream.web import Auth, RateLimiter
 
 SECRET = "unit-test-secret-" + "0123456789abcdef" * 2
 AUTH = Auth(Tokens(SECRET))
@@ -28,8 +28,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def client(publisher: Publisher, clock: Clock) -> AsyncIterator[TestClient]:
-    writes = Writes(publisher, RateLimiter(rate=1, burst=3, clock=clock), timeout=0.2)
-    app = create_app(State(3), writes, cors_origins=[ORIGIN], auth=AUTH)
+    writes = writes_of(publisher, RateLimiter(rate=1, burst=3, clock=clock), timeout=0.2)
+    app = web_app(State(3), writes, cors_origins=[ORIGIN], auth=AUTH)
     async with TestClient(TestServer(app)) as http:
         yield http
 
@@ -56,8 +56,8 @@ async def test_like_and_unlike_publish_the_users_event(
 
 
 async def test_publisher_stops_with_the_app(publisher: Publisher) -> None:
-    writes = Writes(publisher, RateLimiter(1, 1), timeout=1)
-    async with TestClient(TestServer(create_app(State(3), writes, auth=AUTH))):
+    writes = writes_of(publisher, RateLimiter(1, 1), timeout=1)
+    async with TestClient(TestServer(web_app(State(3), writes, auth=AUTH))):
         assert publisher.running
     assert not publisher.running
 
@@ -184,7 +184,7 @@ async def test_cors_headers_on_actual_requests_and_errors(client: TestClient) ->
 
 
 async def test_no_cors_unless_configured(publisher: Publisher) -> None:
-    app = create_app(State(3), Writes(publisher, RateLimiter(1, 1), timeout=1), auth=AUTH)
+    app = web_app(State(3), writes_of(publisher, RateLimiter(1, 1), timeout=1), auth=AUTH)
     async with TestClient(TestServer(app)) as http:
         resp = await http.get("/items/x/likes", headers={"Origin": ORIGIN})
         assert "Access-Control-Allow-Origin" not in resp.headers
@@ -193,6 +193,6 @@ async def test_no_cors_unless_configured(publisher: Publisher) -> None:
 
 
 async def test_without_writes_there_are_no_write_routes() -> None:
-    async with TestClient(TestServer(create_app(State(3)))) as http:
+    async with TestClient(TestServer(web_app(State(3)))) as http:
         resp = await http.post("/items/x/like", headers=bearer())
         assert resp.status == 404
