@@ -62,7 +62,9 @@ def _faust_app(settings: Settings) -> faust.App:
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
-        topic_allow_declare=True,
+        # likestream/_topics.py creates every topic, the changelog too, under start-up's
+        # retry: faust's own creation exits on a restarting broker's NodeNotReadyError.
+        topic_allow_declare=False,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,

@@ -91,6 +91,7 @@ async def retrying(
         except errors as exc:
             delay = STARTUP_BACKOFF.delay(failures)
             if time.monotonic() + delay > deadline:
+                log.error("%s: %s; giving up after %.0fs", what, exc, limit_s)
                 raise
             log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)

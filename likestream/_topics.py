@@ -1,7 +1,10 @@
 """Create the app's own topics with the configured partitions (auto-creation is off).
 
-The changelog topics are created by Faust itself when the tables start; one that exists
-already must have the events topic's partitions too (a worker would write partition
+A worker's changelog topics are created here too (compacted, as faust would make them),
+not by faust: faust's own creation, while its tables start, fails the start-up on the
+first error of a broker that is restarting, while this runs under start-up's retry
+(``likestream/_retry.py``). One that exists already must have the events topic's
+partitions too (a worker would write partition
 p's rows where recovery never reads them, and faust's own check covers only its
 stream path, which the agent does not take). On a secured
 cluster the topics are declared by the operator (k8s/base/topics.yaml) and a role may
@@ -15,7 +18,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
 from ._kafka import KafkaConfig
 from ._settings import Settings
@@ -70,7 +73,8 @@ async def ensure_topics(
 ) -> None:
     """Create missing topics; fail when an existing one has other partitions. ``only``:
     the names of the topics this process uses (a gateway's user may not see the rest);
-    ``changelogs``: those of this process's tables, checked when they exist."""
+    ``changelogs``: those of this process's tables. A Kafka error worth retrying (the
+    broker away or restarting) is :class:`KafkaUnreachable`."""
     admin = KafkaConfig.from_settings(settings).admin(request_timeout_ms=10_000)
     try:
         await asyncio.wait_for(admin.start(), CONNECT_TIMEOUT)
@@ -79,29 +83,44 @@ async def ensure_topics(
             f"cannot reach Kafka at {settings.kafka} (LIKESTREAM_KAFKA): {exc}"
         ) from None
     try:
-        specs = [s for s in topic_specs(settings) if only is None or s.name in only]
-        existing = set(await admin.list_topics())
-        missing = [s for s in specs if s.name not in existing]
-        if missing:
-            response = await admin.create_topics(
-                [
-                    NewTopic(s.name, s.partitions, settings.replication, topic_configs=s.config)
-                    for s in missing
-                ]
-            )
-            for name, code, message in (e[:3] for e in response.topic_errors):
-                if code not in (
-                    0,
-                    TopicAlreadyExistsError.errno,
-                ):  # a peer's concurrent start made it
-                    raise TopicError(
-                        f"cannot create topic {name!r}: {for_code(code).__name__} ({message}); "
-                        "declare it (k8s/base/topics.yaml) or grant Create on it"
-                    )
-        specs += [TopicSpec(c, settings.partitions, {}) for c in changelogs if c in existing]
-        await _check_partitions(admin, specs)
+        await _ensure(admin, settings, only, changelogs)
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise
+        raise KafkaUnreachable(
+            f"Kafka at {settings.kafka} (LIKESTREAM_KAFKA) is not ready: {exc!r}"
+        ) from None
     finally:
         await admin.close()
+
+
+async def _ensure(
+    admin: AIOKafkaAdminClient,
+    settings: Settings,
+    only: Collection[str] | None,
+    changelogs: Collection[str],
+) -> None:
+    specs = [s for s in topic_specs(settings) if only is None or s.name in only]
+    specs += [TopicSpec(c, settings.partitions, {"cleanup.policy": "compact"}) for c in changelogs]
+    existing = set(await admin.list_topics())
+    missing = [s for s in specs if s.name not in existing]
+    if missing:
+        response = await admin.create_topics(
+            [
+                NewTopic(s.name, s.partitions, settings.replication, topic_configs=s.config)
+                for s in missing
+            ]
+        )
+        for name, code, message in (e[:3] for e in response.topic_errors):
+            if code not in (
+                0,
+                TopicAlreadyExistsError.errno,
+            ):  # a peer's concurrent start made it
+                raise TopicError(
+                    f"cannot create topic {name!r}: {for_code(code).__name__} ({message}); "
+                    "declare it (k8s/base/topics.yaml) or grant Create on it"
+                )
+    await _check_partitions(admin, specs)
 
 
 async def _check_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:

@@ -96,11 +96,17 @@ class LikeClient:
         producer = self._kafka.producer(
             **self._config, acks="all", enable_idempotence=True, partitioner=by_item
         )
+        # aiokafka retries the idempotent producer's id (InitProducerId) for as long as
+        # the broker answers with an error or not at all (seen after a broker crash),
+        # so start() could wait forever: bounded, by the bootstrap's request and the
+        # id's, one request timeout each.
+        limit_s = 2 * self._config["request_timeout_ms"] / 1000
         try:
-            await producer.start()
-        except KafkaError as exc:
+            await asyncio.wait_for(producer.start(), limit_s)
+        except (KafkaError, TimeoutError) as exc:
             await producer.stop()
-            raise DeliveryError(f"cannot reach Kafka: {exc}") from exc
+            reason = str(exc) or f"no producer id within {limit_s:g}s"
+            raise DeliveryError(f"cannot reach Kafka: {reason}") from exc
         self._started = producer
 
     async def stop(self) -> None:

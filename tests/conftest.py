@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 from oracle import Oracle
 
@@ -126,10 +127,13 @@ class Worker:
         return f"http://localhost:{self.port}"
 
     def start(self) -> None:
+        # Only the test's settings: a LIKESTREAM_* variable of the shell running the
+        # tests would change what they check (or make them skip it).
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("LIKESTREAM_")}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "likestream", self.command],
-                env={**os.environ, **self.env},
+                env={**inherited, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -350,3 +354,39 @@ def pytest_terminal_summary(
         terminalreporter.section("figures")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+async def set_topic_configs(kafka: KafkaConfig, names: list[str], **overrides: str | None) -> None:
+    """Set ``overrides`` on ``names`` (None: back to the broker's default); AlterConfigs
+    replaces a topic's whole config, so the rest of it is stated again."""
+    admin = kafka.admin()
+    await admin.start()
+    try:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+        described = await admin.describe_configs(resources)
+        changes = []
+        for response in described:
+            for _code, _msg, _type, name, entries in response.resources:
+                configs = {
+                    entry[0]: entry[1]
+                    for entry in entries
+                    if entry[1] is not None and _is_topic_override(entry)
+                }
+                for key, value in overrides.items():
+                    key = key.replace("_", ".")
+                    if value is None:
+                        configs.pop(key, None)
+                    else:
+                        configs[key] = value
+                changes.append(ConfigResource(ConfigResourceType.TOPIC, name, configs=configs))
+        for response in await admin.alter_configs(changes):
+            assert all(r[0] == 0 for r in response.resources), response
+    finally:
+        await admin.close()
+
+
+def _is_topic_override(entry: tuple[object, ...]) -> bool:
+    """A DescribeConfigs entry set on the topic itself: its fourth field is v0's
+    ``is_default`` or, from v1, the config source (1: the topic's own)."""
+    source = entry[3]
+    return source is False if isinstance(source, bool) else source == 1

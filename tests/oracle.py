@@ -4,7 +4,6 @@ against it."""
 from __future__ import annotations
 
 import bisect
-import math
 import random
 from collections import defaultdict
 from collections.abc import Iterator
@@ -98,44 +97,66 @@ def mixed_events(
 
 
 class TrendingOracle:
-    """Likes gained per window, recomputed from every applied event (no buckets kept).
+    """Likes gained per window, from README "Trending" ("What a window means") and
+    docs/ARCHITECTURE.md "Trending windows" alone, recomputed by brute force from every
+    event at each question (no buckets, indexes or helpers of the code under test).
 
-    An event is applied when it changes the member's state; it gains +1 (like) or
-    -1 (unlike) in the window's bucket of its event time. At a partition's
-    watermark (its largest event time minus the lateness) a window holds the
-    bucket of the watermark, the ``n - 1`` before it and any later one. The watermark
-    is rounded down to the grid of the bucket sizes, which does not change which
-    buckets a window holds.
+    Only an applied event counts: one that changes its member's state gains +1 (like)
+    or -1 (unlike) at its event time. A partition's stream time is the largest event
+    time it has seen. Its watermark is the stream time minus the lateness; the contract
+    rounds it down to the grid of the bucket sizes and says the rounding "changes no
+    bucket boundary", so which buckets a window holds is taken from the watermark as is
+    (a grid that moved a boundary shows). A window holds the bucket the watermark is in,
+    the buckets before it up to the window's length, and any later one: an event counts
+    when its bucket starts no earlier than ``length - bucket`` before the start of the
+    watermark's bucket. A bucket that left a window never comes back, so one inside at
+    the end was inside all along. The merge leaves out a partition whose watermark (on
+    the grid: the rule compares watermarks as the contract defines them) is a whole
+    window behind the newest one.
     """
 
     def __init__(self, windows: tuple[Window, ...], lateness_ms: int) -> None:
-        self.windows = {w.name: w for w in windows}
+        self.windows = {w.name: (w.length_ms, w.bucket_ms) for w in windows}
         self.lateness_ms = lateness_ms
-        self.members: dict[tuple[str, str], bool] = {}
-        self.stream: dict[int, int] = {}
-        self.gained: list[tuple[int, str, int, int]] = []  # partition, item, ms, delta
+        # The grid: the longest step that divides every bucket size, found by trying
+        # each step down from the smallest bucket.
+        sizes = [bucket for _, bucket in self.windows.values()]
+        self.grid_ms = next(d for d in range(min(sizes), 0, -1) if all(b % d == 0 for b in sizes))
+        # Every event as given, in order: partition, item, user, liked, event time.
+        self.events: list[tuple[int, str, str, bool, int]] = []
 
     def apply(self, partition: int, event: LikeEvent, event_ms: int) -> None:
-        key = (event.item_id, event.user_id)
-        before = self.members.get(key, False)
-        self.members[key] = event.liked
-        self.stream[partition] = max(self.stream.get(partition, event_ms), event_ms)
-        if before != event.liked:
-            self.gained.append((partition, event.item_id, event_ms, 1 if event.liked else -1))
+        self.events.append((partition, event.item_id, event.user_id, event.liked, event_ms))
 
-    def watermark(self, partition: int) -> int:
-        """Newest event time minus the lateness, on the grid of the bucket sizes."""
-        grid = math.gcd(*(w.bucket_ms for w in self.windows.values()))
-        return (self.stream[partition] - self.lateness_ms) // grid * grid
+    def _stream_ms(self, partition: int) -> int | None:
+        times = [ms for p, _, _, _, ms in self.events if p == partition]
+        return max(times) if times else None
+
+    def _grid_watermark(self, partition: int) -> int | None:
+        """The watermark rounded down to a multiple of the grid."""
+        stream = self._stream_ms(partition)
+        if stream is None:
+            return None
+        mark = stream - self.lateness_ms
+        return mark - mark % self.grid_ms
 
     def totals(self, window: str, partition: int) -> dict[str, int]:
-        w = self.windows[window]
-        watermark = self.watermark(partition) if partition in self.stream else -1
-        first = watermark // w.bucket_ms - w.length_ms // w.bucket_ms + 1
+        length, bucket = self.windows[window]
+        stream = self._stream_ms(partition)
+        if stream is None:
+            return {}
+        watermark = stream - self.lateness_ms
+        held_from = (watermark - watermark % bucket) - (length - bucket)  # a bucket start
+        members: dict[tuple[str, str], bool] = {}
         out: dict[str, int] = {}
-        for p, item, ms, delta in self.gained:
-            if p == partition and ms // w.bucket_ms >= first:
-                out[item] = out.get(item, 0) + delta
+        for p, item, user, liked, ms in self.events:
+            # Memberships span partitions only through the item; keyed by both anyway.
+            before = members.get((item, user), False)
+            members[(item, user)] = liked
+            if p != partition or before == liked:
+                continue
+            if ms - ms % bucket >= held_from:
+                out[item] = out.get(item, 0) + (1 if liked else -1)
         return {item: n for item, n in out.items() if n}
 
     def top(
@@ -146,17 +167,22 @@ class TrendingOracle:
         Over all partitions (or the given ones), leaving out a partition whose
         watermark is a whole window behind the newest one.
         """
-        asked = sorted(self.stream) if partitions is None else partitions
-        chosen = [p for p in asked if p in self.stream]
-        if not chosen:
+        marks = {
+            p: mark
+            for p in sorted({p for p, *_ in self.events})
+            if partitions is None or p in partitions
+            if (mark := self._grid_watermark(p)) is not None
+        }
+        if not marks:
             return []
-        newest = max(self.watermark(p) for p in chosen)
-        length = self.windows[window].length_ms
+        newest = max(marks.values())
+        length, _ = self.windows[window]
         pooled = [
-            (-n, item)
-            for p in chosen
-            if self.watermark(p) > newest - length
+            (item, n)
+            for p, mark in marks.items()
+            if newest - mark < length
             for item, n in self.totals(window, p).items()
             if n > 0
         ]
-        return [[item, -neg] for neg, item in sorted(pooled)[:limit]]
+        pooled.sort(key=lambda pair: (-pair[1], pair[0]))
+        return [[item, n] for item, n in pooled[:limit]]

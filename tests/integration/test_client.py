@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 import uuid
 
 import orjson
@@ -122,3 +125,43 @@ async def test_unknown_topic_is_a_delivery_error(broker: Broker) -> None:
 async def test_unreachable_kafka_is_a_delivery_error() -> None:
     with pytest.raises(DeliveryError, match="cannot reach Kafka"):
         await LikeClient(KafkaConfig("localhost:9")).start()
+
+
+class _FreezeAfterBootstrap(logging.Handler):
+    """Freezes the broker (SIGSTOP) once aiokafka has its bootstrap metadata: the
+    producer then asks a broker that never answers for its id, as after a crash."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(logging.DEBUG)
+        self.pid = pid
+        self.frozen = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.frozen and record.getMessage().startswith("Received cluster metadata"):
+            os.kill(self.pid, signal.SIGSTOP)
+            self.frozen = True
+
+
+async def test_start_gives_up_when_the_broker_stops_answering_after_bootstrap(
+    broker: Broker,
+) -> None:
+    """aiokafka retries an idempotent producer's id forever; start() must not."""
+    pid = broker.pid()
+    assert pid is not None
+    logger = logging.getLogger("aiokafka")
+    hook = _FreezeAfterBootstrap(pid)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(hook)
+    try:
+        client = LikeClient(broker.kafka, request_timeout_ms=1000)
+        # Generous: the bound is 2 s; without one, start() never returns.
+        with pytest.raises(DeliveryError, match="cannot reach Kafka"):
+            await asyncio.wait_for(client.start(), 120)
+        assert hook.frozen, "the bootstrap never got the broker's metadata"
+    finally:
+        logger.removeHandler(hook)
+        logger.setLevel(level)
+        os.kill(pid, signal.SIGCONT)
+    async with LikeClient(broker.kafka, await new_topic(broker, 1)) as client:  # thawed
+        assert (await client.like("alice", "post:9")).offset == 0

@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,15 @@ import aiohttp
 import orjson
 import pytest
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from conftest import Cluster, Worker, assert_matches, own_broker, read_topic, report
+from conftest import (
+    Cluster,
+    Worker,
+    assert_matches,
+    own_broker,
+    read_topic,
+    report,
+    set_topic_configs,
+)
 from oracle import Oracle, mixed_events
 
 from likestream._broker import Broker
@@ -50,6 +59,7 @@ pytestmark = pytest.mark.integration
 PARTITIONS = 4
 BATCH = 20  # events per acknowledged send of the producer
 SEND_LIMIT_S = 20.0  # a send unanswered this long is given up (it may still be written)
+START_TIMEOUT_MS = 10_000  # the producer's requests; its start() gives up after two
 
 
 @pytest.fixture(scope="module", name="own_broker")
@@ -68,6 +78,8 @@ class Load:
         self.unanswered = 0
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # What the producer did last, for a failure's message.
+        self.trace: deque[str] = deque(maxlen=30)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -79,7 +91,10 @@ class Load:
         while len(self.acked) < want:
             assert self._task is not None
             assert not self._task.done(), "the producer stopped"
-            assert time.monotonic() < deadline, f"{len(self.acked)}/{want} acknowledged"
+            assert time.monotonic() < deadline, (
+                f"{len(self.acked)}/{want} acknowledged; the producer's last steps: "
+                f"{list(self.trace)}"
+            )
             await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
@@ -93,13 +108,23 @@ class Load:
             batch = [next(self.events) for _ in range(BATCH)]
             try:
                 if client is None:
-                    client = LikeClient(self.cluster.kafka, self.cluster.topic, linger_ms=1)
+                    # start() is bounded (two request timeouts): aiokafka alone would
+                    # ask a broker that does not answer for a producer id forever.
+                    client = LikeClient(
+                        self.cluster.kafka,
+                        self.cluster.topic,
+                        linger_ms=1,
+                        request_timeout_ms=START_TIMEOUT_MS,
+                    )
+                    self.trace.append(f"{time.monotonic():.1f} start")
                     await client.start()
+                    self.trace.append(f"{time.monotonic():.1f} started")
                 # An idempotent producer never gives a batch up; after a broker crash
                 # aiokafka's can stay stuck reconnecting (seen here): give up on it.
                 await asyncio.wait_for(client.send_many(batch), SEND_LIMIT_S)
                 self.acked.update(e.event_id for e in batch if e.event_id is not None)
-            except (DeliveryError, TimeoutError):
+            except (DeliveryError, TimeoutError) as exc:
+                self.trace.append(f"{time.monotonic():.1f} fail {exc!r}")
                 # Unanswered or refused: the batch may be on the topic or not (the oracle
                 # reads the topic); a new producer, since a failed idempotent one can
                 # stay unusable.
@@ -264,42 +289,6 @@ async def test_broker_frozen_past_the_delivery_timeout(
 # -- 2. topics refusing writes ----------------------------------------------------------------
 
 
-async def _topic_configs(s: Setup, names: list[str], **overrides: str | None) -> None:
-    """Set ``overrides`` on ``names`` (None: back to the broker's default); AlterConfigs
-    replaces a topic's whole config, so the rest of it is stated again."""
-    admin = s.cluster.kafka.admin()
-    await admin.start()
-    try:
-        resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
-        described = await admin.describe_configs(resources)
-        changes = []
-        for response in described:
-            for _code, _msg, _type, name, entries in response.resources:
-                configs = {
-                    entry[0]: entry[1]
-                    for entry in entries
-                    if entry[1] is not None and _is_topic_override(entry)
-                }
-                for key, value in overrides.items():
-                    key = key.replace("_", ".")
-                    if value is None:
-                        configs.pop(key, None)
-                    else:
-                        configs[key] = value
-                changes.append(ConfigResource(ConfigResourceType.TOPIC, name, configs=configs))
-        for response in await admin.alter_configs(changes):
-            assert all(r[0] == 0 for r in response.resources), response
-    finally:
-        await admin.close()
-
-
-def _is_topic_override(entry: tuple[object, ...]) -> bool:
-    """A DescribeConfigs entry set on the topic itself: its fourth field is v0's
-    ``is_default`` or, from v1, the config source (1: the topic's own)."""
-    source = entry[3]
-    return source is False if isinstance(source, bool) else source == 1
-
-
 async def test_topics_refusing_writes(
     setup: Setup, http: aiohttp.ClientSession, request: pytest.FixtureRequest
 ) -> None:
@@ -310,14 +299,14 @@ async def test_topics_refusing_writes(
     # Kafka 4's effective min.insync.replicas is capped at the replication factor, so
     # raising it refuses nothing on one broker; a batch above max.message.bytes is
     # refused (MESSAGE_TOO_LARGE, not retriable), and every batch is above 64 bytes.
-    await _topic_configs(s, refusing, max_message_bytes="64")
+    await set_topic_configs(s.cluster.kafka, refusing, max_message_bytes="64")
     try:
         # Refused while events keep coming: each flush fails, the agent rewinds and
         # reads its events again, nothing is committed.
         await await_log(s.worker, "MessageSizeTooLarge", since)
         await s.load.wait_acked(10 * BATCH)
     finally:
-        await _topic_configs(s, refusing, max_message_bytes=None)
+        await set_topic_configs(s.cluster.kafka, refusing, max_message_bytes=None)
     await settle_and_check(s, http, request, "changelog and like-counts refusing writes")
 
 
@@ -383,3 +372,47 @@ async def test_partition_data_dir_deleted_on_a_live_worker(
     partition = int(dirs[0].name.removeprefix("state-").removesuffix(".db"))
     await await_log(s.worker, f"the RocksDB directory of partition {partition} ", since)
     await settle_and_check(s, http, request, f"{dirs[0].name} deleted under the worker")
+
+
+# -- 5. a worker started while the broker is down ------------------------------------------
+
+
+async def test_worker_started_while_the_broker_is_down_waits_for_it(
+    own_broker: Broker, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Start-up creates every topic, the changelog too, under start-up's retry: a
+    worker started while the broker restarts waits for it (saying why), never exits."""
+    cluster = Cluster(own_broker, tmp_path, partitions=PARTITIONS)
+    worker = cluster.worker("w1")
+    own_broker.stop()
+    try:
+        worker.start()
+        await await_log(worker, "creating topics: ", since=0)  # it is waiting, and says so
+        assert worker.proc is not None
+        assert worker.proc.poll() is None, worker.log_tail()
+    finally:
+        await asyncio.to_thread(own_broker.start)
+    await worker.wait_ready()  # fails if the worker exited meanwhile
+    proc = worker.proc
+    assert proc is not None
+    assert proc.poll() is None
+    async with LikeClient(cluster.kafka, cluster.topic) as client:
+        await client.like("alice", "post:9")
+    oracle = Oracle()
+    oracle.members[("post:9", "alice")] = True
+    await cluster.wait_caught_up()
+    async with aiohttp.ClientSession() as http:
+        await assert_matches(http, worker, oracle, cluster)
+    # Made by start-up (faust is told not to create topics), compacted as faust would.
+    admin = cluster.kafka.admin()
+    await admin.start()
+    try:
+        [described] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, changelog_topic(cluster.app_id))]
+        )
+    finally:
+        await admin.close()
+    [(_code, _msg, _type, _name, entries)] = described.resources
+    assert ("cleanup.policy", "compact") in {(e[0], e[1]) for e in entries}
+    worker.stop()
+    report(request.config, "faults: a worker started with the broker down waited and got ready")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import ssl
-import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import faust
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from likestream._kafka import KafkaConfig, warn_if_plaintext
 from likestream._settings import Settings, SettingsError, load_settings
@@ -20,19 +23,30 @@ PASSWORD = "s3cret-s3cret-s3cret"
 @pytest.fixture(scope="module")
 def pem(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate and its key (as a CA file and as a client pair)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is needed to make a test certificate")
+    # With cryptography (installed with faust), not the openssl binary: CI images may
+    # lack it, and a skipped test proves nothing.
+    key_obj = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key_obj.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=2))
+        .sign(key_obj, hashes.SHA256())
+    )
     root = tmp_path_factory.mktemp("pem")
     cert, key = root / "cert.pem", root / "key.pem"
-    subprocess.run(
-        [
-            *(openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
-            *("-nodes", "-days", "2", "-subj", "/CN=localhost"),
-            *("-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        key_obj.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
     )
     return cert, key
 
