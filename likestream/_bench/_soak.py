@@ -34,6 +34,7 @@ to the last 5, no event lost, the last 5 minutes' event p99 within 2x of minutes
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import random
 import secrets
@@ -374,7 +375,9 @@ async def _sample(run: Run) -> None:
                 "gateway_rss_mib": round(proc_status(gateway.pid, "VmRSS") / MIB, 1),
                 "gateway_files": open_files(gateway.pid),
             }
-            rocksdb = await _rocksdb_mib(http, worker)
+            kinds = await _rocksdb_mib(http, worker)
+            row |= {f"worker_rocksdb_{kind}_mib": size for kind, size in kinds.items()}
+            rocksdb = round(sum(kinds.values()), 1) if kinds else math.nan
             row["worker_rocksdb_mib"] = rocksdb
             row["worker_rest_mib"] = round(row["worker_rss_mib"] - rocksdb, 1)
             try:
@@ -402,15 +405,15 @@ async def _sample(run: Run) -> None:
             k = max(k + 1, int((time.monotonic() - run.origin) / run.every))
 
 
-async def _rocksdb_mib(http: aiohttp.ClientSession, worker: WorkerProcess) -> float:
-    """RocksDB's own memory in the worker (its ``/status``: memtables, table readers,
-    block cache), MiB; NaN while the worker does not answer (restarting)."""
+async def _rocksdb_mib(http: aiohttp.ClientSession, worker: WorkerProcess) -> dict[str, float]:
+    """RocksDB's own memory in the worker by kind (its ``/status``: memtables, table
+    readers, block cache), MiB; nothing while the worker does not answer (restarting)."""
     try:
-        async with http.get(f"{worker.url}/status", timeout=aiohttp.ClientTimeout(5)) as resp:
+        async with http.get(f"{worker.url}/status", timeout=aiohttp.ClientTimeout(10)) as resp:
             kinds: dict[str, int] = (await resp.json())["rocksdb_memory_bytes"]
     except (TimeoutError, aiohttp.ClientError, KeyError, ValueError):
-        return float("nan")
-    return round(sum(kinds.values()) / MIB, 1)
+        return {}
+    return {kind: round(size / MIB, 1) for kind, size in kinds.items()}
 
 
 def _merge(into: dict[int, Delays], more: dict[int, Delays]) -> None:
@@ -619,17 +622,23 @@ def _limits(run: Run, calibrated: float | None) -> str:
         else "the rate given (--rate), no calibration"
     )
     return (
-        f"writes at {how}, open loop from one Python producer in the bench process, over "
+        f"writes at {how}, open loop from one Python producer in a process of its own "
+        f"(producer_cpu_share: its CPU seconds over its wall seconds, near 1 when one core "
+        f"was its limit; producer_ack_wait_s: time it waited for Kafka's acks), over "
         f"{ITEMS:,} items x {USERS} users ({DUPLICATES:.0%} exact duplicates), plus "
-        f"{TRACKED_RATE:g} likes/s by fresh users on {TRACKED} tracked items; each "
-        f"subscriber follows {PER_CLIENT} tracked items on a gateway; reads "
-        "through the gateway. The worker is killed with SIGKILL half-way and started again "
-        "at once on its data dir (restart_s: kill to /readyz). Windows: reference = the "
-        "second sixth of the run, final = the last sixth; growth compares the medians of "
-        "the samples in them, stability the p99 of the changes produced in them. "
-        "Everything (broker, worker, gateway, clients, producer, reads) shares the 2 cores: "
-        "the producer and the worker's fold take most of them, so lag and event latency "
-        "show whether the worker keeps up with the rate, not the push path; "
-        "written_per_s (and writes/s per sample) is the rate the producer held: below "
-        "events_per_s, the bench's own process was short of CPU"
+        f"{TRACKED_RATE:g} likes/s by fresh users on {TRACKED} tracked items from the bench "
+        f"process; each subscriber follows {PER_CLIENT} tracked items on a gateway; reads "
+        "through the gateway from a process of their own (an unanswered read is the "
+        "generator's when its loop started it more than 1 s after its time: "
+        "unanswered_by_generator; else the gateway's). The worker is killed with SIGKILL "
+        "half-way and started again at once on its data dir (restart_s: kill to /readyz). "
+        "Windows: reference = the second sixth of the run, final = the last sixth; growth "
+        "compares the medians of the samples in them, stability the p99 of the changes "
+        "produced in them. The worker's memory: RocksDB's own (memtables, table readers, "
+        "block cache, from its /status; bounded by LIKESTREAM_ROCKSDB_* per partition and "
+        "filling towards that as the state grows) and the rest of its RSS; the flat "
+        "target is on the rest. Everything (broker, worker, gateway, clients, producer, "
+        "reads) shares the machine's cores, so lag and event latency show whether the "
+        "worker keeps up with the rate, not the push path; written_per_s (and writes/s "
+        "per sample) is the rate the producer held"
     )
