@@ -51,11 +51,11 @@ from ._windows import (
 
 __all__ = [
     "ITEM_ROWS_MAX",
+    "ROCKSDB_MEMORY",
     "Flushed",
     "FoldRows",
     "LikeTables",
     "NotServable",
-    "ROCKSDB_MEMORY",
     "StateLost",
     "StateReader",
     "changelog_topic",
@@ -75,9 +75,9 @@ ROCKSDB_MEMORY = {
     "block_cache": "rocksdb.block-cache-usage",
 }
 """RocksDB's memory by kind, and the property that reads it: memtables (bounded by the
-write buffers), table readers' index and filter blocks held outside the block cache
-(they grow with the files; ``_options.py`` charges them to the block cache), the block cache (bounded by its
-capacity; with ``cache_index_and_filter_blocks`` it holds those blocks too)."""
+write buffers), table readers (what of each open file is held outside the block cache:
+with faust's options its index and filter blocks, which grow with the files;
+``_options.py`` charges them to the cache), the block cache (bounded by its capacity)."""
 COUNT_CACHE_ROWS = 1 << 20
 """Count rows the fold keeps in memory (about 150 B each); past it the cache starts over."""
 
