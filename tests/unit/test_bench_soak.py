@@ -4,8 +4,10 @@ table, BENCHMARKS.md's sections, the load it writes."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import math
+from multiprocessing.connection import Connection
 
 import pytest
 
@@ -13,7 +15,7 @@ from likestream._bench._audience import Client, Delays, Timeline
 from likestream._bench._cli import SCENARIOS, STANDARD, _positive, add_parser, config_from
 from likestream._bench._common import Result
 from likestream._bench._report import HAND_WRITTEN, SOAK_BEGIN, SOAK_END, hand_written, merge_report
-from likestream._bench._soak import ITEMS, USERS, Ledger, soak_events
+from likestream._bench._soak import ITEMS, USERS, Ledger, _spawned, soak_events
 from likestream._bench._soak_report import (
     COLUMNS,
     GROWN,
@@ -238,3 +240,18 @@ def test_make_bench_keeps_the_hand_written_end_once_and_the_soak_after_it() -> N
     assert new.count("## Recovery at 10M") == 1
     assert new.count(SOAK_BEGIN) == 1
     assert new.index(HAND_WRITTEN) < new.index(SOAK_BEGIN)
+
+
+def _sends_its_sum(a: int, b: int, out: Connection) -> None:
+    out.send(a + b)
+
+
+def _exits_silently(out: Connection) -> None:
+    out.close()
+
+
+async def test_a_spawned_generator_hands_back_what_it_sends() -> None:
+    async with asyncio.timeout(120):  # a deadline for a hang, not a measurement
+        assert await _spawned(_sends_its_sum, 2, 3) == 5
+        with pytest.raises(RuntimeError, match="_exits_silently exited with 0"):
+            await _spawned(_exits_silently)
