@@ -74,6 +74,7 @@ from ._soak_report import (
     STABLE_RATIO,
     TARGETED,
     growth,
+    outside_rocksdb,
     sample_every,
     window_delays,
     windows,
@@ -357,6 +358,7 @@ async def _sample(run: Run) -> None:
     """At the end of every interval: the processes' figures, the errors since the sample
     before. A sample that comes more than an interval late (a starved bench process) skips
     the intervals already past, so that each row is taken at its own time."""
+    peaks: dict[int, float] = {}  # RocksDB's most memory so far, per worker process
     async with Offsets(run.settings) as offsets, aiohttp.ClientSession() as http:
         dlq_before = await offsets.dlq()
         closed_before = produced_before = 0
@@ -379,7 +381,8 @@ async def _sample(run: Run) -> None:
             row |= {f"worker_rocksdb_{kind}_mib": size for kind, size in kinds.items()}
             rocksdb = round(sum(kinds.values()), 1) if kinds else math.nan
             row["worker_rocksdb_mib"] = rocksdb
-            row["worker_rest_mib"] = round(row["worker_rss_mib"] - rocksdb, 1)
+            peak = peaks[worker.pid] = max(peaks.get(worker.pid, 0.0), rocksdb)
+            row["worker_rest_mib"] = outside_rocksdb(row["worker_rss_mib"], rocksdb, peak)
             try:
                 row["lag"] = await offsets.lag()
             except Exception:  # e.g. the group rebalancing after the kill: no figure
@@ -637,8 +640,9 @@ def _limits(run: Run, calibrated: float | None) -> str:
         "compares the medians of the samples in them, stability the p99 of the changes "
         "produced in them. The worker's memory: RocksDB's own (memtables, table readers, "
         "block cache, from its /status; bounded by LIKESTREAM_ROCKSDB_* per partition and "
-        "filling towards that as the state grows) and the rest of its RSS; the flat "
-        "target is on the rest. Everything (broker, worker, gateway, clients, producer, "
+        "filling towards that as the state grows) and the rest of its RSS (RSS minus the "
+        "most RocksDB held so far in the process: glibc keeps what RocksDB frees); the "
+        "flat target is on the rest. Everything (broker, worker, gateway, clients, producer, "
         "reads) shares the machine's cores, so lag and event latency show whether the "
         "worker keeps up with the rate, not the push path; written_per_s (and writes/s "
         "per sample) is the rate the producer held"

@@ -26,6 +26,7 @@ __all__ = [
     "STABLE_RATIO",
     "TARGETED",
     "growth",
+    "outside_rocksdb",
     "plot",
     "sample_every",
     "sample_table",
@@ -44,7 +45,7 @@ COLUMNS = {
     "writes_per_s": "writes/s",
     "worker_rss_mib": "worker RSS MiB",
     "worker_rocksdb_mib": "worker RocksDB MiB",
-    "worker_rest_mib": "worker RSS - RocksDB MiB",
+    "worker_rest_mib": "worker RSS outside RocksDB MiB",
     "worker_files": "worker open files",
     "gateway_rss_mib": "gateway RSS MiB",
     "gateway_files": "gateway open files",
@@ -63,7 +64,7 @@ COLUMNS = {
 GROWN = {
     "worker_rss_mib": "worker RSS growth",
     "worker_rocksdb_mib": "worker RocksDB memory growth",
-    "worker_rest_mib": "worker RSS - RocksDB growth",
+    "worker_rest_mib": "worker RSS outside RocksDB growth",
     "worker_files": "worker open files growth",
     "gateway_rss_mib": "gateway RSS growth",
     "gateway_files": "gateway open files growth",
@@ -72,8 +73,8 @@ GROWN = {
 TARGETED = ("worker_rest_mib", "worker_files", "gateway_rss_mib", "gateway_files")
 """The growths held to ``GROWTH_BOUND``. The worker's memory apart from RocksDB's own
 (memtables, table readers, block cache: bounded by its settings and filling towards
-them as the state grows, ``tables/_options.py``) must stay flat; its whole RSS and
-RocksDB's part are reported beside it, not hidden."""
+them as the state grows, ``tables/_options.py``; :func:`outside_rocksdb`) must stay
+flat; its whole RSS and RocksDB's part are reported beside it, not hidden."""
 
 Window = tuple[float, float]
 
@@ -110,6 +111,16 @@ def growth(rows: list[dict[str, float]], key: str, seconds: float) -> float | No
     if not before or not after or statistics.median(before) <= 0:
         return None
     return statistics.median(after) / statistics.median(before) - 1
+
+
+def outside_rocksdb(rss: float, rocksdb: float, peak: float) -> float:
+    """The worker's RSS outside RocksDB's memory, MiB: RSS minus the most RocksDB held so
+    far in this process (``peak``), since a flushed memtable or evicted block is freed
+    into glibc's heaps, which keep it for reuse (RSS does not fall); NaN when RocksDB's
+    memory was not read (``rocksdb`` NaN)."""
+    if rocksdb != rocksdb:
+        return math.nan
+    return round(rss - max(peak, rocksdb), 1)
 
 
 def window_delays(by_interval: Mapping[int, Delays], every: float, window: Window) -> Delays:
@@ -175,7 +186,7 @@ def section(result: Result, invocation: str, when: str, load: str, plot_name: st
 PLOTTED = (
     ("worker_rss_mib", "worker RSS MiB"),
     ("worker_rocksdb_mib", "worker RocksDB MiB (memtables, table readers, block cache)"),
-    ("worker_rest_mib", "worker RSS - RocksDB MiB"),
+    ("worker_rest_mib", "worker RSS outside RocksDB MiB"),
     ("gateway_rss_mib", "gateway RSS MiB"),
     ("worker_files", "worker open files"),
     ("p99_ms", "event p99 ms"),

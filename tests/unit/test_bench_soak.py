@@ -22,6 +22,7 @@ from likestream._bench._soak_report import (
     PLOTTED,
     TARGETED,
     growth,
+    outside_rocksdb,
     plot,
     sample_every,
     sample_table,
@@ -73,6 +74,15 @@ def test_the_target_is_on_the_worker_memory_apart_from_rocksdb() -> None:
     assert {"worker_rss_mib", "worker_rocksdb_mib"} <= GROWN.keys() - set(TARGETED)
     assert set(TARGETED) <= GROWN.keys()
     assert {"worker_rocksdb_mib", "worker_rest_mib"} <= COLUMNS.keys()
+
+
+def test_memory_outside_rocksdb_counts_what_rocksdb_freed_as_rocksdb_s() -> None:
+    assert outside_rocksdb(130.0, 24.0, 24.0) == pytest.approx(106.0)
+    # A memtable flushed: RocksDB holds 9 MiB less, RSS stays (glibc keeps the memory).
+    assert outside_rocksdb(130.0, 15.0, 24.0) == pytest.approx(106.0)
+    # The rest grew by 10 MiB: it shows, whatever RocksDB does meanwhile.
+    assert outside_rocksdb(140.0, 15.0, 24.0) == pytest.approx(116.0)
+    assert math.isnan(outside_rocksdb(130.0, math.nan, 24.0))
 
 
 def test_growth_is_unknown_without_samples_in_a_window() -> None:
@@ -128,7 +138,8 @@ def test_sample_table_has_a_row_per_sample() -> None:
     lines = text.splitlines()
     assert len(lines) == 4
     assert lines[0].startswith(
-        "| minute | writes/s | worker RSS MiB | worker RocksDB MiB | worker RSS - RocksDB MiB |"
+        "| minute | writes/s | worker RSS MiB | worker RocksDB MiB | "
+        "worker RSS outside RocksDB MiB |"
     )
     assert "| 812.3 |" in lines[2]
     assert "| lost |" in lines[3]
