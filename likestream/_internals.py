@@ -12,7 +12,8 @@ that needs have no public API; every one of them is here, listed in
 * the member's aiokafka consumer (``ThreadDelegateConsumer._thread``,
   ``AIOKafkaConsumerThread._ensure_consumer``): the events partitions are paused in it
   so faust never fetches nor delivers them;
-* the RocksDB store's open databases (``Store._dbs``, ``Store._db_for_partition``);
+* the RocksDB store's open databases (``Store._dbs``, ``Store._db_for_partition``) and
+  the options it opens them with (``Store.rocksdb_options``: ``tables/_options.py``);
 * faust's recovery state (``TableManager.recovery``: ``completed``, ``in_recovery``,
   ``active_remaining_total``);
 * the assignor's wire format (the member assignment's user data: zlib-compressed JSON
@@ -66,6 +67,7 @@ __all__ = [
     "pause_group_fetching",
     "recovery_remaining",
     "recovery_settled",
+    "use_rocksdb_options",
 ]
 
 
@@ -121,6 +123,12 @@ INTERNALS: tuple[Internal, ...] = (
         "faust.stores.rocksdb:Store",
         "_dbs",
         "the table partitions whose RocksDB is open here (active or standby copies)",
+        on_instance=True,
+    ),
+    Internal(
+        "faust.stores.rocksdb:Store",
+        "rocksdb_options",
+        "the options each partition database is opened with (tables/_options.py)",
         on_instance=True,
     ),
     Internal("faust.tables.manager:TableManager", "recovery", "faust's recovery service"),
@@ -299,6 +307,14 @@ _FAUST_CONSUMER_LOGGER = "faust.transport"
 def partition_db(store: Any, partition: int) -> Any:
     """The partition's RocksDB (rocksdict ``Rdict``), opened on first use."""
     return store._db_for_partition(partition)
+
+
+def use_rocksdb_options(store: Any, options: Any) -> None:
+    """Open the store's partition databases from now on with ``options`` (a faust
+    ``RocksDBOptions``); before any is open."""
+    if store._dbs:
+        raise RuntimeError("RocksDB options set after a partition database was opened")
+    store.rocksdb_options = options
 
 
 def open_dbs(store: Any) -> Mapping[int, Any]:

@@ -52,6 +52,7 @@ __all__ = [
     "RECOVERY_IN_PROGRESS",
     "RECOVERY_REMAINING",
     "RESTORED_RECORDS",
+    "ROCKSDB_MEMORY_BYTES",
     "SSE_CONNECTIONS",
     "STEP_COUNTS",
     "SUBSCRIPTIONS",
@@ -165,6 +166,13 @@ TABLE_ROWS = Gauge(
     "again more than once until compaction merges its versions.",
     ["table", "partition"],
     multiprocess_mode="livemax",
+)
+ROCKSDB_MEMORY_BYTES = Gauge(
+    "likestream_rocksdb_memory_bytes",
+    "Bytes RocksDB holds in memory for the open state partitions, by kind: memtables, "
+    "table_readers (index and filter blocks outside the block cache), block_cache.",
+    ["kind"],
+    multiprocess_mode="livesum",
 )
 RECOVERY_IN_PROGRESS = Gauge(
     "likestream_recovery_in_progress",

@@ -35,6 +35,7 @@ from ._metrics import (
     READY,
     RECOVERY_IN_PROGRESS,
     RECOVERY_REMAINING,
+    ROCKSDB_MEMORY_BYTES,
     SSE_CONNECTIONS,
     SUBSCRIPTIONS,
     TABLE_ROWS,
@@ -79,6 +80,7 @@ class Sampler(Service):
         self.born = time.time()
         self.lag: dict[int, int] = {}
         self.rows: dict[int, int] = {}
+        self.rocksdb_memory: dict[str, int] = {}
         self.sampled_at: float | None = None
         self.rates = {"events_per_second": 0.0, "http_requests_per_second": 0.0}
         self._totals: tuple[float, float, float] | None = None
@@ -120,6 +122,9 @@ class Sampler(Service):
         owned = self.owned()
         self.rows = self.tables.estimated_rows(owned)
         self._row_partitions = _publish(TABLE_ROWS, TABLE_NAME, self.rows, self._row_partitions)
+        self.rocksdb_memory = self.tables.rocksdb_memory()
+        for kind, size in self.rocksdb_memory.items():
+            ROCKSDB_MEMORY_BYTES.labels(kind).set(size)
         self._sample_rates()
         self.lag = await self._lags(owned)
         self._lag_partitions = _publish(
@@ -204,6 +209,7 @@ class Sampler(Service):
                 "remaining_records": self._remaining(),
             },
             "table_rows": {"total": sum(self.rows.values()), "by_partition": _keyed(self.rows)},
+            "rocksdb_memory_bytes": dict(self.rocksdb_memory),
             "connections": {
                 "websocket": int(gauge_value(WS_CONNECTIONS)),
                 "sse": int(gauge_value(SSE_CONNECTIONS)),

@@ -184,7 +184,8 @@ class Settings(BaseSettings):
     ``/metrics`` and ``/status``, milliseconds."""
 
     rocksdb_cache_mb: int = Field(8, ge=1, le=4096)
-    """RocksDB block cache per partition database, MiB (faust's default is 2 GiB each)."""
+    """RocksDB block cache per partition database, MiB (faust's default is 2 GiB each); it
+    also holds the table files' index and filter blocks (``tables/_options.py``)."""
 
     rocksdb_write_buffer_mb: int = Field(4, ge=1, le=1024)
     """RocksDB memtable size per partition database, MiB."""

@@ -25,6 +25,7 @@ from likestream._partition import partition_for
 from likestream._sender import NO_HEADERS, Sender
 from likestream._settings import Settings
 
+from ._options import BoundedOptions
 from ._reader import NotServable
 from ._rows import (
     COUNT_PREFIX,
@@ -51,6 +52,7 @@ from ._windows import (
 
 __all__ = [
     "ITEM_ROWS_MAX",
+    "ROCKSDB_MEMORY",
     "TABLE_NAME",
     "Flushed",
     "FoldRows",
@@ -69,6 +71,15 @@ rows travel in one record batch, and at most twice this many rows of the longest
 (ids of 128 characters) fit in one (``likestream/_sender.py`` MAX_BATCH_BYTES)."""
 PARTITIONS_KEPT = 1 << 16
 """Items whose partition the reads keep (``_partition_of``); past it they start over."""
+ROCKSDB_MEMORY = {
+    "memtables": "rocksdb.cur-size-all-mem-tables",
+    "table_readers": "rocksdb.estimate-table-readers-mem",
+    "block_cache": "rocksdb.block-cache-usage",
+}
+"""RocksDB's memory by kind, and the property that reads it: memtables (bounded by the
+write buffers), table readers (what of each open file is held outside the block cache:
+with faust's options its index and filter blocks, which grow with the files;
+``_options.py`` charges them to the cache), the block cache (bounded by its capacity)."""
 COUNT_CACHE_ROWS = 1 << 20
 """Count rows the fold keeps in memory (about 150 B each); past it the cache starts over."""
 
@@ -203,6 +214,12 @@ class LikeTables:
         self.app = app
         self.partitions = settings.partitions
         self.topic = settings.topic
+        options: dict[str, Any] = {
+            "block_cache_size": settings.rocksdb_cache_mb * MiB,
+            "block_cache_compressed_size": 0,
+            "write_buffer_size": settings.rocksdb_write_buffer_mb * MiB,
+            "max_write_buffer_number": 2,
+        }
         table = StampedTable(
             app,
             name=TABLE_NAME,
@@ -210,12 +227,7 @@ class LikeTables:
             partitions=settings.partitions,
             key_type=bytes,  # bytes types give faust's "raw" serializers
             value_type=bytes,
-            options={
-                "block_cache_size": settings.rocksdb_cache_mb * MiB,
-                "block_cache_compressed_size": 0,
-                "write_buffer_size": settings.rocksdb_write_buffer_mb * MiB,
-                "max_write_buffer_number": 2,
-            },
+            options=options,
             help="Like counts and memberships, stamped with source offsets.",
             # A standby applies each changelog record as it arrives: faust's default
             # buffers 1000, so a standby could sit up to 999 records behind for good,
@@ -224,6 +236,7 @@ class LikeTables:
         )
         table.kafka, table.source_topic = KafkaConfig.from_settings(settings), settings.topic
         app.tables.add(table)
+        internals.use_rocksdb_options(table.data, BoundedOptions(**options))
         self.table = table
         self._pending: dict[int, _Pending] = {}
         self._counts: dict[int, dict[str, CountRow]] = {}
@@ -440,6 +453,16 @@ class LikeTables:
 
     def ready(self) -> bool:
         return internals.recovery_settled(self.app) and self.table.restoring is None
+
+    def rocksdb_memory(self) -> dict[str, int]:
+        """Bytes RocksDB holds in memory for the open partition databases, by kind
+        (:data:`ROCKSDB_MEMORY`): its own accounting, apart from the Python heap. For
+        metrics and the soak."""
+        out = dict.fromkeys(ROCKSDB_MEMORY, 0)
+        for db in list(self._open_dbs().values()):
+            for kind, prop in ROCKSDB_MEMORY.items():
+                out[kind] += int(db.property_int_value(prop) or 0)
+        return out
 
     def estimated_rows(self, partitions: Iterable[int]) -> dict[int, int]:
         """RocksDB's estimate of the rows of each open partition database among ``partitions``.

@@ -27,6 +27,7 @@ from faust.types import TP, EventT
 
 from likestream import _internals as internals
 from likestream._kafka import KafkaConfig
+from likestream._memory import release_free_memory
 
 from ._restore import restore
 from ._rows import supersedes
@@ -72,6 +73,8 @@ class StampedTable(faust.Table[bytes, bytes]):
             except KafkaError as exc:
                 # Faust's own recovery still runs and gets there, only slower.
                 log.warning("bulk restore of %s failed (%r)", self.name, exc)
+            # The restore's buffers are free now, but glibc keeps them (_memory.py).
+            release_free_memory()
 
     def apply_changelog_batch(self, batch: Iterable[EventT[bytes]]) -> None:
         by_partition: defaultdict[int, list[tuple[bytes | None, bytes | None]]] = defaultdict(list)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import shutil
 import subprocess
@@ -23,11 +24,12 @@ from .._produce import produce, synthetic_events
 from ._common import BenchConfig, Result, command, cpu_seconds, free_port, percentile, say
 from ._lab import Lab, WorkerProcess, create_topics, wait_committed
 
-__all__ = ["open_loop", "reads", "wrk_ms"]
+__all__ = ["blame", "open_loop", "reads", "wrk_ms"]
 
 BATCH = 100  # ids per batch read: the API's most (web/_views.py MAX_BATCH)
 RATE_SECONDS = 10.0  # each fixed-rate run, at most: --duration when shorter
 DRAIN_SECONDS = 5.0  # after a fixed-rate run, for the answers still due
+LATE_START = 1.0  # s after its time: a request the generator itself was late to start
 
 # The baseline encodes its answer as the worker does (orjson, web/_json.py).
 _BARE_SERVER = """
@@ -150,9 +152,13 @@ async def open_loop(
     wait of the requests queued behind it (no coordinated omission)."""
     latencies: list[float] = []
     errors = 0
+    started: dict[int, float] = {}
 
     async def one(http: aiohttp.ClientSession, index: int, due: float) -> None:
         nonlocal errors
+        # When this process's loop got to the request (lateness here is the generator's
+        # own: a busy or starved loop), before any wait for a connection (the server's).
+        started[index] = time.monotonic() - due
         try:
             async with http.get(f"{url}/items/item:{index * 7919 % items}/likes") as resp:
                 await resp.read()
@@ -177,7 +183,17 @@ async def open_loop(
     figures = _figures(latencies + waited, span, errors)
     figures["requests_per_s"] = round(len(latencies) / span)
     figures["unanswered"] = len(late)
+    figures["unanswered_generator"], figures["unanswered_server"] = blame(late, started)
+    figures["start_lag_p99_ms"] = round(percentile(list(started.values()), 99) * 1000, 1)
     return figures
+
+
+def blame(late: list[int], started: dict[int, float]) -> tuple[int, int]:
+    """The unanswered requests ``late`` split into the generator's and the server's: a
+    request whose loop got to it more than ``LATE_START`` s after its time (``started``:
+    its lateness then), or never, is the generator's; the server had the rest in time."""
+    generator = sum(1 for index in late if started.get(index, math.inf) > LATE_START)
+    return generator, len(late) - generator
 
 
 async def _drain(tasks: list[asyncio.Task[None]], limit: float) -> list[int]:

@@ -34,12 +34,15 @@ to the last 5, no event lost, the last 5 minutes' event p99 within 2x of minutes
 from __future__ import annotations
 
 import asyncio
+import math
+import multiprocessing
 import random
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 
 import aiohttp
@@ -66,9 +69,12 @@ from ._latency import LOAD_SHARE
 from ._peers import read_counts
 from ._reads import open_loop
 from ._soak_report import (
+    GROWN,
     GROWTH_BOUND,
     STABLE_RATIO,
+    TARGETED,
     growth,
+    outside_rocksdb,
     sample_every,
     window_delays,
     windows,
@@ -101,6 +107,12 @@ class Ledger:
     def apply(self, event: LikeEvent) -> None:
         self.members[(event.item_id, event.user_id)] = event.liked
         self.events += 1
+
+    def extend(self, later: Ledger) -> None:
+        """Fold in ``later``: another process's fold of events written after this one's
+        (its latest event of a membership wins)."""
+        self.members.update(later.members)
+        self.events += later.events
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -147,6 +159,8 @@ class Run:
     rows: list[dict[str, float]] = field(default_factory=list)
     restart_s: float = float("nan")
     produced: int = 0
+    producer: dict[str, float] = field(default_factory=dict)
+    """The bulk producer's CPU seconds, wall seconds and seconds waiting for acks."""
 
     @property
     def intervals(self) -> int:
@@ -157,47 +171,136 @@ class Run:
         return times
 
 
-async def _write(run: Run, seed: int) -> None:
-    """Open-loop writes at ``run.rate`` plus the tracked likes, until ``run.seconds``;
-    returns once Kafka acknowledged every one (a failed send fails the soak: the check
-    could no longer say what was written)."""
+def _bulk_process(
+    settings: Settings,
+    seed: int,
+    rate: float,
+    window: tuple[float, float],
+    sent: Any,
+    out: Connection,
+) -> None:
+    """The bulk writes, in a process of their own (spawned): open loop at ``rate`` from
+    ``window`` = (origin, seconds) on the shared monotonic clock; ``sent``: a shared
+    counter of the events sent so far. Sends back, once Kafka acknowledged every one, the
+    fold of what it wrote (a :class:`Ledger`'s members and events) and what held it back."""
+    out.send(asyncio.run(_bulk(settings, seed, rate, window, sent)))
+    out.close()
+
+
+async def _bulk(
+    settings: Settings, seed: int, rate: float, window: tuple[float, float], sent: Any
+) -> dict[str, Any]:
+    origin, seconds = window
     bulk = soak_events(seed)
-    items = tracked_items()
-    tag = uuid.uuid4().hex[:6]
+    ledger = Ledger()
     pending: list[asyncio.Future[Any]] = []
-    sent = tracked = 0
-    kafka = KafkaConfig.from_settings(run.settings)
-    async with LikeClient(kafka, run.settings.topic, linger_ms=1) as client:
-        while (elapsed := time.monotonic() - run.origin) < run.seconds:
-            while tracked < int(elapsed * TRACKED_RATE) + 1:
-                item = items[tracked % TRACKED]
-                event = new_event(f"f{tag}-{tracked}", item, "like")
-                run.times.setdefault(item, []).append(time.monotonic())
-                run.ledger.apply(event)
-                pending.append(await client.send(event))
-                tracked += 1
-            for _ in range(min(BURST, int(elapsed * run.rate) + 1 - sent)):
+    n = 0
+    acks = 0.0
+    cpu = time.process_time()
+    kafka = KafkaConfig.from_settings(settings)
+    async with LikeClient(kafka, settings.topic, linger_ms=1) as client:
+        while (elapsed := time.monotonic() - origin) < seconds:
+            for _ in range(min(BURST, int(elapsed * rate) + 1 - n)):
                 event = next(bulk)
-                run.ledger.apply(event)
+                ledger.apply(event)
                 pending.append(await client.send(event))
-                sent += 1
+                n += 1
             if len(pending) >= WINDOW:
+                waited = time.monotonic()
                 await asyncio.gather(*pending)
+                acks += time.monotonic() - waited
                 pending.clear()
-            run.produced = sent + tracked
+            sent.value = n
             await asyncio.sleep(0.002)
         await client.flush()
         await asyncio.gather(*pending)
-    run.produced = sent + tracked
+    sent.value = n
+    return {
+        "ledger": ledger,
+        "cpu_s": time.process_time() - cpu,
+        "wall_s": time.monotonic() - origin,
+        "ack_wait_s": acks,
+    }
+
+
+async def _spawned(target: Callable[..., None], *args: Any) -> Any:
+    """Run ``target(*args, out)`` in a spawned process (a fork would copy this process's
+    threads and loop); what it sends on ``out``, once it is done."""
+    context = multiprocessing.get_context("spawn")
+    receive, out = context.Pipe(duplex=False)
+    proc = context.Process(target=target, args=(*args, out), daemon=True)
+    proc.start()
+    out.close()
+    try:
+        return await asyncio.to_thread(receive.recv)
+    except EOFError:
+        await asyncio.to_thread(proc.join)
+        raise RuntimeError(f"soak: {target.__name__} exited with {proc.exitcode}") from None
+    finally:
+        receive.close()
+        if proc.is_alive():
+            proc.kill()  # cancelled: the soak stops; nothing it sent matters any more
+        await asyncio.to_thread(proc.join)
+
+
+async def _write(run: Run, seed: int) -> None:
+    """Open-loop writes at ``run.rate`` (a process of their own) plus the tracked likes
+    (here: their produce times are the event latency's start), until ``run.seconds``;
+    returns once Kafka acknowledged every one (a failed send fails the soak: the check
+    could no longer say what was written)."""
+    sent = multiprocessing.get_context("spawn").Value("q", 0)
+    bulk = asyncio.ensure_future(
+        _spawned(_bulk_process, run.settings, seed, run.rate, (run.origin, run.seconds), sent)
+    )
+    items = tracked_items()
+    tag = uuid.uuid4().hex[:6]
+    pending: list[asyncio.Future[Any]] = []
+    tracked = 0
+    kafka = KafkaConfig.from_settings(run.settings)
+    try:
+        async with LikeClient(kafka, run.settings.topic, linger_ms=1) as client:
+            while (elapsed := time.monotonic() - run.origin) < run.seconds:
+                while tracked < int(elapsed * TRACKED_RATE) + 1:
+                    item = items[tracked % TRACKED]
+                    event = new_event(f"f{tag}-{tracked}", item, "like")
+                    run.times.setdefault(item, []).append(time.monotonic())
+                    run.ledger.apply(event)
+                    pending.append(await client.send(event))
+                    tracked += 1
+                run.produced = sent.value + tracked
+                await asyncio.sleep(0.01)
+            await client.flush()
+            await asyncio.gather(*pending)
+        got = await bulk
+    finally:
+        bulk.cancel()
+    # The calibration's events came before the bulk ones (and tracked items are apart).
+    run.ledger.extend(got["ledger"])
+    run.produced = sent.value + tracked
+    run.producer = {k: got[k] for k in ("cpu_s", "wall_s", "ack_wait_s")}
+
+
+def _reads_process(url: str, rate: float, grid: tuple[float, float, int], out: Connection) -> None:
+    """The reads, in a process of their own (spawned): one open-loop run per interval of
+    ``grid`` = (origin, every, intervals); sends back the figures by interval."""
+    out.send(asyncio.run(_reads(url, rate, grid)))
+    out.close()
+
+
+async def _reads(url: str, rate: float, grid: tuple[float, float, int]) -> dict[int, Any]:
+    origin, every, intervals = grid
+    reads: dict[int, Any] = {}
+    for k in range(intervals):
+        left = origin + (k + 1) * every - time.monotonic()
+        if left > 0:
+            reads[k] = await open_loop(url, ITEMS, rate, left, READ_CONNECTIONS)
+    return reads
 
 
 async def _read(run: Run) -> None:
-    """One open-loop run of reads through the gateway per interval, until the end."""
-    for k in range(run.intervals):
-        left = run.origin + (k + 1) * run.every - time.monotonic()
-        if left > 0:
-            url = run.gateway.url
-            run.reads[k] = await open_loop(url, ITEMS, run.read_rate, left, READ_CONNECTIONS)
+    """The reads through the gateway, until the end (``_reads_process``)."""
+    grid = (run.origin, run.every, run.intervals)
+    run.reads = await _spawned(_reads_process, run.gateway.url, run.read_rate, grid)
 
 
 async def _restart(run: Run) -> None:
@@ -255,7 +358,8 @@ async def _sample(run: Run) -> None:
     """At the end of every interval: the processes' figures, the errors since the sample
     before. A sample that comes more than an interval late (a starved bench process) skips
     the intervals already past, so that each row is taken at its own time."""
-    async with Offsets(run.settings) as offsets:
+    peaks: dict[int, float] = {}  # RocksDB's most memory so far, per worker process
+    async with Offsets(run.settings) as offsets, aiohttp.ClientSession() as http:
         dlq_before = await offsets.dlq()
         closed_before = produced_before = 0
         taken_before = run.origin
@@ -273,6 +377,12 @@ async def _sample(run: Run) -> None:
                 "gateway_rss_mib": round(proc_status(gateway.pid, "VmRSS") / MIB, 1),
                 "gateway_files": open_files(gateway.pid),
             }
+            kinds = await _rocksdb_mib(http, worker)
+            row |= {f"worker_rocksdb_{kind}_mib": size for kind, size in kinds.items()}
+            rocksdb = round(sum(kinds.values()), 1) if kinds else math.nan
+            row["worker_rocksdb_mib"] = rocksdb
+            peak = peaks[worker.pid] = max(peaks.get(worker.pid, 0.0), rocksdb)
+            row["worker_rest_mib"] = outside_rocksdb(row["worker_rss_mib"], rocksdb, peak)
             try:
                 row["lag"] = await offsets.lag()
             except Exception:  # e.g. the group rebalancing after the kill: no figure
@@ -289,12 +399,24 @@ async def _sample(run: Run) -> None:
             so_far = run.delays.get(k, Delays())
             say(
                 f"soak: {row['minute']:g} min: {row['writes_per_s']:,} writes/s; worker RSS "
-                f"{row['worker_rss_mib']:,.0f} MiB, {row['worker_files']} files; gateway RSS "
+                f"{row['worker_rss_mib']:,.0f} MiB (RocksDB {row['worker_rocksdb_mib']:,.0f}), "
+                f"{row['worker_files']} files; gateway RSS "
                 f"{row['gateway_rss_mib']:,.0f} MiB, {row['gateway_files']} files; lag "
                 f"{row['lag']:,.0f}; p99 so far {so_far.percentile(99):,.0f} ms; "
                 f"{row['dropped']} subscribers dropped, {row['dlq']} DLQ records"
             )
             k = max(k + 1, int((time.monotonic() - run.origin) / run.every))
+
+
+async def _rocksdb_mib(http: aiohttp.ClientSession, worker: WorkerProcess) -> dict[str, float]:
+    """RocksDB's own memory in the worker by kind (its ``/status``: memtables, table
+    readers, block cache), MiB; nothing while the worker does not answer (restarting)."""
+    try:
+        async with http.get(f"{worker.url}/status", timeout=aiohttp.ClientTimeout(10)) as resp:
+            kinds: dict[str, int] = (await resp.json())["rocksdb_memory_bytes"]
+    except (TimeoutError, aiohttp.ClientError, KeyError, ValueError):
+        return {}
+    return {kind: round(size / MIB, 1) for kind, size in kinds.items()}
 
 
 def _merge(into: dict[int, Delays], more: dict[int, Delays]) -> None:
@@ -431,15 +553,14 @@ def _result(
         row["reads"] = round(reads.get("requests_per_s", 0) * run.every)
         row["failed_reads"] = reads.get("errors", 0)
         row["unanswered_reads"] = reads.get("unanswered", 0)
+        row["unanswered_generator"] = reads.get("unanswered_generator", 0)
+        row["read_start_lag_p99_ms"] = reads.get("start_lag_p99_ms", float("nan"))
     reference, final = windows(run.seconds)
     ref_p99 = window_delays(run.delays, run.every, reference).percentile(99)
     end_p99 = window_delays(run.delays, run.every, final).percentile(99)
     everything = window_delays(run.delays, run.every, (0.0, run.seconds))
     ratio = end_p99 / ref_p99 if ref_p99 and ref_p99 == ref_p99 else float("nan")
-    growths = {
-        key: growth(run.rows, key, run.seconds)
-        for key in ("worker_rss_mib", "worker_files", "gateway_rss_mib", "gateway_files")
-    }
+    growths = {key: growth(run.rows, key, run.seconds) for key in GROWN}
     figures: dict[str, float] = {
         "minutes": cfg.minutes,
         "events_per_s": round(run.rate),
@@ -456,6 +577,11 @@ def _result(
         "pushes_missing": everything.missing,
         "failed_reads": sum(r.get("failed_reads", 0) for r in run.rows),
         "unanswered_reads": sum(r.get("unanswered_reads", 0) for r in run.rows),
+        "unanswered_by_generator": sum(r.get("unanswered_generator", 0) for r in run.rows),
+        "producer_cpu_share": round(
+            run.producer.get("cpu_s", float("nan")) / run.producer.get("wall_s", float("nan")), 2
+        ),
+        "producer_ack_wait_s": round(run.producer.get("ack_wait_s", float("nan")), 1),
         "subscribers_closed": stats["closed"],
         "dlq_records": sum(r.get("dlq", 0) for r in run.rows),
     }
@@ -476,13 +602,9 @@ def _result(
         limits=_limits(run, calibrated),
         samples=run.rows,
     )
-    for key, label in (
-        ("worker_rss_mib", "worker RSS growth"),
-        ("worker_files", "worker open files growth"),
-        ("gateway_rss_mib", "gateway RSS growth"),
-        ("gateway_files", "gateway open files growth"),
-    ):
-        result.target(label, growths[key], "<", GROWTH_BOUND)
+    for key, label in GROWN.items():
+        if key in TARGETED:
+            result.target(label, growths[key], "<", GROWTH_BOUND)
     result.target("events lost", len(wrong), "<", 1)
     result.target("p99 last window / p99 reference window", ratio, "<", STABLE_RATIO)
     if wrong:
@@ -503,17 +625,25 @@ def _limits(run: Run, calibrated: float | None) -> str:
         else "the rate given (--rate), no calibration"
     )
     return (
-        f"writes at {how}, open loop from one Python producer in the bench process, over "
+        f"writes at {how}, open loop from one Python producer in a process of its own "
+        f"(producer_cpu_share: its CPU seconds over its wall seconds, near 1 when one core "
+        f"was its limit; producer_ack_wait_s: time it waited for Kafka's acks), over "
         f"{ITEMS:,} items x {USERS} users ({DUPLICATES:.0%} exact duplicates), plus "
-        f"{TRACKED_RATE:g} likes/s by fresh users on {TRACKED} tracked items; each "
-        f"subscriber follows {PER_CLIENT} tracked items on a gateway; reads "
-        "through the gateway. The worker is killed with SIGKILL half-way and started again "
-        "at once on its data dir (restart_s: kill to /readyz). Windows: reference = the "
-        "second sixth of the run, final = the last sixth; growth compares the medians of "
-        "the samples in them, stability the p99 of the changes produced in them. "
-        "Everything (broker, worker, gateway, clients, producer, reads) shares the 2 cores: "
-        "the producer and the worker's fold take most of them, so lag and event latency "
-        "show whether the worker keeps up with the rate, not the push path; "
-        "written_per_s (and writes/s per sample) is the rate the producer held: below "
-        "events_per_s, the bench's own process was short of CPU"
+        f"{TRACKED_RATE:g} likes/s by fresh users on {TRACKED} tracked items from the bench "
+        f"process; each subscriber follows {PER_CLIENT} tracked items on a gateway; reads "
+        "through the gateway from a process of their own (an unanswered read is the "
+        "generator's when its loop started it more than 1 s after its time: "
+        "unanswered_by_generator; else the serving side's: the gateway and the worker "
+        "it forwards to). The worker is killed with SIGKILL "
+        "half-way and started again at once on its data dir (restart_s: kill to /readyz). "
+        "Windows: reference = the second sixth of the run, final = the last sixth; growth "
+        "compares the medians of the samples in them, stability the p99 of the changes "
+        "produced in them. The worker's memory: RocksDB's own (memtables, table readers, "
+        "block cache, from its /status; bounded by LIKESTREAM_ROCKSDB_* per partition and "
+        "filling towards that as the state grows) and the rest of its RSS (RSS minus the "
+        "most RocksDB held so far in the process: glibc keeps what RocksDB frees); the "
+        "flat target is on the rest. Everything (broker, worker, gateway, clients, producer, "
+        "reads) shares the machine's cores, so lag and event latency show whether the "
+        "worker keeps up with the rate, not the push path; written_per_s (and writes/s "
+        "per sample) is the rate the producer held"
     )

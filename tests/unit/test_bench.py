@@ -20,7 +20,7 @@ from likestream._bench._cli import _numbers, add_parser, config_from
 from likestream._bench._common import BenchConfig, Result, command, percentile
 from likestream._bench._fanout import fd_reason
 from likestream._bench._idle import IdleStep, _idle_result
-from likestream._bench._reads import open_loop, wrk_ms
+from likestream._bench._reads import LATE_START, blame, open_loop, wrk_ms
 from likestream._bench._report import HAND_WRITTEN, hand_written, machine, report, table
 from likestream._bench._state import restore_line
 from likestream._bench._wsclient import (
@@ -160,8 +160,15 @@ async def test_open_loop_cuts_the_drain(monkeypatch: pytest.MonkeyPatch) -> None
         async with asyncio.timeout(60):  # a deadline for a hang, not a measurement
             got = await _reads.open_loop(url, 10, rate=50, duration=0.3, connections=4)
     assert got["unanswered"] >= 10
+    assert got["unanswered_generator"] + got["unanswered_server"] == got["unanswered"]
     assert got["requests_per_s"] == 0
     assert got["p50_ms"] >= 200  # at least as late as they were at the cut
+
+
+def test_unanswered_reads_blamed_on_the_generator_when_it_started_them_late() -> None:
+    started = {0: 0.001, 1: LATE_START + 0.5, 2: 0.2}  # 3: never started at all
+    assert blame([0, 1, 2, 3], started) == (2, 2)
+    assert blame([], started) == (0, 0)
 
 
 def test_number_lists_and_config() -> None:
