@@ -27,8 +27,8 @@ from faust.types import TP, EventT
 
 from likestream import _internals as internals
 from likestream._kafka import KafkaConfig
-from likestream._memory import release_free_memory
 
+from ._memory import release_free_memory
 from ._restore import restore
 from ._rows import supersedes
 from ._written import Written

@@ -1,4 +1,4 @@
-"""Giving freed memory back (likestream/_memory.py)."""
+"""Giving freed memory back (tables/_memory.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from likestream._memory import release_free_memory
+from likestream.tables._memory import release_free_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
