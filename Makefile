@@ -44,16 +44,16 @@ $(KUSTOMIZE):
 	@command -v go >/dev/null || { echo "Go is needed to build kustomize $(KUSTOMIZE_VERSION)"; exit 1; }
 	GOTOOLCHAIN=local GOBIN=$(dir $@) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
-promtool:                     ## Debian's promtool: the alert rules' checks (tests/unit/test_observability.py)
+promtool:                     ## Debian's promtool: the alert rules' checks (tests/unit/runtime/test_observability.py)
 	@command -v promtool >/dev/null || { apt-get update -q && apt-get install -y -q prometheus; }
 
 tools: $(KUSTOMIZE) promtool  ## what the tests run besides Python: kustomize, promtool
 
 kafka: install                ## fetch the Kafka jars into ~/.cache/likestream (once)
-	$(BIN)/python -c 'from likestream._broker import Broker; Broker.default().fetch()'
+	$(BIN)/python -c 'from likestream.devtools._broker import Broker; Broker.default().fetch()'
 
 peers: install                ## bench only: build the Kafka Streams peer, a venv with the bench extra (Quix)
-	-$(BIN)/python -m likestream._bench.peers
+	-$(BIN)/python -m likestream.devtools.bench.peers
 
 broker: install               ## start the embedded broker on :9092 (no-op when up)
 	$(BIN)/likestream broker start

@@ -13,7 +13,7 @@ confirms nothing, and neither does any flush after it: ``on_failure`` (the agent
 rewind) drops every row folded since and reads the partitions again from their
 durable positions, as a restart would, and the flushes still in flight are
 forgotten (their marks belong to an older epoch, ``_positions.py``). So positions
-move only contiguously (``tests/unit/test_confirm.py``), and the replay rewrites
+move only contiguously (``tests/unit/agents/test_confirm.py``), and the replay rewrites
 whatever the failure lost: the fold writes a replayed event's rows again
 (``_fold.py``).
 """
@@ -31,8 +31,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 from faust.types import TP
 
-from likestream._metrics import FLUSHES_IN_FLIGHT, agent_producer_error
-from likestream._sender import Outgoing, Sender
+from likestream.kafka._sender import Outgoing, Sender
+from likestream.runtime._metrics import FLUSHES_IN_FLIGHT, agent_producer_error
 from likestream.tables import Flushed, LikeTables
 
 from ._positions import Mark, Positions
@@ -162,7 +162,7 @@ class Confirmer:
                     # Commit what is durable before waiting: while flushes keep coming
                     # faster than Kafka acknowledges them the queue never empties, and
                     # committing only once it did committed nothing for as long as that
-                    # lasted (tests/unit/test_confirm.py).
+                    # lasted (tests/unit/agents/test_confirm.py).
                     await self._commit_durable()
                     confirmed = False
                 error = await flight.wait()

@@ -2,7 +2,7 @@
 
 Faust assigns the partitions (its group member, assignor, standbys and recovery
 stay as they are) but no longer delivers the events topic message by message:
-its member's consumer has those partitions paused (``likestream/_internals.py``)
+its member's consumer has those partitions paused (``likestream/kafka/_internals.py``)
 and this feed reads them with a plain aiokafka consumer outside the group,
 ``getmany`` batches straight to the fold. Commits still go through the member.
 
@@ -29,8 +29,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from likestream._kafka import KafkaConfig
-from likestream._retry import retrying
+from likestream.domain._retry import retrying
+from likestream.kafka._factory import KafkaConfig
 
 __all__ = ["Batches", "EventsFeed"]
 

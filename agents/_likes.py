@@ -4,7 +4,7 @@ How an event travels (the guarantees are in ``_fold.py`` and ``_confirm.py``):
 
 1. Faust assigns the partitions. On every assignment, before faust's recovery can
    resume them, the events partitions are paused in faust's own consumer
-   (``likestream/_internals.py``): faust never delivers them one by one.
+   (``likestream/kafka/_internals.py``): faust never delivers them one by one.
 2. Once the tables are recovered, the feed (``_feed.py``) reads each owned partition
    from the group's committed offset, in whole fetched batches.
 3. A batch is folded synchronously: decoded, its member rows read with one RocksDB
@@ -31,14 +31,14 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.types import TP, StreamT
 
-from likestream import _internals as internals
-from likestream._kafka import KafkaConfig
-from likestream._metrics import DLQ_RECORDS, HOLE_FILLS, INVALID_EVENTS, events_folded
-from likestream._schema import InvalidEvent, parse_event
-from likestream._sender import KafkaSender, Outgoing, Sender
-from likestream._settings import Settings
-from likestream._top import encode_top, top_key
-from likestream._window_spec import clamp_event_time
+from likestream.config._settings import Settings
+from likestream.domain._schema import InvalidEvent, parse_event
+from likestream.domain._top import encode_top, top_key
+from likestream.domain._window_spec import clamp_event_time
+from likestream.kafka import _internals as internals
+from likestream.kafka._factory import KafkaConfig
+from likestream.kafka._sender import KafkaSender, Outgoing, Sender
+from likestream.runtime._metrics import DLQ_RECORDS, HOLE_FILLS, INVALID_EVENTS, events_folded
 from likestream.tables import ITEM_ROWS_MAX, LikeTables
 from likestream.tables._rows import member_key
 
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 # Past this many events folded since the last flush the agent flushes at once: it
 # bounds memory, the replay after a crash, and the rows of one item in one flush,
-# which must fit in one record batch (likestream/_sender.py MAX_BATCH_BYTES).
+# which must fit in one record batch (likestream/kafka/_sender.py MAX_BATCH_BYTES).
 MAX_PENDING = 10_000
 # How long a revocation or a stop waits for the last flush to be confirmed.
 FINAL_FLUSH_S = 5.0
@@ -347,7 +347,7 @@ async def _refuse(stream: StreamT[bytes]) -> None:
         raise internals.InternalsChanged(
             f"faust delivered {event.message.tp} offset {event.message.offset} itself: "
             "pausing the events partitions in its consumer no longer works "
-            "(likestream/_internals.py pause_group_fetching)"
+            "(likestream/kafka/_internals.py pause_group_fetching)"
         )
 
 

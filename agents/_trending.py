@@ -1,6 +1,6 @@
 """Trending: likes gained per window and the top items, per partition, exact under replays.
 
-Windows and their time rules are in ``likestream/_window_spec.py``; the rows in
+Windows and their time rules are in ``likestream/domain/_window_spec.py``; the rows in
 ``tables/_windows.py``. Here is what the agent does with them for one event, and
 the in-memory index of each owned partition that the top items come from.
 
@@ -41,9 +41,9 @@ import heapq
 import math
 from collections.abc import Iterable, Sequence
 
-from likestream._metrics import trending_late
-from likestream._top import PartitionTop
-from likestream._window_spec import Window
+from likestream.domain._top import PartitionTop
+from likestream.domain._window_spec import Window
+from likestream.runtime._metrics import trending_late
 from likestream.tables import LikeTables, MemberRow, Watermark, WindowRow
 from likestream.tables._windows import (
     encode_watermark,
@@ -264,7 +264,7 @@ class PartitionTrending:
         return rows
 
     def tops(self, limit: int = MAX_TOP) -> list[PartitionTop]:
-        """Each window's top items, as published (``likestream/_top.py``)."""
+        """Each window's top items, as published (``likestream/domain/_top.py``)."""
         return [
             PartitionTop(
                 name, self.partition, self.stamp, self.watermark.ms, tuple(ranking.top(limit))

@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ._api_types import (
+from likestream.domain._api_types import (
     ApiError,
     BadRequest,
     Count,
@@ -56,9 +56,9 @@ from ._api_types import (
     Update,
     api_error,
 )
-from ._live import Feed, FeedClosed, Subscriptions
-from ._retry import Backoff, parse_retry_after
-from ._schema import is_valid_id
+from likestream.domain._retry import Backoff, parse_retry_after
+from likestream.domain._schema import is_valid_id
+from likestream.runtime._live import Feed, FeedClosed, Subscriptions
 
 __all__ = [
     "ApiClient",

@@ -11,13 +11,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._broker import Broker, BrokerError
-from ._flags import add_setting_flags, settings_given
-from ._schema import InvalidEvent, LikeEvent, is_valid_id
-from ._settings import Settings, SettingsError, load_settings
-from ._status import StatusError
-from ._topics import TopicError
-from .client import DeliveryError
+from likestream.client import DeliveryError
+from likestream.config._settings import Settings, SettingsError, load_settings
+from likestream.devtools._broker import Broker, BrokerError
+from likestream.domain._schema import InvalidEvent, LikeEvent, is_valid_id
+from likestream.kafka._topics import TopicError
+from likestream.runtime._flags import add_setting_flags, settings_given
+from likestream.runtime._status_report import StatusError
 
 __all__ = ["main"]
 
@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="gateway processes on the one port (the same as --gateway-procs)",
     )
-    # One of the processes of a supervising gateway (likestream/_supervisor.py).
+    # One of the processes of a supervising gateway (likestream/runtime/_supervisor.py).
     gateway.add_argument("--supervised-by", type=int, default=None, help=argparse.SUPPRESS)
     add_setting_flags(gateway)
 
@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_setting_flags(erase)
 
-    from ._bench import add_parser as add_bench
+    from likestream.devtools.bench import add_parser as add_bench
 
     add_bench(sub)
     return parser
@@ -184,8 +184,8 @@ def _config(settings: Settings) -> None:
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> None:
-    from ._kafka import KafkaConfig
-    from ._produce import produce, read_events, synthetic_events
+    from likestream.kafka._factory import KafkaConfig
+    from likestream.runtime._produce import produce, read_events, synthetic_events
 
     total: int | None = None
     events: list[LikeEvent] | object
@@ -200,9 +200,9 @@ def _produce(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> None:
-    from ._credentials import token_policy
-    from ._secret import signing_secret
-    from ._tokens import mint_token
+    from likestream.domain._tokens import mint_token
+    from likestream.runtime._credentials import token_policy
+    from likestream.runtime._secret import signing_secret
 
     if not is_valid_id(args.user):
         raise InvalidEvent("USER must be 1-128 characters of [A-Za-z0-9._:@-]")
@@ -224,7 +224,11 @@ def _token(args: argparse.Namespace, settings: Settings) -> None:
 def _erase(args: argparse.Namespace, settings: Settings) -> int:
     """0: erased and seen applied; 1: not all seen applied in time (what was published
     stays published); 2: a bad USER, Kafka unreachable, no changelog to read."""
-    from ._erase import EraseError, EraseUnconfirmed, erase  # faust, rocksdict: only here
+    from likestream.runtime._erase import (  # faust, rocksdict: only here
+        EraseError,
+        EraseUnconfirmed,
+        erase,
+    )
 
     if not is_valid_id(args.user):
         raise InvalidEvent("USER must be 1-128 characters of [A-Za-z0-9._:@-]")
@@ -241,14 +245,14 @@ def _erase(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> None:
-    from ._status import fetch_status, format_status
+    from likestream.runtime._status_report import fetch_status, format_status
 
     url = args.url or f"http://localhost:{settings.web_port}"
     print(format_status(url, fetch_status(url)))
 
 
 def _event_from_args(words: Sequence[str]) -> LikeEvent:
-    from .client import new_event
+    from likestream.client import new_event
 
     if len(words) != 3 or words[0] not in ("like", "unlike"):
         raise InvalidEvent("expected: like|unlike USER ITEM, or --file, or --load N")
@@ -266,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _broker(args)
             return 0
         if args.command == "bench":
-            from ._bench import run_bench
+            from likestream.devtools.bench import run_bench
 
             return run_bench(args)
         settings = _settings(args)
@@ -282,10 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _erase(args, settings)
         elif args.command == "gateway":
             if settings.gateway_procs > 1 and args.supervised_by is None:
-                from ._supervisor import supervise  # without the web stack: a small process
+                from likestream.runtime._supervisor import (
+                    supervise,  # without the web stack: a small process
+                )
 
                 return supervise(settings)
-            from ._gateway import run_gateway
+            from likestream.runtime._gateway import run_gateway
 
             return run_gateway(settings, args.supervised_by)
         else:
@@ -293,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # prometheus-client's ordinary registry, so an inherited multiprocess
             # directory (meant for gateways) must not switch it to multiprocess mode.
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-            from ._worker import run_worker
+            from likestream.runtime._worker import run_worker
 
             run_worker(settings)
     except (

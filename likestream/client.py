@@ -22,7 +22,7 @@ Example::
 
 Without asyncio, :class:`SyncLikeClient` does the same with plain calls. A secured
 cluster takes its security options in the :class:`KafkaConfig` (``protocol``,
-``username``, ``password``, ``ca_file``; see ``likestream/_kafka.py``).
+``username``, ``password``, ``ca_file``; see ``likestream/kafka/_factory.py``).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
-from ._kafka import KafkaConfig
-from ._partition import partition_for
-from ._schema import Action, LikeEvent, encode_event
+from likestream.domain._partition import partition_for
+from likestream.domain._schema import Action, LikeEvent, encode_event
+from likestream.kafka._factory import KafkaConfig
 
 __all__ = [
     "DeliveryError",

@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.stores.rocksdb import Store as RocksStore
 from faust.types import TP
 
-from likestream._kafka import KafkaConfig
-from likestream._metrics import RESTORED_RECORDS, changelog_recovered
+from likestream.kafka._factory import KafkaConfig
+from likestream.runtime._metrics import RESTORED_RECORDS, changelog_recovered
 
 from ._written import Written
 

@@ -19,11 +19,11 @@ import rocksdict
 from aiokafka.structs import RecordMetadata
 from faust.types import TP
 
-from likestream import _internals as internals
-from likestream._kafka import KafkaConfig
-from likestream._partition import partition_for
-from likestream._sender import NO_HEADERS, Sender
-from likestream._settings import Settings
+from likestream.config._settings import Settings
+from likestream.domain._partition import partition_for
+from likestream.kafka import _internals as internals
+from likestream.kafka._factory import KafkaConfig
+from likestream.kafka._sender import NO_HEADERS, Sender
 
 from ._options import BoundedOptions
 from ._reader import NotServable
@@ -63,12 +63,12 @@ __all__ = [
 
 TABLE_NAME = "state"
 """The faust table of counts, memberships and windows: its changelog topic's name and
-the ``table`` label of the row metrics (``likestream/_sampler.py``)."""
+the ``table`` label of the row metrics (``likestream/runtime/_sampler.py``)."""
 MiB = 1 << 20
 ITEM_ROWS_MAX = 1_000
 """Member rows of one item in one flush before the agent flushes (``crowded``): an item's
 rows travel in one record batch, and at most twice this many rows of the longest keys
-(ids of 128 characters) fit in one (``likestream/_sender.py`` MAX_BATCH_BYTES)."""
+(ids of 128 characters) fit in one (``likestream/kafka/_sender.py`` MAX_BATCH_BYTES)."""
 PARTITIONS_KEPT = 1 << 16
 """Items whose partition the reads keep (``_partition_of``); past it they start over."""
 ROCKSDB_MEMORY = {
@@ -98,7 +98,7 @@ class StateLost(RuntimeError):
 
 
 ChangelogRow = tuple[bytes, bytes | None, Sequence[tuple[str, bytes]]]
-"""An :data:`~likestream._sender.Outgoing` record whose key is never None."""
+"""An :data:`~likestream.kafka._sender.Outgoing` record whose key is never None."""
 
 
 @dataclass(frozen=True, slots=True)

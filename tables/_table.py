@@ -25,8 +25,8 @@ import rocksdict
 from aiokafka.errors import KafkaError
 from faust.types import TP, EventT
 
-from likestream import _internals as internals
-from likestream._kafka import KafkaConfig
+from likestream.kafka import _internals as internals
+from likestream.kafka._factory import KafkaConfig
 
 from ._memory import release_free_memory
 from ._restore import restore

@@ -23,9 +23,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 from oracle import Oracle
 
-from likestream._broker import Broker, default_cache_dir
-from likestream._kafka import KafkaConfig
-from likestream._tokens import mint_token
+from likestream.devtools._broker import Broker, default_cache_dir
+from likestream.domain._tokens import mint_token
+from likestream.kafka._factory import KafkaConfig
 
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from likestream._schema import LikeEvent
 from likestream.client import DeliveryError
+from likestream.domain._schema import LikeEvent
 from likestream.tables import CountRow, MemberRow, NotServable, StateReader
 from likestream.web import Auth, LimitSettings, RateLimiter, Replica, Writes, create_app
 

@@ -8,9 +8,9 @@ import random
 from collections import defaultdict
 from collections.abc import Iterator
 
-from likestream._schema import Action, LikeEvent
-from likestream._window_spec import Window
 from likestream.client import new_event
+from likestream.domain._schema import Action, LikeEvent
+from likestream.domain._window_spec import Window
 
 
 class Oracle:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from likestream._broker import default_cache_dir
+from likestream.devtools._broker import default_cache_dir
 
 __all__ = ["KUSTOMIZE_VERSION", "kustomize", "promtool"]
 

@@ -3,7 +3,7 @@
 Each request gets an id: the caller's ``X-Request-Id`` when it is a sane token,
 else a fresh one. It is echoed in the response's ``X-Request-Id`` (streamed responses get it
 when they are prepared, inside the handler) and set in
-``likestream._logging.REQUEST_ID`` for the request's task, so every log line
+``likestream.runtime._logging.REQUEST_ID`` for the request's task, so every log line
 written while serving it (the access line, errors) carries it.
 
 User ids (they may be e-mail addresses) are logged as keyed hashes (:class:`UserTags`,
@@ -20,7 +20,7 @@ load the line was the dearest part of a read after aiohttp itself (a sixth of th
 loop's time, ``BENCHMARKS.md``), and a read's answer says nothing a sample does not.
 The line is built by hand (:class:`_AccessRecord`, without
 ``LogRecord.__init__``'s per-record lookups) and handed to the logging handlers as any
-record; the worker's handler (``likestream._logging.StepFlushingHandler``) writes the
+record; the worker's handler (``likestream.runtime._logging.StepFlushingHandler``) writes the
 lines of one event loop step with one write(2). ``_front.py`` writes it for every
 request.
 """

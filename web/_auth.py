@@ -2,7 +2,7 @@
 
 Writes need a token; so do membership reads, whose user must be the token's own unless
 memberships are public (``LIKESTREAM_PUBLIC_MEMBERSHIPS``). The tokens are checked by
-``likestream._tokens.Tokens``, built once per process; the identity provider's keys it
+``likestream.domain._tokens.Tokens``, built once per process; the identity provider's keys it
 holds are read again in the background while the app runs (:func:`tokens_ctx`).
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import hdrs, web
 
-from likestream._tokens import InvalidToken, Tokens
+from likestream.domain._tokens import InvalidToken, Tokens
 
 from ._errors import ApiError
 

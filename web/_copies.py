@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from likestream._kafka import KafkaConfig
-from likestream._retry import poll_forever
+from likestream.domain._retry import poll_forever
+from likestream.kafka._factory import KafkaConfig
 
 __all__ = ["SAMPLE_SECONDS", "CopyClock", "sample_forever"]
 

@@ -5,7 +5,7 @@ One layer for all of them rather than a middleware each: every middleware costs 
 coroutine and a call per request, which a read (a dict's worth of work in RocksDB)
 noticeably pays. In order, a request:
 
-1. gets its request id (``_access.py``), set in ``likestream._logging.REQUEST_ID`` for
+1. gets its request id (``_access.py``), set in ``likestream.runtime._logging.REQUEST_ID`` for
    every log line written while serving it, and echoed in ``X-Request-Id``;
 2. is answered as a CORS preflight (``_headers.py``), or by its handler, whose
    :class:`~._errors.ApiError` and aiohttp refusals (404, 405, 413) become JSON errors
@@ -31,8 +31,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from likestream._logging import REQUEST_ID
-from likestream._metrics import HTTP_REQUESTS, HTTP_SECONDS, STEP_COUNTS
+from likestream.runtime._logging import REQUEST_ID
+from likestream.runtime._metrics import HTTP_REQUESTS, HTTP_SECONDS, STEP_COUNTS
 
 from ._access import REQUEST_ID_HEADER, request_id, tags_of, write_access_line
 from ._auth import USER

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from likestream._logging import REQUEST_ID
+from likestream.runtime._logging import REQUEST_ID
 
 from ._access import REQUEST_ID_HEADER
 from ._errors import ApiError, error_response

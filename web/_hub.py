@@ -27,7 +27,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-from likestream._metrics import FANOUT_SECONDS, FRAMES_ENCODED, PUSHES, SUBSCRIPTIONS
+from likestream.runtime._metrics import FANOUT_SECONDS, FRAMES_ENCODED, PUSHES, SUBSCRIPTIONS
 from likestream.tables import CountRow, NotServable, StateReader
 
 from ._replica import Replica

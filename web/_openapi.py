@@ -1,7 +1,7 @@
 """The API's contract: an OpenAPI 3.1 document of every public route, and the live protocols.
 
 :data:`DOCUMENT` describes every public operation the app can have (its routes are
-checked against it by ``tests/unit/test_openapi.py``, so the two cannot drift) and,
+checked against it by ``tests/unit/web/test_openapi.py``, so the two cannot drift) and,
 with JSON Schemas under ``components/schemas``, the WebSocket frames of ``GET /ws``
 (``x-websocket`` on that operation) and the Server-Sent Events of
 ``GET /items/{item_id}/events``. A running process serves it at ``GET /openapi.json``
@@ -30,7 +30,7 @@ INTERNAL_ROUTES = frozenset({("POST", "/internal/limits")})
 
 Json = dict[str, Any]
 
-# The ids of likestream/_schema.py (``is_valid_id``): 1-128 of [A-Za-z0-9._:@-].
+# The ids of likestream/domain/_schema.py (``is_valid_id``): 1-128 of [A-Za-z0-9._:@-].
 ID_PATTERN = "^[A-Za-z0-9._:@-]{1,128}$"
 # In a path, the same except "." and "..": URL clients (and RFC 3986) remove those
 # segments before sending, so such an id cannot be addressed by a path.

@@ -21,9 +21,9 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from likestream._internals import MemberAssignment, decode_member_assignment
-from likestream._kafka import KafkaConfig
-from likestream._retry import poll_forever
+from likestream.domain._retry import poll_forever
+from likestream.kafka._factory import KafkaConfig
+from likestream.kafka._internals import MemberAssignment, decode_member_assignment
 
 __all__ = ["POLL_SECONDS", "Owners", "Placement", "parse_members", "watch_owners"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from likestream._schema import is_valid_id
+from likestream.domain._schema import is_valid_id
 
 from ._auth import AUTH
 from ._errors import ApiError

@@ -25,15 +25,15 @@ from typing import Any
 import orjson
 from aiohttp import HttpVersion11, WSMsgType, web
 
-from likestream._kafka import KafkaConfig
-from likestream._metrics import (
+from likestream.domain._schema import is_valid_id
+from likestream.kafka._factory import KafkaConfig
+from likestream.runtime._metrics import (
     DROPPED_CLIENTS,
     PUSH_REFUSED,
     SSE_CONNECTIONS,
     WS_CONNECTIONS,
     push_connection_ended,
 )
-from likestream._schema import is_valid_id
 
 from ._admission import Admission
 from ._errors import ApiError

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from likestream._metrics import rate_limit_check
-from likestream._partition import partition_for
-from likestream._schema import is_valid_id
+from likestream.domain._partition import partition_for
+from likestream.domain._schema import is_valid_id
+from likestream.runtime._metrics import rate_limit_check
 
 from ._errors import ApiError
 from ._json import json_reply

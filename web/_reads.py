@@ -35,8 +35,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from likestream._kafka import KafkaConfig
-from likestream._metrics import READS, STEP_COUNTS
+from likestream.kafka._factory import KafkaConfig
+from likestream.runtime._metrics import READS, STEP_COUNTS
 from likestream.tables import CountRow, MemberRow, NotServable, StateReader
 
 from ._copies import CopyClock, sample_forever

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import rocksdict
 
-from likestream._metrics import COUNT_CACHE_HITS, COUNT_CACHE_ITEMS, COUNT_CACHE_MISSES
-from likestream._partition import partition_for
-from likestream._pids import alive
+from likestream.domain._partition import partition_for
+from likestream.runtime._metrics import COUNT_CACHE_HITS, COUNT_CACHE_ITEMS, COUNT_CACHE_MISSES
+from likestream.runtime._pids import alive
 from likestream.tables import NO_COUNT, CountRow
 
 __all__ = ["Replica", "replica_dir"]

@@ -17,9 +17,9 @@ from collections.abc import Callable
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from likestream._kafka import KafkaConfig
-from likestream._retry import poll_forever
-from likestream._schema import is_valid_id
+from likestream.domain._retry import poll_forever
+from likestream.domain._schema import is_valid_id
+from likestream.kafka._factory import KafkaConfig
 from likestream.tables import CountRow
 
 from ._hub import Hub

@@ -2,7 +2,7 @@
 
 Every process reads the compacted trending topic from its beginning and then
 follows it (``_tail.py``): per window and partition, the top items the owning
-worker published last (``likestream/_top.py``). An answer merges the partitions
+worker published last (``likestream/domain/_top.py``). An answer merges the partitions
 of the window in memory: a sort of at most partitions x 100 entries, no table
 read, so any process (a worker or a gateway) answers for every partition.
 Staleness: the owner publishes at most once per ``LIKESTREAM_TRENDING_INTERVAL_MS``
@@ -20,9 +20,9 @@ import orjson
 from aiohttp import web
 from aiokafka import ConsumerRecord
 
-from likestream._kafka import KafkaConfig
-from likestream._top import PartitionTop, merge_tops, parse_top
-from likestream._window_spec import Window
+from likestream.domain._top import PartitionTop, merge_tops, parse_top
+from likestream.domain._window_spec import Window
+from likestream.kafka._factory import KafkaConfig
 
 from ._errors import ApiError, error_frame
 from ._hub import Subscriber

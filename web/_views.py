@@ -13,7 +13,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from likestream._schema import is_valid_id
+from likestream.domain._schema import is_valid_id
 from likestream.tables import NotServable, StateReader
 
 from ._auth import authorize_member
@@ -113,7 +113,7 @@ async def readyz(request: web.Request) -> web.Response:
 def metrics_registry() -> Collector:
     """What ``/metrics`` serves: this process's metrics; in prometheus-client's
     multiprocess mode (the processes of a multi-process gateway,
-    ``likestream/_supervisor.py``), those of every process sharing
+    ``likestream/runtime/_supervisor.py``), those of every process sharing
     ``PROMETHEUS_MULTIPROC_DIR``, added up as each gauge's mode says."""
     return _registry(_multiprocess_dir())
 

@@ -21,10 +21,10 @@ from typing import Protocol
 
 from aiohttp import web
 
-from likestream._metrics import RATE_LIMITED, http_producer_error
-from likestream._retry import retrying
-from likestream._schema import Action, LikeEvent
 from likestream.client import DeliveryError, new_event
+from likestream.domain._retry import retrying
+from likestream.domain._schema import Action, LikeEvent
+from likestream.runtime._metrics import RATE_LIMITED, http_producer_error
 
 from ._auth import authenticate
 from ._errors import ApiError

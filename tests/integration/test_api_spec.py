@@ -25,8 +25,8 @@ from playwright.async_api import Browser, expect
 from schemathesis import GenerationMode
 from yarl import URL
 
-from likestream._schema import is_valid_id
-from likestream._tokens import mint_token
+from likestream.domain._schema import is_valid_id
+from likestream.domain._tokens import mint_token
 
 pytestmark = pytest.mark.integration
 

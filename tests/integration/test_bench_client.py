@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from conftest import Cluster, Worker
 
-from likestream._bench._audience import Client, subscribe
 from likestream.client import LikeClient
+from likestream.devtools.bench._audience import Client, subscribe
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from likestream._bench._common import BenchConfig
-from likestream._bench._lab import Lab
-from likestream._bench._soak import soak
-from likestream._bench._soak_report import COLUMNS, sample_table
-from likestream._broker import Broker
+from likestream.devtools._broker import Broker
+from likestream.devtools.bench._common import BenchConfig
+from likestream.devtools.bench._lab import Lab
+from likestream.devtools.bench._soak import soak
+from likestream.devtools.bench._soak_report import COLUMNS, sample_table
 
 pytestmark = pytest.mark.integration
 

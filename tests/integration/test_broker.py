@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from likestream._broker import Broker
+from likestream.devtools._broker import Broker
 
 pytestmark = pytest.mark.integration
 

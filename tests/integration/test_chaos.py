@@ -49,11 +49,11 @@ from conftest import Cluster, Worker, own_broker, read_topic, report
 from oracle import CountHistory, Oracle, TrendingOracle
 from prometheus_client.parser import text_string_to_metric_families
 
-from likestream._broker import Broker
-from likestream._partition import partition_for
-from likestream._schema import Action, LikeEvent
-from likestream._settings import load_settings
 from likestream.client import LikeClient, new_event
+from likestream.config._settings import load_settings
+from likestream.devtools._broker import Broker
+from likestream.domain._partition import partition_for
+from likestream.domain._schema import Action, LikeEvent
 from likestream.web import FORWARDED, STALE
 from likestream.web._reads import forwarding_proof
 
@@ -85,7 +85,7 @@ INTERNAL_SECRET = "chaos-internal-" + "0123456789abcdef" * 3
 # The processes' proof: a read carrying it is answered from the process's own table (or
 # its copy or replica, marked stale), never forwarded (web/_reads.py).
 FROM_HERE = {FORWARDED: forwarding_proof(INTERNAL_SECRET)}
-# Counters each process life must show above 0 summed over the run (likestream/_metrics.py).
+# Counters each process life must show above 0 summed over the run (likestream/runtime/_metrics.py).
 EXERCISED = {
     "replays": ("likestream_events_total", {"outcome": "replayed"}),
     "hole fills": ("likestream_hole_fills_total", {}),
@@ -314,7 +314,7 @@ class Chaos:
 
     async def counts_config(self, extra: dict[str, str]) -> None:
         # AlterConfigs replaces the topic's whole config: restate compaction
-        # (likestream/_topics.py). Retried: the broker may be restarting.
+        # (likestream/kafka/_topics.py). Retried: the broker may be restarting.
         resource = ConfigResource(
             ConfigResourceType.TOPIC,
             self.cluster.counts_topic,

@@ -12,8 +12,8 @@ import sys
 import pytest
 from conftest import Cluster
 
-from likestream._settings import load_settings
-from likestream._topics import ensure_topics
+from likestream.config._settings import load_settings
+from likestream.kafka._topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,13 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
-from likestream._broker import Broker
-from likestream._partition import partition_for
 from likestream.client import DeliveryError, KafkaConfig, LikeClient, SyncLikeClient, new_event
+from likestream.devtools._broker import Broker
+from likestream.domain._partition import partition_for
 
 pytestmark = pytest.mark.integration
 
-# Item ids of tests/unit/test_partition.py with the partition (of 8) that Java's
+# Item ids of tests/unit/domain/test_partition.py with the partition (of 8) that Java's
 # default partitioner picks for them.
 JAVA_OF_8 = [
     ("21", 4),

@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 from conftest import Cluster, Worker, read_topic
 
-from likestream._broker import Broker
-from likestream._erase import UserRows
 from likestream.client import LikeClient
+from likestream.devtools._broker import Broker
+from likestream.runtime._erase import UserRows
 from likestream.tables import changelog_topic
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ freezing or restarting it leaves the session's broker alone), with a producer se
 events throughout the fault:
 
 1. the broker frozen (SIGSTOP: connections stay open, nothing answers) for longer than
-   the agent's producer waits for Kafka (``likestream/_sender.py`` REQUEST_TIMEOUT_MS),
+   the agent's producer waits for Kafka (``likestream/kafka/_sender.py`` REQUEST_TIMEOUT_MS),
    then thawed;
 2. the changelog and ``like-counts`` refusing writes (``max.message.bytes`` below any
    batch: every write fails with MESSAGE_TOO_LARGE), then accepting them again;
@@ -49,9 +49,9 @@ from conftest import (
 )
 from oracle import Oracle, mixed_events
 
-from likestream._broker import Broker
-from likestream._sender import REQUEST_TIMEOUT_MS
 from likestream.client import DeliveryError, LikeClient
+from likestream.devtools._broker import Broker
+from likestream.kafka._sender import REQUEST_TIMEOUT_MS
 from likestream.tables import changelog_topic
 
 pytestmark = pytest.mark.integration

@@ -23,11 +23,11 @@ import yaml
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 from conftest import Cluster, Worker, free_port_pair
 
-from likestream._broker import Broker, Secured, default_cache_dir
-from likestream._kafka import Acl, KafkaConfig, create_acls
-from likestream._settings import load_settings
-from likestream._tokens import mint_token
-from likestream._topics import ensure_topics
+from likestream.config._settings import load_settings
+from likestream.devtools._broker import Broker, Secured, default_cache_dir
+from likestream.domain._tokens import mint_token
+from likestream.kafka._factory import Acl, KafkaConfig, create_acls
+from likestream.kafka._topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from aiohttp import web
 from conftest import ARTIFACTS, Cluster, Worker, free_port
 from playwright.async_api import Browser, Locator, Page, Request, WebSocket, expect
 
-from likestream._tokens import mint_token
 from likestream.client import LikeClient
+from likestream.domain._tokens import mint_token
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 from conftest import Cluster, Worker
 
-from likestream._broker import Broker
-from likestream._internals import decode_member_assignment
+from likestream.devtools._broker import Broker
+from likestream.kafka._internals import decode_member_assignment
 
 pytestmark = pytest.mark.integration
 

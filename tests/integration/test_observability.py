@@ -1,7 +1,7 @@
 """Observability on a real worker: /metrics moves with traffic, /status, the CLI, JSON logs.
 
 One worker with JSON logs and a fast sampler. Events (one invalid), reads, writes
-and a 429 go in; every metric of ``likestream/_metrics.py`` must be exposed and the
+and a 429 go in; every metric of ``likestream/runtime/_metrics.py`` must be exposed and the
 ones that traffic drives must have moved. Readiness during recovery (``/readyz``
 503, then 200) is checked in ``test_recovery.py::test_not_ready_and_no_reads_until_
 recovered``; here the matching gauges are checked through a restart.
@@ -27,10 +27,10 @@ from oracle import mixed_events
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from likestream import _metrics
-from likestream._produce import produce
-from likestream._tokens import mint_token
 from likestream.client import LikeClient
+from likestream.domain._tokens import mint_token
+from likestream.runtime import _metrics
+from likestream.runtime._produce import produce
 from likestream.tables import changelog_topic
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,7 @@ def documented_families() -> set[str]:
 
 
 def exposed_families() -> set[str]:
-    """Every family likestream._metrics defines, by its exposed name."""
+    """Every family likestream.runtime._metrics defines, by its exposed name."""
     assert _metrics.EVENTS  # imported: its metrics are in the default registry
     return {
         family.name + ("_total" if family.type == "counter" else "")

@@ -16,8 +16,8 @@ import pytest
 from conftest import Cluster, Worker, assert_matches, read_topic, report
 from oracle import Oracle, mixed_events
 
-from likestream._produce import produce
 from likestream.client import LikeClient
+from likestream.runtime._produce import produce
 
 pytestmark = pytest.mark.integration
 

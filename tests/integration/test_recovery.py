@@ -15,7 +15,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from conftest import Cluster, Worker, assert_matches, read_topic, report
 from oracle import Oracle, mixed_events
 
-from likestream._produce import produce
+from likestream.runtime._produce import produce
 
 pytestmark = pytest.mark.integration
 

@@ -26,10 +26,10 @@ import pytest
 from conftest import Cluster, Worker, assert_matches, read_topic, report
 from oracle import Oracle, mixed_events
 
-from likestream._broker import Broker
-from likestream._partition import partition_for
-from likestream._schema import LikeEvent
 from likestream.client import LikeClient
+from likestream.devtools._broker import Broker
+from likestream.domain._partition import partition_for
+from likestream.domain._schema import LikeEvent
 from likestream.web import STALE, STALE_MS
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import pytest
 from aiokafka.admin import NewTopic
 from conftest import Cluster
 
-from likestream._broker import Broker
+from likestream.devtools._broker import Broker
 from likestream.tables import changelog_topic
 
 pytestmark = pytest.mark.integration

@@ -15,10 +15,10 @@ import pytest
 from conftest import Cluster, Worker, report
 from oracle import TrendingOracle
 
-from likestream._partition import partition_for
-from likestream._schema import LikeEvent
-from likestream._window_spec import parse_windows
 from likestream.client import LikeClient
+from likestream.domain._partition import partition_for
+from likestream.domain._schema import LikeEvent
+from likestream.domain._window_spec import parse_windows
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from conftest import Cluster, Worker, free_port_pair, report
 
-from likestream._broker import Broker, default_cache_dir
-from likestream._tokens import mint_token
+from likestream.devtools._broker import Broker, default_cache_dir
+from likestream.domain._tokens import mint_token
 
 pytestmark = pytest.mark.integration
 

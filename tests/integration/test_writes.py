@@ -21,7 +21,7 @@ import orjson
 import pytest
 from conftest import Cluster, Worker, read_topic
 
-from likestream._broker import Broker
+from likestream.devtools._broker import Broker
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from likestream._api_types import api_error
-from likestream._live import parse_frame
-from likestream._retry import parse_retry_after
 from likestream.api_client import (
     ApiClient,
     ApiError,
@@ -40,6 +37,9 @@ from likestream.api_client import (
     Unavailable,
     Unreachable,
 )
+from likestream.domain._api_types import api_error
+from likestream.domain._retry import parse_retry_after
+from likestream.runtime._live import parse_frame
 
 LIMIT = 20.0  # seconds; only reached when something is broken
 

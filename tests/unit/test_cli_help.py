@@ -10,10 +10,10 @@ import re
 
 import pytest
 
-from likestream import _settings
-from likestream._flags import SETTING_PREFIX, describe, setting_help
-from likestream._settings import Settings
 from likestream.cli import _parser, main
+from likestream.config import _settings
+from likestream.config._settings import Settings
+from likestream.runtime._flags import SETTING_PREFIX, describe, setting_help
 
 SETTING_COMMANDS = ("worker", "gateway", "config", "produce", "status", "token", "erase")
 

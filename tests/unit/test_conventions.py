@@ -28,7 +28,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from likestream._tokens import Tokens
+from likestream.domain._tokens import Tokens
 from likestream.tables import NO_COUNT, CountRow
 from likestream.web import Auth, PushSettings
 from likestream.web._json import json_reply
@@ -185,7 +185,7 @@ async def test_metrics_gzip_when_accepted(client: TestClient) -> None:
     assert "likestream_build_info{" in plain
 
 
-GATEWAY_CHILD = "from likestream import _metrics; print('up', flush=True); input()"
+GATEWAY_CHILD = "from likestream.runtime import _metrics; print('up', flush=True); input()"
 
 
 def test_build_info_adds_up_over_gateway_processes(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from likestream._settings import ENV_PREFIX, Settings
+from likestream.config._settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "ARCHITECTURE.md"

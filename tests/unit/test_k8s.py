@@ -38,10 +38,10 @@ from manifests import (
     rendered,
 )
 
-from likestream._credentials import token_policy
-from likestream._secret import internal_secret, signing_secret
-from likestream._settings import ENV_PREFIX, Settings, SettingsError, load_settings
-from likestream._topics import topic_specs
+from likestream.config._settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from likestream.kafka._topics import topic_specs
+from likestream.runtime._credentials import token_policy
+from likestream.runtime._secret import internal_secret, signing_secret
 from likestream.web._page import dev_routes
 from likestream.web._reads import FORWARDED
 from likestream.web._replica import _BLOCK_CACHE, _WRITE_BUFFER
@@ -320,9 +320,9 @@ def _topics(r: Rendered) -> dict[str, Doc]:
 
 def _changelogs(settings: Settings) -> dict[str, Any]:
     """The changelog topics faust declares for the app that _app.py builds."""
-    from likestream._app import build
-    from likestream._credentials import Credentials
-    from likestream._tokens import Tokens
+    from likestream.domain._tokens import Tokens
+    from likestream.runtime._credentials import Credentials
+    from likestream.runtime._faust_app import build
 
     app = build(settings, Credentials(Tokens("x" * 32), "y" * 32)).app
     return {t.changelog_topic.get_topic_name(): t.changelog_topic for t in app.tables.values()}

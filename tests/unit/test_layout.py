@@ -51,7 +51,7 @@ def test_only_the_likestream_namespace_is_installed(tmp_path: Path) -> None:
 
 
 KAFKA_CLIENTS = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient", "AIOKafkaClient"}
-FACTORY = ROOT / "likestream" / "_kafka.py"
+FACTORY = ROOT / "likestream" / "kafka" / "_factory.py"
 
 
 def _constructions(path: Path) -> list[str]:
@@ -79,5 +79,5 @@ def test_kafka_clients_come_from_the_one_factory() -> None:
     ]
     assert len(paths) > 50  # the walk found the code
     bad = {str(p.relative_to(ROOT)): c for p in paths if (c := _constructions(p))}
-    assert bad == {}, "build Kafka clients with likestream._kafka.KafkaConfig"
+    assert bad == {}, "build Kafka clients with likestream.kafka._factory.KafkaConfig"
     assert _constructions(FACTORY)  # the check sees them where they are
