@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from likestream.kafka._factory import KafkaConfig
+from likestream.runtime._cache_dir import default_cache_dir
 from likestream.runtime._pids import alive
 from likestream.runtime._progress import progress_bar
 
@@ -122,11 +123,6 @@ class Secured:
 
 class BrokerError(RuntimeError):
     """A failure the user can act on; the message says what to do."""
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("LIKESTREAM_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "likestream"
 
 
 def _say(message: str) -> None:

@@ -24,7 +24,7 @@ import secrets
 from pathlib import Path
 
 from likestream.config._settings import Settings, SettingsError
-from likestream.devtools._broker import default_cache_dir
+from likestream.runtime._cache_dir import default_cache_dir
 
 __all__ = [
     "MIN_SECRET_BYTES",
