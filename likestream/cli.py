@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import re
 import sys
@@ -12,14 +13,30 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from likestream.client import DeliveryError
-from likestream.config._settings import Settings, SettingsError, load_settings
-from likestream.devtools._broker import Broker, BrokerError
 from likestream.domain._schema import InvalidEvent, LikeEvent, is_valid_id
+from likestream.config._settings import Settings, SettingsError, load_settings
 from likestream.kafka._topics import TopicError
 from likestream.runtime._flags import add_setting_flags, settings_given
 from likestream.runtime._status_report import StatusError
 
 __all__ = ["main"]
+
+# likestream/devtools (the embedded broker, the bench) is left out of the production image
+# (Dockerfile): there `likestream broker`/`bench` say so instead of a traceback. This
+# module imports it only inside the functions that run those commands.
+DEVTOOLS = "likestream.devtools"
+DEVTOOLS_MISSING = (
+    "developer tools are not in this install (the production image leaves out "
+    "likestream/devtools: the embedded broker and the bench); run them from a checkout "
+    "of the repository (`make install`)"
+)
+
+
+def _devtools_installed() -> bool:
+    try:
+        return importlib.util.find_spec(DEVTOOLS) is not None
+    except (ImportError, ValueError):  # a parent that is not a package; a None in sys.modules
+        return False
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -150,9 +167,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_setting_flags(erase)
 
-    from likestream.devtools.bench import add_parser as add_bench
+    if _devtools_installed():
+        from likestream.devtools.bench import add_parser as add_bench
 
-    add_bench(sub)
+        add_bench(sub)
+    else:
+        bench = sub.add_parser(
+            "bench",
+            help="benchmarks (developer tools: not in this install)",
+            description=f"likestream bench: {DEVTOOLS_MISSING}.",
+        )
+        bench.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
@@ -167,7 +192,29 @@ def _duration(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
+def _devtool(args: argparse.Namespace) -> int:
+    """``likestream broker`` and ``likestream bench``: 2 with a clear message where the
+    developer tools are not installed (the production image)."""
+    if not _devtools_installed():
+        print(f"likestream {args.command}: {DEVTOOLS_MISSING}", file=sys.stderr)
+        return 2
+    from likestream.devtools._broker import BrokerError
+
+    try:
+        if args.command == "broker":
+            _broker(args)
+            return 0
+        from likestream.devtools.bench import run_bench
+
+        return run_bench(args)
+    except BrokerError as exc:
+        print(f"likestream: {exc}", file=sys.stderr)
+        return 2
+
+
 def _broker(args: argparse.Namespace) -> None:
+    from likestream.devtools._broker import Broker
+
     broker = Broker.default(port=args.port, state_dir=args.state_dir)
     if args.action == "start":
         started = broker.start()
@@ -266,13 +313,8 @@ def _event_from_args(words: Sequence[str]) -> LikeEvent:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "broker":
-            _broker(args)
-            return 0
-        if args.command == "bench":
-            from likestream.devtools.bench import run_bench
-
-            return run_bench(args)
+        if args.command in ("broker", "bench"):
+            return _devtool(args)
         settings = _settings(args)
         if args.command == "config":
             _config(settings)
@@ -304,7 +346,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_worker(settings)
     except (
         SettingsError,
-        BrokerError,
         TopicError,
         InvalidEvent,
         DeliveryError,
