@@ -9,9 +9,9 @@ machine where there is one, since absolute figures on shared machines are noisy:
 * ``ingest`` (``_ingest``): N pre-produced Zipf-skewed events folded by one worker from a
   cold start, against a bare aiokafka consumer that decodes the same JSON and counts in a
   dict;
-* ``reads`` (``_reads``): ``GET /items/{id}/likes`` at maximum rate and at fixed rates,
+* ``reads`` (``_reads_bench``): ``GET /items/{id}/likes`` at maximum rate and at fixed rates,
   against a bare aiohttp handler returning a dict lookup;
-* ``state`` (``_state``): M distinct memberships: worker RSS, disk use, and recovery from
+* ``state`` (``_state_bench``): M distinct memberships: worker RSS, disk use, and recovery from
   the changelog after the data dir is deleted;
 * ``latency`` (``_latency``): load at 50% of the measured ingest rate, time from produce to
   the WebSocket frame showing the change;

@@ -18,7 +18,7 @@ every produced event checked against the worker's final answer at the end.
   change), counted in the interval the event was produced in.
 * **Reads** (``--read-rate``, 200/s): ``GET /items/{id}/likes`` through the gateway (it
   forwards to the owning worker, or answers from its like-counts replica while the worker
-  is down), open loop (``_reads.open_loop``), one run per interval.
+  is down), open loop (``_reads_bench.open_loop``), one run per interval.
 * **Samples**, at the end of every interval: RSS and open files (``/proc/PID/fd``) of the
   worker and the gateway, the group's lag, and per interval the event p99, reads answered,
   failed reads (non-200 or refused) and reads unanswered 5 s after their interval (from a
