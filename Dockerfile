@@ -32,10 +32,15 @@ COPY agents ./agents
 COPY tables ./tables
 COPY web ./web
 COPY likestream ./likestream
-RUN /opt/venv/bin/pip install --no-deps --no-build-isolation . \
+# Developer tools (likestream/devtools: the embedded broker, the bench) stay out of the
+# image: removed before installing, then checked absent; there `likestream broker` and
+# `likestream bench` exit 2 saying so (docs/ARCHITECTURE.md#layout).
+RUN rm -rf likestream/devtools \
+    && /opt/venv/bin/pip install --no-deps --no-build-isolation . \
     && /opt/venv/bin/pip uninstall -y cython setuptools-scm vcs-versioning wheel \
     && /opt/venv/bin/pip check \
-    && /opt/venv/bin/likestream --help > /dev/null
+    && /opt/venv/bin/likestream --help > /dev/null \
+    && /opt/venv/bin/python -c 'import importlib.util as u; assert not u.find_spec("likestream.devtools")'
 
 # -- runtime: the venv, a non-root user, nothing else -------------------------------
 FROM python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff
