@@ -319,7 +319,7 @@ def _topics(r: Rendered) -> dict[str, Doc]:
 
 
 def _changelogs(settings: Settings) -> dict[str, Any]:
-    """The changelog topics faust declares for the app that _app.py builds."""
+    """The changelog topics faust declares for the app of likestream/runtime/_faust_app.py."""
     from likestream.domain._tokens import Tokens
     from likestream.runtime._credentials import Credentials
     from likestream.runtime._faust_app import build
