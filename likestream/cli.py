@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from likestream.client import DeliveryError
-from likestream.domain._schema import InvalidEvent, LikeEvent, is_valid_id
 from likestream.config._settings import Settings, SettingsError, load_settings
+from likestream.domain._schema import InvalidEvent, LikeEvent, is_valid_id
 from likestream.kafka._topics import TopicError
 from likestream.runtime._flags import add_setting_flags, settings_given
 from likestream.runtime._status_report import StatusError

@@ -7,7 +7,7 @@ group-membership keep-alive (``_membership``), and the one door to the private a
 of faust, mode and aiokafka (``_internals``, checked at start-up and pinned by a test).
 
 Rule (tests/unit/test_layout.py, docs/ARCHITECTURE.md#layout): imports only the domain
-(``likestream.domain``) and itself.
+(``likestream.domain``), the settings (``likestream.config``) and itself.
 """
 
 __all__: list[str] = []

@@ -1,13 +1,14 @@
 """The layout of docs/ARCHITECTURE.md#layout: rooms by role, imports pointing one way.
 
-likestream/ holds four rooms and the public modules; agents/, tables/ and web/ live at the
+likestream/ holds five rooms and the public modules; agents/, tables/ and web/ live at the
 repository root and are installed as likestream.agents, likestream.tables, likestream.web.
 From the bottom up:
 
-* ``likestream.domain`` (pure rules, the settings): imports nothing else from likestream;
-* ``likestream.kafka`` (Kafka I/O): only the domain and itself;
-* ``likestream/client.py`` (the public producer client): only the domain and Kafka I/O;
-* tables/, agents/, web/: the domain, Kafka I/O, ``likestream.client`` and, of the
+* ``likestream.domain`` (pure rules): imports nothing else from likestream;
+* ``likestream.config`` (the settings): only the domain and itself;
+* ``likestream.kafka`` (Kafka I/O): only the domain, the settings and itself;
+* ``likestream/client.py`` (the public producer client): only those three;
+* tables/, agents/, web/: the domain, the settings, Kafka I/O, ``likestream.client`` and, of the
   runtime, only ``_metrics``, ``_logging`` and ``_pids`` (which themselves import nothing
   above Kafka I/O); tables/ none of agents/ and web/, agents/ not web/, web/ not agents/;
 * ``likestream.runtime`` (processes and wiring): anything above, never the developer
@@ -33,7 +34,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "likestream"
-ROOMS = ("domain", "kafka", "runtime", "devtools")
+ROOMS = ("domain", "config", "kafka", "runtime", "devtools")
 PUBLIC = {"__init__.py", "__main__.py", "client.py", "api_client.py", "cli.py"}
 SHARED_RUNTIME = (
     "likestream.runtime._metrics",
@@ -41,11 +42,13 @@ SHARED_RUNTIME = (
     "likestream.runtime._pids",
 )
 DOMAIN = ("likestream.domain",)
-KAFKA_IO = (*DOMAIN, "likestream.kafka")
+CONFIG = (*DOMAIN, "likestream.config")
+KAFKA_IO = (*CONFIG, "likestream.kafka")
 BESIDE_THE_APP = (*KAFKA_IO, "likestream.client", *SHARED_RUNTIME)
 # module prefix -> the likestream modules it may import (its own package always)
 ALLOWED: dict[str, tuple[str, ...]] = {
     "likestream.domain": DOMAIN,
+    "likestream.config": CONFIG,
     "likestream.kafka": KAFKA_IO,
     "likestream.client": KAFKA_IO,
     "likestream.api_client": (*DOMAIN, "likestream.runtime._live"),
