@@ -81,8 +81,8 @@ class Confirmer:
         counts_topic: str,
         dlq_topic: str,
         commit: Callable[[Mapping[TP, int]], Awaitable[bool]],
-        seal: Callable[[], None] = lambda: None,
-        on_failure: Callable[[], Awaitable[None]] | None = None,
+        seal: Callable[[], None],
+        on_failure: Callable[[], Awaitable[None]],
     ) -> None:
         """``commit``: commits offsets as the group member (False: refused);
         ``seal``: puts the rows encoded once per flush (trending) to the tables;
@@ -213,8 +213,7 @@ class Confirmer:
             self._room.set()
             self._dead.clear()
             self.pending = 0
-            if self._on_failure is not None:
-                await self._on_failure()
+            await self._on_failure()
 
     def _check_broken(self) -> None:
         if self._broken is not None:

@@ -55,8 +55,7 @@ def web_app(
     :class:`Auth` that accepts no token, unless a test passes its own."""
     options.setdefault("internal_secret", INTERNAL_SECRET)
     if "replica" not in options:  # a replica per app: it is a RocksDB database
-        push = options.get("push")
-        options["replica"] = Replica(push.partitions if push is not None else 1)
+        options["replica"] = Replica(1)
     options.setdefault("auth", Auth())
     return create_app(state, writes, cors_origins, **options)
 

@@ -4,6 +4,7 @@ live pushes over WebSocket and SSE; the demo page."""
 from ._app import WebServer, create_app
 from ._auth import Auth
 from ._errors import ApiError
+from ._feeds import KafkaFeeds, kafka_feeds
 from ._hub import Hub
 from ._limits import RateLimiter
 from ._push import HUB, PushSettings
@@ -22,6 +23,7 @@ __all__ = [
     "ApiError",
     "Auth",
     "Hub",
+    "KafkaFeeds",
     "LimitSettings",
     "NoTables",
     "Publisher",
@@ -34,5 +36,6 @@ __all__ = [
     "WebServer",
     "Writes",
     "create_app",
+    "kafka_feeds",
     "replica_dir",
 ]

@@ -26,7 +26,6 @@ import orjson
 from aiohttp import HttpVersion11, WSMsgType, web
 
 from likestream.domain._schema import is_valid_id
-from likestream.kafka._factory import KafkaConfig
 from likestream.runtime._metrics import (
     DROPPED_CLIENTS,
     PUSH_REFUSED,
@@ -41,7 +40,6 @@ from ._errors import error_frame as _error
 from ._headers import check_origin, stream_headers
 from ._hub import Full, Hub, Kind, Subscriber
 from ._limits import RateLimiter
-from ._tail import tail_counts
 from ._trending import TRENDING, ClientTrending
 from ._views import _id
 from ._wire import sse_bytes
@@ -72,10 +70,6 @@ class PushSettings:
     """Bytes written to a client and not yet taken by its socket before it is too slow."""
     heartbeat: float
     """WebSocket ping interval and SSE keep-alive interval, seconds."""
-    kafka: KafkaConfig | None = None
-    """Where to tail the counts topic; None: no tail (unit tests feed the hub)."""
-    counts_topic: str = "like-counts"
-    partitions: int = 1
     max_connections: int = 0
     """Push connections of this process at once; 0: no cap."""
     max_per_address: int = 0
@@ -93,12 +87,9 @@ push_routes = web.RouteTableDef()
 
 
 async def push_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the tail of the counts topic and the reseeding loop run with the app."""
-    push, hub = app[PUSH], app[HUB]
+    """cleanup_ctx: the reseeding loop runs with the app (the hub is fed by ``_feeds.py``)."""
+    hub = app[HUB]
     tasks = [asyncio.create_task(_reseed_forever(hub))]
-    if push.kafka is not None:
-        tail = tail_counts(push.kafka, push.counts_topic, push.partitions, hub)
-        tasks.append(asyncio.create_task(tail))
     yield
     opened: set[asyncio.Task[Any]] = app[_OPEN]
     for task in [*tasks, *opened]:

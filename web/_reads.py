@@ -35,12 +35,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from likestream.kafka._factory import KafkaConfig
 from likestream.runtime._metrics import READS, STEP_COUNTS
 from likestream.tables import CountRow, MemberRow, NotServable, StateReader
 
-from ._copies import CopyClock, sample_forever
-from ._owners import Owners, watch_owners
+from ._copies import CopyClock
+from ._owners import Owners
 from ._replica import Replica
 
 __all__ = [
@@ -84,10 +83,6 @@ class ReadSettings:
     forward_timeout: float = 1.0
     url: str | None = None
     """This process's advertised URL (never forwarded to); None for a gateway."""
-    kafka: KafkaConfig | None = None
-    """Where the workers' group is described; None: no owner lookups (unit tests)."""
-    group: str = "likestream"
-    topic: str = "likes"
 
 
 def _worst(a: float | None, b: float | None) -> float | None:
@@ -348,20 +343,11 @@ _NO_PARTITIONS = "a gateway holds no partitions"
 
 
 async def reads_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the session for forwarded reads and the watch of the owners."""
+    """cleanup_ctx: the session for forwarded reads (the owners and the copies' clock are
+    fed by ``_feeds.py``)."""
     reader = app[READER]
-    settings = reader.settings
     reader.http = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit_per_host=32), raise_for_status=False
     )
-    tasks: list[asyncio.Task[None]] = []
-    if settings.kafka is not None:
-        watch = watch_owners(settings.kafka, settings.group, settings.topic, reader.owners)
-        tasks.append(asyncio.create_task(watch))
-        sample = sample_forever(settings.kafka, reader.state.held_changelogs, reader.copies)
-        tasks.append(asyncio.create_task(sample))
     yield
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
     await reader.http.close()

@@ -12,22 +12,18 @@ Staleness: the owner publishes at most once per ``LIKESTREAM_TRENDING_INTERVAL_M
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
-from aiokafka import ConsumerRecord
 
-from likestream.domain._top import PartitionTop, merge_tops, parse_top
+from likestream.domain._top import PartitionTop, merge_tops
 from likestream.domain._window_spec import Window
-from likestream.kafka._factory import KafkaConfig
 
 from ._errors import ApiError, error_frame
 from ._hub import Subscriber
 from ._json import json_reply
-from ._tail import tail_topic
 
 __all__ = [
     "MAX_LIMIT",
@@ -35,7 +31,6 @@ __all__ = [
     "Board",
     "ClientTrending",
     "TrendingSettings",
-    "trending_ctx",
     "trending_routes",
 ]
 
@@ -46,10 +41,6 @@ DEFAULT_LIMIT = 10
 @dataclass(frozen=True)
 class TrendingSettings:
     windows: tuple[Window, ...]
-    kafka: KafkaConfig | None = None
-    """Where to read the trending topic; None: nothing read (unit tests feed the board)."""
-    topic: str = "like-trending"
-    partitions: int = 1
 
 
 class Board:
@@ -109,7 +100,6 @@ def render(window: str, items: list[tuple[str, int]]) -> dict[str, object]:
 
 
 TRENDING = web.AppKey("trending", Board)
-_SETTINGS = web.AppKey("trending_settings", TrendingSettings)
 
 trending_routes = web.RouteTableDef()
 
@@ -125,30 +115,8 @@ async def trending(request: web.Request) -> web.Response:
 def install(app: web.Application, settings: TrendingSettings) -> Board:
     board = Board(settings.windows)
     app[TRENDING] = board
-    app[_SETTINGS] = settings
     app.add_routes(trending_routes)
-    app.cleanup_ctx.append(trending_ctx)
     return board
-
-
-async def trending_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: read the trending topic for as long as the app runs."""
-    settings, board = app[_SETTINGS], app[TRENDING]
-    task: asyncio.Task[None] | None = None
-    if settings.kafka is not None:
-
-        def handle(record: ConsumerRecord[bytes, bytes]) -> None:
-            top = parse_top(record.value)
-            if top is not None:
-                board.update(top)
-
-        tail = tail_topic(settings.kafka, settings.topic, settings.partitions, handle)
-        task = asyncio.create_task(tail)
-    yield
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class _Watch:

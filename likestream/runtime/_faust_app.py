@@ -19,6 +19,7 @@ from likestream.runtime._sampler import Sampler
 from likestream.tables import LikeTables
 from likestream.web import (
     Auth,
+    KafkaFeeds,
     LimitSettings,
     PushSettings,
     RateLimiter,
@@ -28,6 +29,7 @@ from likestream.web import (
     WebServer,
     Writes,
     create_app,
+    kafka_feeds,
     replica_dir,
 )
 
@@ -37,6 +39,7 @@ __all__ = [
     "build",
     "count_replica",
     "holds_nothing",
+    "kafka_inputs",
     "push_settings",
     "read_settings",
     "trending_settings",
@@ -137,9 +140,6 @@ def push_settings(settings: Settings) -> PushSettings:
         max_items=settings.push_max_items,
         backlog=settings.push_backlog_kb * 1024,
         heartbeat=settings.push_heartbeat_ms / 1000,
-        kafka=KafkaConfig.from_settings(settings),
-        counts_topic=settings.counts_topic,
-        partitions=settings.partitions,
         max_connections=settings.push_max_connections,
         max_per_address=settings.push_max_connections_per_address,
         max_subscriptions=settings.push_max_subscriptions,
@@ -153,10 +153,17 @@ def count_replica(settings: Settings) -> Replica:
 
 
 def trending_settings(settings: Settings) -> TrendingSettings:
-    return TrendingSettings(
-        windows=settings.windows,
+    return TrendingSettings(windows=settings.windows)
+
+
+def kafka_inputs(settings: Settings) -> KafkaFeeds:
+    """What a worker's or a gateway's web layer reads from Kafka (``web/_feeds.py``)."""
+    return KafkaFeeds(
         kafka=KafkaConfig.from_settings(settings),
-        topic=settings.trending_topic,
+        group=settings.app_id,
+        events_topic=settings.topic,
+        counts_topic=settings.counts_topic,
+        trending_topic=settings.trending_topic,
         partitions=settings.partitions,
     )
 
@@ -171,9 +178,6 @@ def read_settings(settings: Settings, url: str | None) -> ReadSettings:
         stale_max=settings.stale_max_ms / 1000,
         forward_timeout=settings.forward_timeout_ms / 1000,
         url=url,
-        kafka=KafkaConfig.from_settings(settings),
-        group=settings.app_id,
-        topic=settings.topic,
     )
 
 
@@ -212,5 +216,6 @@ def build(settings: Settings, credentials: Credentials) -> Pipeline:
         access_sample=settings.access_log_sample,
         liveness=membership.problem,
     )
+    api.cleanup_ctx.append(kafka_feeds(kafka_inputs(settings)))
     web = WebServer(api, settings.web_host, settings.web_port)
     return Pipeline(app, tables, web, sampler)

@@ -30,13 +30,14 @@ from likestream.runtime._faust_app import (
     auth_settings,
     count_replica,
     holds_nothing,
+    kafka_inputs,
     push_settings,
     read_settings,
     trending_settings,
     write_settings,
 )
 from likestream.runtime._logging import logging_config
-from likestream.web import NoTables, create_app
+from likestream.web import NoTables, create_app, kafka_feeds
 
 __all__ = ["run_gateway"]
 
@@ -124,6 +125,7 @@ def run_gateway(settings: Settings, supervised_by: int | None = None) -> int:
         internal_secret=credentials.internal_secret,
         access_sample=settings.access_log_sample,
     )
+    app.cleanup_ctx.append(kafka_feeds(kafka_inputs(settings)))
     if supervised_by is not None:
         app.cleanup_ctx.append(_watch_supervisor(supervised_by))
     log.info("gateway: HTTP on %s:%d", settings.web_host, settings.web_port)
