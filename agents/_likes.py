@@ -234,13 +234,13 @@ class LikesAgent:
                     return  # rewound or rebalanced during a flush: the feed reads again
                 if self.positions.next_offset(tp) is None:
                     break  # not assigned
-                self.fold(tp, records[start : start + ITEM_ROWS_MAX])
+                self.fold_partition(tp, records[start : start + ITEM_ROWS_MAX])
                 if self.tables.crowded():
                     await self.confirmer.flush()
         if self.confirmer.pending >= MAX_PENDING:
             await self.confirmer.flush()
 
-    def fold(self, tp: TP, records: Sequence[Record]) -> None:
+    def fold_partition(self, tp: TP, records: Sequence[Record]) -> None:
         """Fold one partition's fetched records, in offset order, into pending rows."""
         start = self.positions.next_offset(tp)
         if start is not None and records and records[0].offset < start:

@@ -73,7 +73,7 @@ class Pipeline:
     def fold(self, *records: tuple[bytes | None, bytes | None]) -> None:
         start = self.agent.positions.next_offset(P0)
         assert start is not None
-        self.agent.fold(P0, [Rec(start + n, k, v) for n, (k, v) in enumerate(records)])
+        self.agent.fold_partition(P0, [Rec(start + n, k, v) for n, (k, v) in enumerate(records)])
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ async def test_records_folded_already_are_passed_over(pipeline: Pipeline) -> Non
     pipeline.fold(like("a", "p:5"), like("b", "p:5"))
     # A fetch that overlaps what was folded (offsets 0 and 1 again, then 2).
     again = [Rec(0, *like("a", "p:5")), Rec(1, *like("b", "p:5")), Rec(2, *like("c", "p:5"))]
-    pipeline.agent.fold(P0, again)
+    pipeline.agent.fold_partition(P0, again)
     assert pipeline.tables.count("p:5").likes == 3
     assert pipeline.agent.positions.next_offset(P0) == 3
 

@@ -89,7 +89,7 @@ class Harness:
         for n, user in enumerate(users):
             value = encode_event(LikeEvent(user, "post:1", "like"))
             records.append(Rec(first + n, b"post:1", value))
-        self.agent.fold(P0, records)
+        self.agent.fold_partition(P0, records)
 
     @property
     def committed(self) -> int:

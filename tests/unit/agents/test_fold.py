@@ -648,7 +648,9 @@ class World:
                     assert start is not None
                     if start < len(records):
                         start = max(0, start - rng.choice([0, 0, 0, 2]))  # fetched again
-                        agent.fold(P0, records[start : start + rng.choice([1, 1, 2, 3, 8])])
+                        agent.fold_partition(
+                            P0, records[start : start + rng.choice([1, 1, 2, 3, 8])]
+                        )
                 elif roll < 0.6:
                     # Past MAX_IN_FLIGHT a flush waits for the settle, which waits for
                     # this loop to answer batches.
