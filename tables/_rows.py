@@ -22,7 +22,6 @@ __all__ = [
     "encode_count",
     "encode_member",
     "encode_row",
-    "likes_of",
     "member_key",
     "member_of_key",
     "row_offset",
@@ -96,11 +95,6 @@ def decode_count(raw: bytes | None) -> CountRow:
         return NO_COUNT
     likes, offset = _split(raw)
     return CountRow(likes, offset)
-
-
-def likes_of(raw: bytes | None) -> int:
-    """The likes of a count row's value: :func:`decode_count`'s, without its row."""
-    return 0 if raw is None else int(raw[: raw.index(b",")])
 
 
 def decode_member(raw: bytes | None) -> MemberRow:

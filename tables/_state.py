@@ -36,7 +36,6 @@ from ._rows import (
     decode_member,
     encode_count,
     encode_member,
-    likes_of,
     member_key,
 )
 from ._table import StampedTable
@@ -240,7 +239,7 @@ class LikeTables:
         self.table = table
         self._pending: dict[int, _Pending] = {}
         self._counts: dict[int, dict[str, CountRow]] = {}
-        self._actives: frozenset[int] | None = None  # see _active_partitions
+        self._served_now: frozenset[int] | None = None  # see _serving
         self._partitions: dict[str, int] = {}  # see _partition_of
 
     # -- writes (agents only) ----------------------------------------------------
@@ -387,42 +386,66 @@ class LikeTables:
     # -- reads (StateReader, ``_reader.py``) ----------------------------------------
 
     def likes(self, item_id: str) -> int:
-        self._check_servable(item_id)
-        return self.count(item_id).likes
+        return self.stamped(item_id).likes
 
     def stamped(self, item_id: str) -> CountRow:
-        self._check_servable(item_id)
-        return self.count(item_id)
+        partition = self._served(item_id)
+        cache = self._counts.get(partition)
+        row = cache.get(item_id) if cache is not None else None
+        if row is None:
+            row = self.count(item_id, partition)
+            self._keep(partition, cache, {item_id: row})
+        return row
 
     def liked(self, item_id: str, user_id: str) -> bool:
-        self._check_servable(item_id)
-        return self.member(item_id, user_id).liked
+        return self.member(item_id, user_id, self._served(item_id)).liked
 
     def likes_many(self, items: list[str]) -> tuple[dict[str, int], list[str]]:
         """Counts of the ``items`` this process serves, and the items it cannot serve now
-        (as :meth:`likes` would raise :class:`NotServable` for): readiness and the actives
-        checked once, one RocksDB multi-get per partition rather than a get per item."""
-        if not self.ready():
+        (as :meth:`likes` would raise :class:`NotServable` for): the fold's rows as in
+        :meth:`stamped`, then one RocksDB multi-get per partition rather than a get per item."""
+        serving = self._serving()
+        if not serving:
             return {}, list(items)
-        actives = self._active_partitions()
         by_partition: dict[int, list[str]] = {}
         refused: list[str] = []
         partition_of = self._partition_of
         for item in items:
             partition = partition_of(item)
-            if partition in actives:
+            if partition in serving:
                 by_partition.setdefault(partition, []).append(item)
             else:
                 refused.append(item)
         out: dict[str, int] = {}
         for partition, its in by_partition.items():
-            pending = self._pending.get(partition)
-            folded = pending.counts if pending is not None else {}
-            missing = [item for item in its if item not in folded]
+            cache = self._counts.get(partition)
+            kept = cache or {}
+            missing = [item for item in its if item not in kept]
             found = self._db(partition).get([COUNT_PREFIX + item.encode() for item in missing])
-            out.update(zip(missing, map(likes_of, found), strict=True))
-            out.update((item, folded[item].likes) for item in its if item in folded)
+            rows = dict(zip(missing, map(decode_count, found), strict=True))
+            self._keep(partition, cache, rows)
+            out.update((item, row.likes) for item, row in rows.items())
+            out.update((item, kept[item].likes) for item in its if item in kept)
         return out, refused
+
+    def _keep(
+        self, partition: int, cache: dict[str, CountRow] | None, rows: dict[str, CountRow]
+    ) -> None:
+        """Add count rows a read took from RocksDB to the fold's rows of an active,
+        recovered partition (the next read of a hot item is a dict lookup), while the
+        partition holds fewer than its share of :data:`COUNT_CACHE_ROWS`.
+
+        As the fold itself does when it first reads an item (``FoldRows.count``): the
+        fold's rows are the newest of each item, since every row it folds goes to them
+        and to the pending rows alike (so pending rows are never missing from them, and
+        RocksDB holds nothing newer), and nothing else writes an active partition's
+        count rows before ``discard`` forgets them (a revocation, a rewind, a failed
+        delivery). The fold folds on them, so the crash model and chaos hold them."""
+        if cache is None:
+            cache = self._counts[partition] = {}
+        room = COUNT_CACHE_ROWS // self.partitions - len(cache)
+        if room >= len(rows):
+            cache.update(rows)
 
     @property
     def restoring(self) -> int | None:
@@ -484,31 +507,39 @@ class LikeTables:
             raise NotServable("no copy of the item's partition here")
         return partition
 
-    def _check_servable(self, item_id: str) -> None:
-        if not self.ready():
-            raise NotServable("recovering: tables are being restored from their changelogs")
+    def _served(self, item_id: str) -> int:
+        """The item's partition, if this process serves its reads now; else NotServable."""
         partition = self._partition_of(item_id)
-        if partition not in self._active_partitions():
+        if partition not in self._serving():
+            if not self.ready():
+                raise NotServable("recovering: tables are being restored from their changelogs")
             raise NotServable(f"partition {partition} is served by another worker")
+        return partition
+
+    def _serving(self) -> frozenset[int]:
+        """The events topic's partitions whose reads this process answers now (assigned
+        here as actives, recovered: none while ``ready()`` is False), kept until the event
+        loop's next step. Every read asks; faust builds its set of every topic's actives
+        anew on each call, and readiness is three lookups into faust's recovery.
+
+        A rebalance beginning within the step is seen from the next one. The reads of
+        this step are answered from the assignment before it, which still holds every
+        row as it was: nothing writes an assigned partition's rows before the revocation
+        (``discard``) and the recovery, which run in later steps."""
+        if self._served_now is not None:
+            return self._served_now
+        serving = self._active_partitions() if self.ready() else frozenset()
+        try:
+            asyncio.get_running_loop().call_soon(self._forget_serving)
+        except RuntimeError:  # no loop (a synchronous caller): nothing to keep it for
+            return serving
+        self._served_now = serving
+        return serving
 
     def _active_partitions(self) -> frozenset[int]:
-        """The events topic's partitions assigned here as actives, kept until the event
-        loop's next step: a batch read checks up to 100 items in one step, and faust
-        builds its set of every topic's actives anew on each call (the dearest part of a
-        batch read when asked per item). An assignment landing within the step is seen
-        from the next one: a read racing a rebalance is answered by either assignment
-        anyway, and ``ready()``, still asked per item, is False once one has begun."""
-        if self._actives is not None:
-            return self._actives
-        actives = frozenset(
+        return frozenset(
             tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topic
         )
-        try:
-            asyncio.get_running_loop().call_soon(self._forget_actives)
-        except RuntimeError:  # no loop (a synchronous caller): nothing to keep it for
-            return actives
-        self._actives = actives
-        return actives
 
-    def _forget_actives(self) -> None:
-        self._actives = None
+    def _forget_serving(self) -> None:
+        self._served_now = None

@@ -143,17 +143,19 @@ class Reader:
 
     # -- counts --------------------------------------------------------------------
 
+    def local_likes(self, item: str) -> int | None:
+        """The count of ``item`` when this process serves it (fresh, from its table), else
+        None: then :meth:`likes` finds who answers."""
+        try:
+            likes = self.state.likes(item)
+        except NotServable:
+            return None
+        STEP_COUNTS.inc(_READS_LOCAL)
+        return likes
+
     async def likes(self, items: list[str], forwarded: bool) -> tuple[dict[str, int], float | None]:
         """Counts of ``items``, and how stale the stalest is (None: all fresh)."""
-        if len(items) > 1:  # one item: likes() costs less
-            out, rest = self.state.likes_many(items)
-        else:
-            out, rest = {}, []
-            for item in items:
-                try:
-                    out[item] = self.state.likes(item)
-                except NotServable:
-                    rest.append(item)
+        out, rest = self.state.likes_many(items)
         _count_reads(_READS_LOCAL, out)
         stale: float | None = None
         if rest and not forwarded:
