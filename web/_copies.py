@@ -53,18 +53,6 @@ async def sample_forever(
     """Sample the end offsets of the ``held()`` changelog partitions until cancelled;
     connected only once there are some (a gateway holds none: no consumer)."""
 
-    async def connect() -> AIOKafkaConsumer:
-        # held() follows faust's assignment, which signals no event to wait on.
-        while not held():  # noqa: ASYNC110
-            await asyncio.sleep(SAMPLE_SECONDS)
-        consumer = kafka.consumer()
-        try:
-            await consumer.start()
-        except BaseException:
-            await consumer.stop()  # a start that fails leaves it to be stopped (aiokafka)
-            raise
-        return consumer
-
     async def step(consumer: AIOKafkaConsumer) -> None:
         tps = [TopicPartition(t, p) for t, p in held()]
         if tps:
@@ -73,6 +61,14 @@ async def sample_forever(
             for tp, end in ends.items():
                 clock.sampled((tp.topic, tp.partition), at, end)
 
+    # held() follows faust's assignment, which signals no event to wait on.
+    while not held():  # noqa: ASYNC110
+        await asyncio.sleep(SAMPLE_SECONDS)
     await poll_forever(
-        "changelog end offsets", SAMPLE_SECONDS, connect, AIOKafkaConsumer.stop, step
+        "changelog end offsets",
+        SAMPLE_SECONDS,
+        kafka.consumer,
+        AIOKafkaConsumer.start,
+        AIOKafkaConsumer.stop,
+        step,
     )
