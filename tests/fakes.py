@@ -106,6 +106,9 @@ class Reads:
     def held_changelogs(self) -> list[tuple[str, int]]:
         return []
 
+    async def holding(self) -> None:
+        await asyncio.Event().wait()  # never: no copies
+
 
 class State(Reads):
     """Table state that holds every item: ``likes`` each, liked by ``fans``."""
@@ -162,9 +165,9 @@ class Sender:
     record), keeps what it is handed per topic (``sent``, and each group's keys in
     ``groups``), and cuts each send into batches at group ends, one future per batch, as
     :class:`~likestream.kafka._sender.KafkaSender` does. By default a send is one batch,
-    delivered at once (``delivered``). A test overrides the hooks: :meth:`batch` (fail or
-    hold a batch), :meth:`cut` (where batches end), :meth:`fails_after` (a send that
-    raises part way), and ``start``/``stop``.
+    delivered at once (``delivered``). A test overrides the hooks: :meth:`sending` (a send
+    that fails at once), :meth:`fails_after` (one that raises part way), :meth:`cut` (where
+    batches end), :meth:`batch` (fail or hold a batch), and ``start``/``stop``.
     """
 
     def __init__(self) -> None:
@@ -186,6 +189,7 @@ class Sender:
         records: Sequence[Outgoing],
         ends: Sequence[int] | None = None,
     ) -> list[asyncio.Future[RecordMetadata]]:
+        self.sending(partition)
         bounds = list(ends) if ends is not None else list(range(1, len(records) + 1))
         assert bounds == sorted(bounds)
         assert not records or bounds[-1] == len(records)
@@ -206,6 +210,10 @@ class Sender:
             # The batches handed over before it still go, and nobody holds their futures.
             raise KafkaTimeoutError("fake: the send failed part way")
         return futures
+
+    def sending(self, partition: int) -> None:
+        """The first step of every send: raising here fails it before anything is handed
+        over."""
 
     def fails_after(self, groups: int) -> int | None:
         """How many of a send's ``groups`` are handed over before it raises; None: it

@@ -58,7 +58,7 @@ import signal
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -293,20 +293,13 @@ class Kafka(Sender):
         self.alive()
         await asyncio.sleep(0)  # a real producer's stop takes a while: the fold goes on
 
-    async def send(
-        self,
-        topic: str,
-        partition: int,
-        records: Sequence[Outgoing],
-        ends: Sequence[int] | None = None,
-    ) -> list[asyncio.Future[RecordMetadata]]:
+    def sending(self, partition: int) -> None:
         self.alive()
         if self.sends_before_crash is not None:
             if self.sends_before_crash == 0:
                 raise self.crash()
             self.sends_before_crash -= 1
         assert partition == 0
-        return await super().send(topic, partition, records, ends)
 
     def fails_after(self, groups: int) -> int | None:
         # The producer may raise part way (say, no metadata in time).
