@@ -37,7 +37,7 @@ from likestream.domain._top import encode_top, top_key
 from likestream.domain._window_spec import clamp_event_time
 from likestream.kafka import _internals as internals
 from likestream.kafka._factory import KafkaConfig
-from likestream.kafka._sender import KafkaSender, Outgoing, Sender
+from likestream.kafka._sender import Outgoing, Sender
 from likestream.runtime._metrics import DLQ_RECORDS, HOLE_FILLS, INVALID_EVENTS, events_folded
 from likestream.tables import ITEM_ROWS_MAX, LikeTables
 from likestream.tables._rows import member_key
@@ -97,17 +97,18 @@ class LikesAgent:
         topics: Topics,
         tables: LikeTables,
         settings: Settings,
-        sender: Sender | None = None,
-        commit: Callable[[Mapping[TP, int]], Awaitable[bool]] | None = None,
+        sender: Sender,
+        commit: Callable[[Mapping[TP, int]], Awaitable[bool]],
     ) -> None:
-        """``sender`` writes the changelog, counts and dead letters; ``commit`` commits
-        offsets (default: as faust's group member). Tests pass their own."""
+        """``sender`` writes the changelog, counts and dead letters (the runtime's is a
+        ``KafkaSender``); ``commit`` commits offsets (the runtime's, as faust's group
+        member: ``likestream.kafka._internals.commit``)."""
         self.app = app
         self.topics = topics
         self.tables = tables
         self.settings = settings
         kafka = KafkaConfig.from_settings(settings)
-        self.sender = sender or KafkaSender(kafka)
+        self.sender = sender
         self.positions = Positions()
         self.trending = Trending(settings.windows, settings.trending_lateness_ms)
         self.feed = EventsFeed(kafka, settings.app_id)
@@ -117,7 +118,7 @@ class LikesAgent:
             self.sender,
             topics.counts,
             topics.dlq,
-            commit=commit or self._commit,
+            commit=commit,
             seal=self._seal,
             on_failure=self._rewind,
         )
@@ -144,9 +145,6 @@ class LikesAgent:
         @self.app.task  # type: ignore[untyped-decorator]
         async def publish_trending_forever() -> None:
             await self._publish_trending(self.settings.trending_topic)
-
-    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
-        return await internals.commit(self.app, offsets)
 
     # -- assignment ----------------------------------------------------------------------
 

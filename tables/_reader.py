@@ -55,3 +55,8 @@ class StateReader(Protocol):
     def held_changelogs(self) -> list[tuple[str, int]]:
         """The changelog partitions of the copies this process holds (none: [])."""
         ...
+
+    async def holding(self) -> None:
+        """Returns once this process holds a copy of some partition, so that
+        :meth:`held_changelogs` has some; never where none is ever held (a gateway)."""
+        ...

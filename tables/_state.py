@@ -474,6 +474,9 @@ class LikeTables:
         topic: str = self.table.changelog_topic.get_topic_name()
         return [(topic, p) for p in sorted(self._open_dbs())]
 
+    async def holding(self) -> None:
+        await self.table.holding.wait()
+
     def ready(self) -> bool:
         return internals.recovery_settled(self.app) and self.table.restoring is None
 

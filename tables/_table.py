@@ -15,6 +15,7 @@ batch); faust still owns its changelog topic, partition assignment and recovery.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
@@ -51,6 +52,15 @@ class StampedTable(faust.Table[bytes, bytes]):
     # up (faust stops its tables before its consumer): the agent's last flush and commit.
     on_stopping: Callable[[], Awaitable[None]] | None = None
 
+    # Set once a partition database is open here: this process holds a copy (active or
+    # standby) of some partition. The web's copy clock waits for it (web/_copies.py):
+    # faust's assignment has no event of its own to wait on.
+    holding: asyncio.Event
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.holding = asyncio.Event()
+
     async def on_stop(self) -> None:
         if self.on_stopping is not None:
             await self.on_stopping()
@@ -66,6 +76,8 @@ class StampedTable(faust.Table[bytes, bytes]):
         if self.on_assigned is not None:
             await self.on_assigned(assigned)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        if internals.open_dbs(self.data):  # faust opened the actives' databases
+            self.holding.set()
         owned = sorted(tp.partition for tp in assigned if tp.topic == self.source_topic)
         if self.kafka is not None and owned:
             try:
@@ -112,6 +124,7 @@ class StampedTable(faust.Table[bytes, bytes]):
         if not newest:
             return
         db = self.partition_db(partition)
+        self.holding.set()  # a standby's database opens with its first changelog records
         write = rocksdict.WriteBatch(raw_mode=True)
         check = newest
         if written is not None:

@@ -12,15 +12,14 @@ durable, so a copy of that age holds every event committed up to then.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from likestream.domain._retry import poll_forever
 from likestream.kafka._factory import KafkaConfig
+from likestream.tables import StateReader
 
 __all__ = ["SAMPLE_SECONDS", "CopyClock", "sample_forever"]
 
@@ -47,32 +46,24 @@ class CopyClock:
         return None
 
 
-async def sample_forever(
-    kafka: KafkaConfig, held: Callable[[], list[tuple[str, int]]], clock: CopyClock
-) -> None:
-    """Sample the end offsets of the ``held()`` changelog partitions until cancelled;
-    connected only once there are some (a gateway holds none: no consumer)."""
-
-    async def connect() -> AIOKafkaConsumer:
-        # held() follows faust's assignment, which signals no event to wait on.
-        while not held():  # noqa: ASYNC110
-            await asyncio.sleep(SAMPLE_SECONDS)
-        consumer = kafka.consumer()
-        try:
-            await consumer.start()
-        except BaseException:
-            await consumer.stop()  # a start that fails leaves it to be stopped (aiokafka)
-            raise
-        return consumer
+async def sample_forever(kafka: KafkaConfig, state: StateReader, clock: CopyClock) -> None:
+    """Sample the end offsets of the changelog partitions ``state`` holds until cancelled;
+    connected only once it holds some (a gateway holds none: no consumer)."""
 
     async def step(consumer: AIOKafkaConsumer) -> None:
-        tps = [TopicPartition(t, p) for t, p in held()]
+        tps = [TopicPartition(t, p) for t, p in state.held_changelogs()]
         if tps:
             at = time.time()
             ends = await consumer.end_offsets(tps)
             for tp, end in ends.items():
                 clock.sampled((tp.topic, tp.partition), at, end)
 
+    await state.holding()
     await poll_forever(
-        "changelog end offsets", SAMPLE_SECONDS, connect, AIOKafkaConsumer.stop, step
+        "changelog end offsets",
+        SAMPLE_SECONDS,
+        kafka.consumer,
+        AIOKafkaConsumer.start,
+        AIOKafkaConsumer.stop,
+        step,
     )

@@ -52,7 +52,7 @@ def kafka_feeds(feeds: KafkaFeeds) -> Callable[[web.Application], AsyncIterator[
         kafka, parts = feeds.kafka, feeds.partitions
         loops = [
             watch_owners(kafka, feeds.group, feeds.events_topic, reader.owners),
-            sample_forever(kafka, reader.state.held_changelogs, reader.copies),
+            sample_forever(kafka, reader.state, reader.copies),
             tail_counts(kafka, feeds.counts_topic, parts, hub),
             tail_topic(kafka, feeds.trending_topic, parts, _to_board(board)),
         ]

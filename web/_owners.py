@@ -107,18 +107,14 @@ async def _describe(admin: AIOKafkaAdminClient, group: str, topic: str) -> tuple
 async def watch_owners(kafka: KafkaConfig, group: str, topic: str, owners: Owners) -> None:
     """Keep ``owners`` current until cancelled; Kafka going away only pauses it."""
 
-    async def connect() -> AIOKafkaAdminClient:
-        admin = kafka.admin()
-        try:
-            await admin.start()
-        except BaseException:
-            await admin.close()  # a start that fails leaves it to be closed (aiokafka)
-            raise
-        return admin
-
     async def step(admin: AIOKafkaAdminClient) -> None:
         owners.update(*await _describe(admin, group, topic))
 
     await poll_forever(
-        f"describing group {group}", POLL_SECONDS, connect, AIOKafkaAdminClient.close, step
+        f"describing group {group}",
+        POLL_SECONDS,
+        kafka.admin,
+        AIOKafkaAdminClient.start,
+        AIOKafkaAdminClient.close,
+        step,
     )

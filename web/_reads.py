@@ -340,6 +340,9 @@ class NoTables:
     def held_changelogs(self) -> list[tuple[str, int]]:
         return []
 
+    async def holding(self) -> None:
+        await asyncio.Event().wait()  # never: no partitions
+
 
 _NO_PARTITIONS = "a gateway holds no partitions"
 

@@ -72,18 +72,14 @@ async def tail_topic(
     after each fetch that reached a partition's end (``at``: the fetch's epoch seconds)."""
     tps = [TopicPartition(topic, p) for p in range(partitions)]
 
-    async def connect() -> AIOKafkaConsumer:
-        consumer = kafka.consumer(enable_auto_commit=False, fetch_max_wait_ms=250)
-        try:
-            # A start that fails leaves the consumer to be stopped too (aiokafka).
-            await consumer.start()
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-        except BaseException:
-            await consumer.stop()
-            raise
+    def new() -> AIOKafkaConsumer:
+        return kafka.consumer(enable_auto_commit=False, fetch_max_wait_ms=250)
+
+    async def start(consumer: AIOKafkaConsumer) -> None:
+        await consumer.start()
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
         log.info("reading %s for pushes and replica reads", topic)
-        return consumer
 
     async def step(consumer: AIOKafkaConsumer) -> None:
         # A short wait keeps the catch-up times (the replica's age) current when idle.
@@ -103,5 +99,5 @@ async def tail_topic(
     # the beginning held the loop for seconds at start, and the table's start, group join
     # and bulk restore waited behind it (tables/_restore.py yields the same way).
     await poll_forever(
-        f"tail of {topic}", 0, connect, AIOKafkaConsumer.stop, step, retry=RETRY_SECONDS
+        f"tail of {topic}", 0, new, start, AIOKafkaConsumer.stop, step, retry=RETRY_SECONDS
     )

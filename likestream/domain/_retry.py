@@ -101,22 +101,27 @@ async def retrying(
 async def poll_forever(
     what: str,
     interval: float,
-    connect: Callable[[], Awaitable[C]],
+    new: Callable[[], C],
+    start: Callable[[C], Awaitable[object]],
     close: Callable[[C], Awaitable[object]],
     step: Callable[[C], Awaitable[None]],
     retry: float | None = None,
 ) -> None:
     """``step(client)`` every ``interval`` seconds until cancelled (0: at once, letting the
-    rest of the process have a turn). A failure drops the client (connected again after
-    ``retry`` seconds, default ``interval``) and is logged once per streak: Kafka away for
-    an hour is one warning, and never ends the loop."""
+    rest of the process have a turn). The client is ``new()``, unstarted, then
+    ``start(client)``. A failure, of the start or of a step, closes the client (a new one
+    is made and started after ``retry`` seconds, default ``interval``) and is logged once
+    per streak: Kafka away for an hour is one warning, and never ends the loop."""
     client: C | None = None
     failing = False
     try:
         while True:
             try:
                 if client is None:
-                    client = await connect()
+                    # Held before it starts: a start that fails or is cancelled may
+                    # leave connections open (aiokafka's clients), so it is closed too.
+                    client = new()
+                    await start(client)
                 await step(client)
                 failing = False
             except asyncio.CancelledError:

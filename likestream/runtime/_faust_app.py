@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import faust
 from faust.types import TP
@@ -14,6 +15,7 @@ from likestream.config._settings import Settings
 from likestream.kafka import _internals as internals
 from likestream.kafka._factory import KafkaConfig
 from likestream.kafka._membership import Membership
+from likestream.kafka._sender import KafkaSender
 from likestream.runtime._credentials import Credentials
 from likestream.runtime._sampler import Sampler
 from likestream.tables import LikeTables
@@ -192,7 +194,14 @@ def build(settings: Settings, credentials: Credentials) -> Pipeline:
     tables = LikeTables(app, settings)
     # Before anything runs: a faust that changed what likestream reaches into stops here.
     internals.check_app(app, tables.table.data)
-    LikesAgent(app, topics, tables, settings).install()
+    LikesAgent(
+        app,
+        topics,
+        tables,
+        settings,
+        sender=KafkaSender(KafkaConfig.from_settings(settings)),
+        commit=partial(internals.commit, app),
+    ).install()
     membership = Membership(app, tables, settings.max_poll_interval_ms / 1000)
     membership.install()
     sampler = Sampler(app, tables, settings)

@@ -99,12 +99,16 @@ class Sampler(Service):
             f"metrics sample (retrying every {self.interval:.1f}s)",
             self.interval,
             self._itself,
+            Sampler._nothing_to_start,
             Sampler._disconnect,
             Sampler.sample,
         )
 
-    async def _itself(self) -> Sampler:
+    def _itself(self) -> Sampler:
         return self
+
+    async def _nothing_to_start(self) -> None:
+        """Nothing to start: the clients connect in _lags, once a partition is owned."""
 
     async def on_start(self) -> None:
         # Readiness and recovery are cheap flags: read at every scrape, so /metrics

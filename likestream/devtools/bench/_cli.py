@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from likestream.devtools.bench._common import BenchConfig, Result, raise_open_files, say
@@ -165,10 +169,17 @@ async def _scenario(lab: Lab, cfg: BenchConfig, name: str, ingest_rate: float | 
     return await fanout(lab, cfg)
 
 
-async def _run(lab: Lab, cfg: BenchConfig, scenarios: list[str]) -> list[Result]:
+async def _run(
+    lab: Lab, cfg: BenchConfig, scenarios: list[str], signals: list[int]
+) -> list[Result]:
+    """The ``scenarios`` one after another, until a signal is noted in ``signals``: it
+    cancels the running one, but one that awaits a task it cancelled itself may take the
+    cancellation for its own and end normally."""
     results: list[Result] = []
     ingest_rate: float | None = None
     for name in scenarios:
+        if signals:
+            break
         began = time.monotonic()
         say(f"== {name}")
         try:
@@ -229,6 +240,44 @@ def _write(cfg: BenchConfig, results: list[Result], took: float, report_to: Path
         report_to.write_text(merge_report(old, main, soak_text))
 
 
+@contextlib.contextmanager
+def _ended_as_by_ctrl_c() -> Iterator[list[int]]:
+    """SIGTERM ends the bench as Ctrl-C (SIGINT) does, and the signals received are noted
+    in the list it gives. Python's default for SIGTERM ends the process at once, leaving
+    the lab's broker, workers and gateways running; this way, inside ``asyncio.run`` the
+    running scenario is cancelled (its ``finally`` blocks stop its helper processes) and
+    outside it KeyboardInterrupt is raised, so that ``run_bench`` stops the lab and
+    removes its state dir as at a normal end."""
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        # asyncio.run's own SIGINT handler while it runs (it cancels the main task), else
+        # Python's default one (KeyboardInterrupt).
+        on_sigint = signal.getsignal(signal.SIGINT)
+        if not callable(on_sigint):
+            raise KeyboardInterrupt
+        on_sigint(signum, frame)
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@contextlib.contextmanager
+def _deaf() -> Iterator[None]:
+    """SIGTERM and SIGINT ignored: the lab's clean-up runs to its end once begun (a
+    second signal would otherwise leave the processes it had yet to stop)."""
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def run_bench(args: argparse.Namespace) -> int:
     scenarios = list(dict.fromkeys(args.scenario)) or list(STANDARD)
     unknown = [s for s in scenarios if s not in SCENARIOS]
@@ -244,16 +293,24 @@ def run_bench(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="likestream-bench-"))
     lab = Lab(root, cfg.partitions)
     began = time.monotonic()
-    try:
-        lab.start()
-        results = asyncio.run(_run(lab, cfg, scenarios))
-    finally:
-        lab.stop()
-        _keep_logs(root, cfg.out)
-        if args.keep:
-            say(f"state kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    with _ended_as_by_ctrl_c() as received:
+        try:
+            lab.start()
+            results = asyncio.run(_run(lab, cfg, scenarios, received))
+            if received:  # a scenario took the cancellation for its own (see _run)
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            signum = received[0] if received else signal.SIGINT
+            say(f"stopped by {signal.Signals(signum).name}")
+            return 128 + signum
+        finally:
+            with _deaf():
+                lab.stop()
+                _keep_logs(root, cfg.out)
+                if args.keep:
+                    say(f"state kept in {root}")
+                else:
+                    shutil.rmtree(root, ignore_errors=True)
     took = time.monotonic() - began
     _write(cfg, results, took, args.report)
     print(table(results))

@@ -155,10 +155,14 @@ class Lab:
         self.broker.start()
 
     def stop(self) -> None:
-        for worker in self.workers:
-            worker.stop(timeout=30)
-        if self._own_broker:
-            self.broker.stop()
+        """Stop the workers and gateways, then the broker (if the lab's own), whatever
+        stopping a worker raised."""
+        try:
+            for worker in self.workers:
+                worker.stop(timeout=30)
+        finally:
+            if self._own_broker:
+                self.broker.stop()
 
     def cluster(self, name: str) -> Settings:
         tag = f"{name}-{uuid.uuid4().hex[:6]}"

@@ -2,53 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import faust
 import orjson
 import pytest
-from aiokafka.structs import RecordMetadata
+from fakes import Sender
 from faust.types import TP
 
 from likestream.agents import LikesAgent, Topics
 from likestream.config._settings import load_settings
 from likestream.domain._schema import LikeEvent, encode_event
-from likestream.kafka._sender import Outgoing
 from likestream.tables import LikeTables
 
 P0 = TP("likes", 0)
-
-
-class Recorder:
-    """Stands in for Kafka: keeps what the agent sends, per topic, and its groups."""
-
-    def __init__(self) -> None:
-        self.sent: dict[str, list[Outgoing]] = defaultdict(list)
-        self.groups: dict[str, list[list[bytes | None]]] = defaultdict(list)
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def send(
-        self,
-        topic: str,
-        partition: int,
-        records: Sequence[Outgoing],
-        ends: Sequence[int] | None = None,
-    ) -> list[asyncio.Future[RecordMetadata]]:
-        self.sent[topic] += records
-        start = 0
-        for end in ends if ends is not None else range(1, len(records) + 1):
-            self.groups[topic].append([key for key, _, _ in records[start:end]])
-            start = end
-        return []
 
 
 @dataclass(frozen=True)
@@ -67,7 +36,7 @@ class Rec:
 class Pipeline:
     agent: LikesAgent
     tables: LikeTables
-    recorder: Recorder
+    recorder: Sender
     commits: list[Mapping[TP, int]]
 
     def fold(self, *records: tuple[bytes | None, bytes | None]) -> None:
@@ -82,7 +51,7 @@ def pipeline(tmp_path: Path) -> Pipeline:
     app = faust.App("agent-test", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
     topics = Topics(events=app.topic("likes"), counts="counts", dlq="dlq")
     tables = LikeTables(app, settings)
-    recorder = Recorder()
+    recorder = Sender()
     commits: list[Mapping[TP, int]] = []
 
     async def commit(offsets: Mapping[TP, int]) -> bool:

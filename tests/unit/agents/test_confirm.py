@@ -16,6 +16,7 @@ import faust
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import RecordMetadata
+from fakes import Sender
 from faust.types import TP
 from prometheus_client import REGISTRY
 
@@ -31,42 +32,29 @@ from .test_agent import Rec
 P0 = TP("likes", 0)
 
 
-class FlakySender:
+class FlakySender(Sender):
     """Delivers every batch at once, except the changelog batches of the flushes
     listed in ``fail`` (numbered from 0), whose futures fail."""
 
     def __init__(self, fail: set[int]) -> None:
+        super().__init__()
         self.fail = fail
         self.flushes = 0
-        self.delivered: list[tuple[str, Outgoing]] = []
-        self.stops = 0
 
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        self.stops += 1
-
-    async def send(
-        self,
-        topic: str,
-        partition: int,
-        records: Sequence[Outgoing],
-        ends: Sequence[int] | None = None,
-    ) -> list[asyncio.Future[RecordMetadata]]:
-        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+    def batch(
+        self, topic: str, partition: int, records: list[Outgoing]
+    ) -> asyncio.Future[RecordMetadata]:
         if "changelog" in topic:
             self.flushes += 1
             if self.flushes - 1 in self.fail:
+                future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
                 future.set_exception(KafkaTimeoutError())
-                return [future]
-        self.delivered += [(topic, record) for record in records]
-        future.set_result(RecordMetadata(topic, partition, None, 0, 0, 0, None))  # type: ignore[arg-type]
-        return [future]
+                return future
+        return super().batch(topic, partition, records)
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, sender: FlakySender) -> None:
+    def __init__(self, tmp_path: Path, sender: Sender) -> None:
         settings = load_settings(partitions=1, data_dir=tmp_path)
         app = faust.App("confirm-test", store="rocksdb://", datadir=str(tmp_path))
         self.tables = LikeTables(app, settings)
@@ -122,8 +110,8 @@ async def test_a_failed_flush_stops_every_later_one_from_committing(tmp_path: Pa
     h.fold(10, ["a", "b", "c", "d", "e"])
     await h.agent.confirmer.confirm()
     assert h.committed == 15
-    changelog = {key for topic, (key, _, _) in sender.delivered if "changelog" in topic}
-    assert {b"m/post:1/" + u.encode() for u in "abcde"} <= changelog
+    changelog = next(rows for topic, rows in sender.delivered.items() if "changelog" in topic)
+    assert {b"m/post:1/" + u.encode() for u in "abcde"} <= {key for key, _, _ in changelog}
     assert h.tables.count("post:1").likes == 5
 
 
@@ -139,12 +127,12 @@ async def test_rows_folded_after_the_failed_flush_are_dropped(tmp_path: Path) ->
     assert h.agent.confirmer.pending == 0
     await h.agent.confirmer.confirm()
     # b's row was folded after the failed flush: dropped, not sent or committed.
-    assert not any(key == b"m/post:1/b" for _, (key, _, _) in sender.delivered)
+    assert not any(key == b"m/post:1/b" for rows in sender.delivered.values() for key, _, _ in rows)
     assert h.committed == -1
 
 
 async def test_flushes_in_flight_are_bounded(tmp_path: Path) -> None:
-    sender = FlakySender(fail=set())
+    sender = Sender()
     h = Harness(tmp_path, sender)
     h.agent.positions.start(P0, 0)
     for n in range(MAX_IN_FLIGHT):
@@ -161,13 +149,13 @@ async def test_flushes_in_flight_are_bounded(tmp_path: Path) -> None:
 
 
 async def test_an_error_that_is_not_kafkas_stops_instead_of_retrying(tmp_path: Path) -> None:
-    class Broken(FlakySender):
+    class Broken(Sender):
         async def send(
             self, *args: object, **kwargs: object
         ) -> list[asyncio.Future[RecordMetadata]]:
             raise TypeError("a bug in the sender")
 
-    h = Harness(tmp_path, Broken(fail=set()))
+    h = Harness(tmp_path, Broken())
     h.agent.positions.start(P0, 0)
     h.fold(0, ["a"])
     await h.agent.confirmer.flush()
@@ -176,23 +164,19 @@ async def test_an_error_that_is_not_kafkas_stops_instead_of_retrying(tmp_path: P
     assert h.committed == -1
 
 
-class SlowSender(FlakySender):
+class SlowSender(Sender):
     """Delivers a batch only when the test says so."""
 
     def __init__(self) -> None:
-        super().__init__(fail=set())
+        super().__init__()
         self.waiting: list[asyncio.Future[RecordMetadata]] = []
 
-    async def send(
-        self,
-        topic: str,
-        partition: int,
-        records: Sequence[Outgoing],
-        ends: Sequence[int] | None = None,
-    ) -> list[asyncio.Future[RecordMetadata]]:
+    def batch(
+        self, topic: str, partition: int, records: list[Outgoing]
+    ) -> asyncio.Future[RecordMetadata]:
         future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
-        return [future]
+        return future
 
     def deliver(self, count: int) -> None:
         done, self.waiting = self.waiting[:count], self.waiting[count:]
@@ -226,7 +210,7 @@ async def test_a_lost_state_directory_stops_every_later_flush(tmp_path: Path) ->
     """tests/integration/test_faults.py deletes a partition's RocksDB directory under a
     live worker: the flush refuses to write, and no later call commits past its events
     (the fold's flush raising would otherwise have faust restart the agent and fold on)."""
-    sender = FlakySender(fail=set())
+    sender = Sender()
     h = Harness(tmp_path, sender)
     h.agent.positions.start(P0, 0)
     h.fold(0, ["a"])

@@ -58,7 +58,7 @@ import signal
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -71,6 +71,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from aiokafka.structs import RecordMetadata
+from fakes import Sender
 from faust.types import TP
 
 from likestream.agents import DeliveryFailed, Fold, LikesAgent, Topics, fold
@@ -202,7 +203,7 @@ class Batch:
     future: asyncio.Future[RecordMetadata]
 
 
-class Kafka:
+class Kafka(Sender):
     """The broker (a log per topic, partition 0 only; the group's committed offset) and
     the worker's producer: batches wait in send order until answered or crashed; and the
     faults drawn for the worker's life.
@@ -211,6 +212,7 @@ class Kafka:
     """
 
     def __init__(self, rng: random.Random) -> None:
+        super().__init__()
         self.rng = rng
         self.fail_rate = 0.0  # of batches that fail; as many again are appended but fail
         self.send_error_rate = 0.0  # of sends that raise after handing some batches over
@@ -282,7 +284,7 @@ class Kafka:
                 raise self.crash()
             self.fetches_before_crash -= 1
 
-    # -- Sender
+    # -- Sender (tests/fakes.py cuts each send into batches and records it)
 
     async def start(self) -> None:
         self.alive()
@@ -291,40 +293,31 @@ class Kafka:
         self.alive()
         await asyncio.sleep(0)  # a real producer's stop takes a while: the fold goes on
 
-    async def send(
-        self,
-        topic: str,
-        partition: int,
-        records: Sequence[Outgoing],
-        ends: Sequence[int] | None = None,
-    ) -> list[asyncio.Future[RecordMetadata]]:
+    def sending(self, partition: int) -> None:
         self.alive()
         if self.sends_before_crash is not None:
             if self.sends_before_crash == 0:
                 raise self.crash()
             self.sends_before_crash -= 1
         assert partition == 0
-        bounds = list(ends) if ends is not None else list(range(1, len(records) + 1))
-        assert bounds == sorted(bounds)
-        assert not records or bounds[-1] == len(records)
-        # The producer may raise part way (say, no metadata in time): the batches
-        # handed over before it still go, and nobody holds their futures.
-        raises = self.rng.random() < self.send_error_rate
-        cut = self.rng.randint(0, len(bounds)) if raises else len(bounds)
-        futures: list[asyncio.Future[RecordMetadata]] = []
-        start = 0
-        for n, end in enumerate(bounds[:cut]):
-            # A batch ends at a group's end, never inside a group (KafkaSender).
-            if n == cut - 1 or self.rng.random() < 0.4:
-                future = asyncio.get_running_loop().create_future()
-                future.add_done_callback(_retrieved)  # a killed worker never looks
-                rows = [(key, value) for key, value, _ in records[start:end]]
-                self.queue.append(Batch(topic, partition, rows, future))
-                futures.append(future)
-                start = end
-        if raises:
-            raise KafkaTimeoutError("model: the send failed part way")
-        return futures
+
+    def fails_after(self, groups: int) -> int | None:
+        # The producer may raise part way (say, no metadata in time).
+        if self.rng.random() < self.send_error_rate:
+            return self.rng.randint(0, groups)
+        return None
+
+    def cut(self) -> bool:
+        return self.rng.random() < 0.4
+
+    def batch(
+        self, topic: str, partition: int, records: list[Outgoing]
+    ) -> asyncio.Future[RecordMetadata]:
+        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieved)  # a killed worker never looks
+        rows = [(key, value) for key, value, _ in records]
+        self.queue.append(Batch(topic, partition, rows, future))
+        return future
 
     def answer(self, count: int) -> None:
         """Kafka answers ``count`` batches: the oldest of a topic, topics in any order
