@@ -38,6 +38,9 @@ __all__ = ["StampedTable"]
 
 log = logging.getLogger(__name__)
 
+SETTLED_POLL_S = 1.0
+"""How often the release after a recovery looks whether faust's recovery has settled."""
+
 
 class StampedTable(faust.Table[bytes, bytes]):
     # Set by the owner: where to restore owned partitions from (``_restore.py``).
@@ -51,6 +54,8 @@ class StampedTable(faust.Table[bytes, bytes]):
     # Called first when the worker stops, while the group member and RocksDB are still
     # up (faust stops its tables before its consumer): the agent's last flush and commit.
     on_stopping: Callable[[], Awaitable[None]] | None = None
+    # The release of memory once the current assignment's recovery has settled.
+    _release: asyncio.Task[None] | None = None
 
     # Set once a partition database is open here: this process holds a copy (active or
     # standby) of some partition. The web's copy clock waits for it (web/_copies.py):
@@ -62,6 +67,8 @@ class StampedTable(faust.Table[bytes, bytes]):
         self.holding = asyncio.Event()
 
     async def on_stop(self) -> None:
+        if self._release is not None:
+            self._release.cancel()
         if self.on_stopping is not None:
             await self.on_stopping()
         await super().on_stop()
@@ -85,8 +92,21 @@ class StampedTable(faust.Table[bytes, bytes]):
             except KafkaError as exc:
                 # Faust's own recovery still runs and gets there, only slower.
                 log.warning("bulk restore of %s failed (%r)", self.name, exc)
-            # The restore's buffers are free now, but glibc keeps them (_memory.py).
+            # The restore's buffers are garbage now, but cycles and glibc keep them (_memory.py).
             release_free_memory()
+        # faust's recovery, which runs after this, drops its consumer's first fetches with
+        # its seeks (and the agent's pauses drop the events partitions'): released again
+        # once it has settled.
+        if self._release is not None:
+            self._release.cancel()
+        self._release = asyncio.ensure_future(self._release_when_recovered())
+
+    async def _release_when_recovered(self) -> None:
+        # Settled is three states of faust's (recovery done, not recovering, no
+        # rebalance), with no one event for it.
+        while not internals.recovery_settled(self.app):  # noqa: ASYNC110
+            await asyncio.sleep(SETTLED_POLL_S)
+        release_free_memory()
 
     def apply_changelog_batch(self, batch: Iterable[EventT[bytes]]) -> None:
         by_partition: defaultdict[int, list[tuple[bytes | None, bytes | None]]] = defaultdict(list)

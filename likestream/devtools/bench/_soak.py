@@ -378,8 +378,9 @@ async def _sample(run: Run) -> None:
                 "interval": k,
                 "minute": round((k + 1) * run.every / 60, 2),
                 "writes_per_s": round((produced - produced_before) / (taken - taken_before)),
-                "worker_rss_mib": round(proc_status(worker.pid, "VmRSS") / MIB, 1),
-                "worker_files": open_files(worker.pid),
+                # NaN, not 0, for a worker killed and not yet started again.
+                "worker_rss_mib": _running(round(proc_status(worker.pid, "VmRSS") / MIB, 1)),
+                "worker_files": _running(open_files(worker.pid)),
                 "gateway_rss_mib": round(proc_status(gateway.pid, "VmRSS") / MIB, 1),
                 "gateway_files": open_files(gateway.pid),
             }
@@ -412,6 +413,11 @@ async def _sample(run: Run) -> None:
                 f"{row['dropped']} subscribers dropped, {row['dlq']} DLQ records"
             )
             k = max(k + 1, int((time.monotonic() - run.origin) / run.every))
+
+
+def _running(figure: float) -> float:
+    """A figure of a process's ``/proc`` entry; NaN for 0, which means it is gone."""
+    return figure if figure else math.nan
 
 
 async def _rocksdb_mib(http: aiohttp.ClientSession, worker: WorkerProcess) -> dict[str, float]:
@@ -648,8 +654,11 @@ def _limits(run: Run, calibrated: float | None) -> str:
         "block cache, from its /status; bounded by LIKESTREAM_ROCKSDB_* per partition and "
         "filling towards that as the state grows) and the rest of its RSS (RSS minus the "
         "most RocksDB held so far in the process: glibc keeps what RocksDB frees); the "
-        "flat target is on the rest. Everything (broker, worker, gateway, clients, producer, "
-        "reads) shares the machine's cores, so lag and event latency show whether the "
-        "worker keeps up with the rate, not the push path; written_per_s (and writes/s "
-        "per sample) is the rate the producer held"
+        "flat target is on the rest. A restarted worker's RocksDB starts nearly empty (its "
+        "recovery flushed the memtables it replayed from the log) while the heap keeps "
+        "what that recovery used, so the rest reads high after the restart until RocksDB "
+        "has filled that memory again (RSS flat meanwhile). Everything (broker, worker, "
+        "gateway, clients, producer, reads) shares the machine's cores, so lag and event "
+        "latency show whether the worker keeps up with the rate, not the push path; "
+        "written_per_s (and writes/s per sample) is the rate the producer held"
     )
