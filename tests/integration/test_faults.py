@@ -52,6 +52,7 @@ from oracle import Oracle, mixed_events
 from likestream.client import DeliveryError, LikeClient
 from likestream.devtools._broker import Broker
 from likestream.kafka._sender import REQUEST_TIMEOUT_MS
+from likestream.runtime._pids import alive
 from likestream.tables import changelog_topic
 
 pytestmark = pytest.mark.integration
@@ -338,7 +339,13 @@ async def test_broker_restarted_while_a_flush_is_in_flight(
             continue
         break
     os.kill(pid, signal.SIGKILL)  # a crash: no clean shutdown answers the flush
-    await asyncio.to_thread(s.broker.start)
+    # The kernel takes a moment to tear the JVM down; until then start() sees a broker
+    # running and starts none (twice in CI: the load then waited 120 s for no broker).
+    deadline = time.monotonic() + 60
+    while alive(pid):
+        assert time.monotonic() < deadline, "the SIGKILLed broker is still there"
+        await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(s.broker.start), "the broker was not started again"
     await settle_and_check(s, http, request, "broker crashed with a flush in flight, restarted")
 
 
