@@ -131,13 +131,21 @@ async def test_recovers_after_changelog_compaction(
     await produce(cluster.kafka, cluster.topic, events)
     await cluster.wait_caught_up()
     deadline = time.monotonic() + 180
+    # The cleaner never touches a log's active segment, and a segment rolls only when a
+    # record comes after segment.ms: a few more events a second keep the changelog rolling.
+    more = iter(mixed_events(10_000, 10, 30, seed=6, prefix="hot"))
     while True:
         records = await read_topic(cluster, changelog)
         offsets = sorted(r.offset for r in records if r.partition == records[0].partition)
         if offsets and offsets[-1] - offsets[0] + 1 > 2 * len(offsets):
             break
         assert time.monotonic() < deadline, "the changelog was not compacted in time"
+        extra = [next(more) for _ in range(5)]
+        for event in extra:
+            oracle.apply(event)
+        await produce(cluster.kafka, cluster.topic, extra)
         await asyncio.sleep(1)
+    await cluster.wait_caught_up()
 
     worker.stop()
     shutil.rmtree(worker.data_dir)
