@@ -92,11 +92,9 @@ class StampedTable(faust.Table[bytes, bytes]):
             except KafkaError as exc:
                 # Faust's own recovery still runs and gets there, only slower.
                 log.warning("bulk restore of %s failed (%r)", self.name, exc)
-            # The restore's buffers are garbage now, but cycles and glibc keep them (_memory.py).
-            release_free_memory()
-        # faust's recovery, which runs after this, drops its consumer's first fetches with
-        # its seeks (and the agent's pauses drop the events partitions'): released again
-        # once it has settled.
+        # Memory the assignment's bursts freed, given back once both are over (_memory.py):
+        # the bulk restore's buffers, and the first fetches faust's recovery, which runs
+        # after this, drops with its seeks (and the agent's pauses the events partitions').
         if self._release is not None:
             self._release.cancel()
         self._release = asyncio.ensure_future(self._release_when_recovered())
